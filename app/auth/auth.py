@@ -1,0 +1,94 @@
+"""Typed authentication dependencies. Every endpoint declares who may call it with one of these aliases:
+
+    async def endpoint(subject: AdminSubject) -> ...
+
+Each alias rejects everyone else with 401 (no or bad token) or 403 (wrong role)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.repository import AuthRepository
+from app.auth.subject import GrantInfo, Subject
+from app.db import get_db_session
+from app.exceptions import Forbidden, Unauthorized
+from app.kit.crypto import token_hash
+from app.kit.time import utcnow
+from app.models.role_grant import Role
+
+_bearer = HTTPBearer(auto_error=False, description="POST /api/v1/auth/wechat/login 返回的 access_token")
+
+SessionDep = Annotated[AsyncSession, Depends(get_db_session)]
+
+
+async def _load_subject(session: AsyncSession, token: str) -> Subject | None:
+    repo = AuthRepository(session)
+    found = await repo.get_live_session(token_hash(token), utcnow())
+    if found is None:
+        return None
+    auth_session, user = found
+    grants = await repo.active_grants(user.id)
+    return Subject(
+        user_id=user.id,
+        openid=user.openid,
+        session_id=auth_session.id,
+        session_expires_at=auth_session.expires_at,
+        grants=tuple(
+            GrantInfo(id=g.id, role=Role(g.role), canteen_id=g.canteen_id, district_code=g.district_code)
+            for g in grants
+        ),
+    )
+
+
+async def optional_subject(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Subject | None:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        return None
+    subject = await _load_subject(session, credentials.credentials)
+    if subject is None:
+        raise Unauthorized("登录已失效，请重新登录", code="InvalidToken")
+    request.state.subject = subject
+    return subject
+
+
+async def current_subject(subject: Annotated[Subject | None, Depends(optional_subject)]) -> Subject:
+    if subject is None:
+        raise Unauthorized("请先登录", code="NotAuthenticated")
+    return subject
+
+
+def require_roles(*roles: Role) -> object:
+    names = "、".join(_ROLE_NAMES[r] for r in roles)
+
+    async def dependency(subject: Annotated[Subject, Depends(current_subject)]) -> Subject:
+        if not subject.has_role(*roles):
+            raise Forbidden(f"此操作仅限{names}", code="RoleRequired", detail={"roles": list(roles)})
+        return subject
+
+    return Depends(dependency)
+
+
+_ROLE_NAMES = {
+    Role.elder: "长者本人",
+    Role.family: "家属",
+    Role.operator: "食堂工作人员",
+    Role.federation_admin: "慈善总会管理员",
+    Role.civil_affairs: "民政工作人员",
+}
+
+OptionalSubject = Annotated[Subject | None, Depends(optional_subject)]
+CurrentSubject = Annotated[Subject, Depends(current_subject)]
+AdminSubject = Annotated[Subject, require_roles(Role.federation_admin)]
+OperatorSubject = Annotated[Subject, require_roles(Role.operator)]
+CivilAffairsSubject = Annotated[Subject, require_roles(Role.civil_affairs)]
+StaffSubject = Annotated[Subject, require_roles(Role.federation_admin, Role.civil_affairs)]
+ElderSubject = Annotated[Subject, require_roles(Role.elder)]
+FamilySubject = Annotated[Subject, require_roles(Role.family)]
+ElderOrFamilySubject = Annotated[Subject, require_roles(Role.elder, Role.family)]

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import AuthSession, RoleGrant, User
+
+
+class AuthRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def upsert_user_by_openid(self, openid: str, *, unionid: str | None, login_at: datetime) -> User:
+        stmt = (
+            insert(User)
+            .values(id=uuid.uuid4(), openid=openid, unionid=unionid, last_login_at=login_at)
+            .on_conflict_do_update(
+                index_elements=[User.openid],
+                set_={
+                    "last_login_at": login_at,
+                    "unionid": func.coalesce(insert(User).excluded.unionid, User.unionid),
+                    "updated_at": func.now(),
+                },
+            )
+            .returning(User)
+        )
+        result = await self.session.execute(stmt, execution_options={"populate_existing": True})
+        return result.scalar_one()
+
+    async def get_or_create_user(self, openid: str) -> User:
+        stmt = (
+            insert(User)
+            .values(id=uuid.uuid4(), openid=openid)
+            .on_conflict_do_nothing(index_elements=[User.openid])
+        )
+        await self.session.execute(stmt)
+        return (await self.session.execute(select(User).where(User.openid == openid))).scalar_one()
+
+    async def get_user(self, user_id: uuid.UUID) -> User | None:
+        return await self.session.get(User, user_id)
+
+    def add_session(self, auth_session: AuthSession) -> None:
+        self.session.add(auth_session)
+
+    async def get_live_session(self, token_hash: str, now: datetime) -> tuple[AuthSession, User] | None:
+        stmt = (
+            select(AuthSession, User)
+            .join(User, User.id == AuthSession.user_id)
+            .where(
+                AuthSession.token_hash == token_hash,
+                AuthSession.revoked_at.is_(None),
+                AuthSession.expires_at > now,
+            )
+        )
+        row = (await self.session.execute(stmt)).first()
+        return (row[0], row[1]) if row else None
+
+    async def revoke_session(self, session_id: uuid.UUID, now: datetime) -> None:
+        await self.session.execute(
+            update(AuthSession)
+            .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+    async def revoke_all_sessions(self, user_id: uuid.UUID, now: datetime) -> int:
+        result = await self.session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def delete_expired_sessions(self, before: datetime) -> int:
+        from sqlalchemy import delete, or_
+
+        result = await self.session.execute(
+            delete(AuthSession).where(
+                or_(AuthSession.expires_at < before, AuthSession.revoked_at < before)
+            )
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def active_grants(self, user_id: uuid.UUID) -> Sequence[RoleGrant]:
+        stmt = (
+            select(RoleGrant)
+            .where(RoleGrant.user_id == user_id, RoleGrant.revoked_at.is_(None))
+            .order_by(RoleGrant.created_at)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def find_active_grant(
+        self, user_id: uuid.UUID, role: str, canteen_id: uuid.UUID | None, district_code: str | None
+    ) -> RoleGrant | None:
+        stmt = select(RoleGrant).where(
+            RoleGrant.user_id == user_id,
+            RoleGrant.role == role,
+            RoleGrant.revoked_at.is_(None),
+            RoleGrant.canteen_id.is_(None) if canteen_id is None else RoleGrant.canteen_id == canteen_id,
+            RoleGrant.district_code.is_(None)
+            if district_code is None
+            else RoleGrant.district_code == district_code,
+        )
+        return (await self.session.execute(stmt)).scalars().first()
+
+    async def get_grant(self, grant_id: uuid.UUID) -> RoleGrant | None:
+        return await self.session.get(RoleGrant, grant_id)
+
+    def add_grant(self, grant: RoleGrant) -> None:
+        self.session.add(grant)

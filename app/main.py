@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from app.config import Environment, Settings, check_startable, get_settings
+from app.db import get_database
+from app.errors import install_error_handlers
+from app.health import SANDBOX_WARNING
+from app.logging import configure_logging
+from app.middleware import RequestContextMiddleware
+
+log = structlog.get_logger("app.main")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    check_startable(settings)
+    configure_logging(settings.LOG_LEVEL)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from app.redis import close_redis
+        from app.worker import InProcessWorker
+
+        database = get_database()
+        worker = None
+        if settings.inprocess_jobs and settings.APP_ENV != Environment.testing:
+            worker = InProcessWorker()
+            worker.start()
+        if settings.is_sandbox:
+            log.warning("sandbox_mode", message=SANDBOX_WARNING, wechat_api_base=settings.wechat_api_base)
+        log.info("started", env=settings.APP_ENV.value, inprocess_jobs=worker is not None)
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+            await close_redis()
+            await database.dispose_current()
+
+    app = FastAPI(
+        title="桑榆 Sangyu API",
+        version="1.0.0",
+        description="社区长者助餐与“我为老人助一餐”微捐赠的小程序后端。错误统一返回 "
+        '`{"error": 代码, "message": 中文说明, "detail": 详情}`。',
+        lifespan=lifespan,
+        debug=settings.DEBUG,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+
+    from app.api import router as api_router
+    from app.health import router as health_router
+
+    app.include_router(health_router)
+    app.include_router(api_router)
+    if settings.is_sandbox:
+        from app.sandbox.router import router as sandbox_router
+
+        app.include_router(sandbox_router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,90 @@
+"""Redis clients. ``REDIS_URL`` unset → fakeredis in-process (one shared fake server for the async and
+sync clients, so wechatpy's token storage and our code see the same keys)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from app.config import Settings, get_settings
+
+_lock = threading.RLock()
+_fake_server: Any = None
+_sync_client: redis.Redis | None = None
+
+
+def _fake() -> Any:
+    global _fake_server
+    import fakeredis
+
+    with _lock:
+        if _fake_server is None:
+            _fake_server = fakeredis.FakeServer()
+        return _fake_server
+
+
+def create_async_redis(settings: Settings | None = None) -> aioredis.Redis:
+    settings = settings or get_settings()
+    if settings.REDIS_URL:
+        return aioredis.Redis.from_url(
+            settings.REDIS_URL, decode_responses=True, socket_timeout=2, socket_connect_timeout=2
+        )
+    import fakeredis
+
+    return fakeredis.FakeAsyncRedis(server=_fake(), decode_responses=True)
+
+
+def get_sync_redis(settings: Settings | None = None) -> redis.Redis:
+    """Sync client for sync libraries (wechatpy's token storage, Dramatiq's scheduler locks)."""
+    global _sync_client
+    settings = settings or get_settings()
+    with _lock:
+        if _sync_client is None:
+            if settings.REDIS_URL:
+                _sync_client = redis.Redis.from_url(
+                    settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
+                )
+            else:
+                import fakeredis
+
+                _sync_client = fakeredis.FakeRedis(server=_fake_server or _fake())
+        return _sync_client
+
+
+_async_clients: dict[int, aioredis.Redis] = {}
+
+
+def get_redis() -> aioredis.Redis:
+    """The async client for the running event loop (redis.asyncio connections are loop-bound)."""
+    import asyncio
+
+    key = id(asyncio.get_running_loop())
+    with _lock:
+        client = _async_clients.get(key)
+    if client is None:
+        client = create_async_redis()
+        with _lock:
+            _async_clients[key] = client
+    return client
+
+
+async def close_redis() -> None:
+    import asyncio
+
+    key = id(asyncio.get_running_loop())
+    with _lock:
+        client = _async_clients.pop(key, None)
+    if client is not None:
+        await client.aclose()
+
+
+def reset_redis_clients() -> None:
+    """For tests that switch settings."""
+    global _sync_client, _fake_server
+    with _lock:
+        _async_clients.clear()
+        _sync_client = None
+        _fake_server = None

@@ -1,0 +1,6 @@
+from fastapi import APIRouter
+
+from app.sandbox import miniprogram
+
+router = APIRouter(prefix="/sandbox", include_in_schema=False)
+router.include_router(miniprogram.router)

@@ -1,0 +1,227 @@
+"""Jobs: Dramatiq actors, enqueued only after the transaction that asked for them commits.
+
+- ``REDIS_URL`` set: a Redis broker; ``sangyu worker`` runs the actors and the periodic scheduler.
+- ``REDIS_URL`` unset: a stub broker and the same actors run on a worker inside the web process.
+- testing: a stub broker; tests drain queues explicitly.
+
+Every actor body runs in one unit of work (one transaction); jobs it enqueues go out after its commit.
+Periodic jobs are ordinary actors with a cron schedule (Asia/Shanghai); the scheduler fires each slot once
+across any number of schedulers (a Redis ``SET NX`` per slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec
+
+import dramatiq
+import structlog
+from croniter import croniter
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AsyncIO
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Environment, get_settings
+from app.kit.time import SHANGHAI, utcnow
+
+log = structlog.get_logger("app.worker")
+
+P = ParamSpec("P")
+PENDING_KEY = "sangyu.pending_jobs"
+
+
+def _build_broker() -> dramatiq.Broker:
+    settings = get_settings()
+    broker: dramatiq.Broker
+    if settings.REDIS_URL and settings.APP_ENV != Environment.testing:
+        from dramatiq.brokers.redis import RedisBroker
+
+        broker = RedisBroker(url=settings.REDIS_URL, namespace="sangyu-jobs")
+    else:
+        broker = StubBroker()
+        broker.emit_after("process_boot")
+    broker.add_middleware(AsyncIO())
+    return broker
+
+
+broker = _build_broker()
+dramatiq.set_broker(broker)
+
+
+@dataclass(frozen=True)
+class Periodic:
+    actor_name: str
+    cron: str  # in Asia/Shanghai wall time
+
+
+SCHEDULE: list[Periodic] = []
+
+
+def task(
+    name: str, *, cron: str | None = None, max_retries: int = 5, time_limit_ms: int = 10 * 60 * 1000
+) -> Callable[[Callable[..., Awaitable[None]]], dramatiq.Actor[..., Any]]:
+    """Declare a job. The function receives an ``AsyncSession`` first; its transaction is the job's."""
+
+    def decorate(fn: Callable[..., Awaitable[None]]) -> dramatiq.Actor[..., Any]:
+        @functools.wraps(fn)
+        async def run(*args: Any, **kwargs: Any) -> None:
+            from app.db import unit_of_work
+
+            structlog.contextvars.bind_contextvars(job=name)
+            try:
+                async with unit_of_work() as session:
+                    await fn(session, *args, **kwargs)
+            finally:
+                structlog.contextvars.unbind_contextvars("job")
+
+        actor = dramatiq.actor(
+            run, actor_name=name, max_retries=max_retries, time_limit=time_limit_ms, min_backoff=2000
+        )
+        if cron is not None:
+            croniter(cron)  # validate at import
+            SCHEDULE.append(Periodic(name, cron))
+        return actor
+
+    return decorate
+
+
+def enqueue(session: AsyncSession, actor: dramatiq.Actor[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Send ``actor(*args, **kwargs)`` once ``session``'s transaction commits; dropped if it rolls back."""
+    message = actor.message(*args, **kwargs)
+    session.info.setdefault(PENDING_KEY, []).append(message)
+
+
+def send_pending_jobs(session: AsyncSession) -> None:
+    for message in session.info.pop(PENDING_KEY, []):
+        try:
+            broker.enqueue(message)
+        except Exception:  # the broker being down must not turn a committed request into an error
+            log.exception("job_enqueue_failed", actor=message.actor_name, message_id=message.message_id)
+
+
+def discard_pending_jobs(session: AsyncSession) -> None:
+    dropped = session.info.pop(PENDING_KEY, [])
+    if dropped:
+        log.info("jobs_dropped_on_rollback", count=len(dropped))
+
+
+# ---------------------------------------------------------------- scheduler
+
+
+def due_slots(cron: str, after: datetime, until: datetime) -> list[datetime]:
+    """Cron fire times in (after, until], evaluated in Asia/Shanghai."""
+    it = croniter(cron, after.astimezone(SHANGHAI))
+    slots = []
+    while True:
+        nxt: datetime = it.get_next(datetime)
+        if nxt > until:
+            return slots
+        slots.append(nxt)
+
+
+class Scheduler:
+    """Fires periodic actors. Safe to run in several processes: each slot is claimed once in Redis."""
+
+    def __init__(self, interval_seconds: float = 5.0) -> None:
+        self.interval = interval_seconds
+        self._stop = threading.Event()
+        self._last = utcnow()
+
+    def tick(self, now: datetime | None = None) -> list[str]:
+        from app.redis import get_sync_redis
+
+        now = now or utcnow()
+        fired: list[str] = []
+        redis_client = get_sync_redis()
+        for periodic in SCHEDULE:
+            for slot in due_slots(periodic.cron, self._last, now):
+                key = f"sangyu:sched:{periodic.actor_name}:{slot.isoformat()}"
+                try:
+                    claimed = redis_client.set(key, "1", nx=True, ex=int(timedelta(days=2).total_seconds()))
+                except Exception:
+                    log.exception("scheduler_redis_unavailable")
+                    return fired
+                if claimed:
+                    broker.enqueue(broker.get_actor(periodic.actor_name).message())
+                    fired.append(periodic.actor_name)
+                    log.info("periodic_job_fired", actor=periodic.actor_name, slot=slot.isoformat())
+        self._last = now
+        return fired
+
+    def run_forever(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("scheduler_tick_failed")
+
+    def start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="sangyu-scheduler", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class InProcessWorker:
+    """The web process's own worker when there is no Redis to share a queue through."""
+
+    def __init__(self) -> None:
+        self.worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=200)
+        self.scheduler = Scheduler()
+
+    def start(self) -> None:
+        import_all_tasks()
+        self.worker.start()
+        self.scheduler.start_thread()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self.worker.stop(timeout=5000)
+
+
+def import_all_tasks() -> None:
+    """Import every module that declares actors so the broker knows them."""
+    import app.tasks  # noqa: F401
+
+
+def run_worker(processes_threads: int = 4) -> None:
+    """``sangyu worker``: consume the Redis queues and run the scheduler until interrupted."""
+    import_all_tasks()
+    worker = dramatiq.Worker(broker, worker_threads=processes_threads)
+    scheduler = Scheduler()
+    worker.start()
+    scheduler.start_thread()
+    log.info("worker_started", actors=sorted(broker.get_declared_actors()), periodic=len(SCHEDULE))
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.stop()
+        worker.stop()
+
+
+def drain(timeout_ms: int = 30_000) -> None:
+    """Tests: run every queued message to completion on a temporary worker (stub broker only)."""
+    assert isinstance(broker, StubBroker)
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        for queue in list(broker.queues):
+            broker.join(queue, timeout=timeout_ms, fail_fast=True)
+        worker.join()
+    finally:
+        worker.stop()
+
+
+def run_sync(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
