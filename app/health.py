@@ -41,7 +41,8 @@ async def _check_db() -> str | None:
 
 async def _check_redis() -> str | None:
     try:
-        await asyncio.wait_for(get_redis().ping(), timeout=3)
+        pong: Any = get_redis().ping()
+        await asyncio.wait_for(pong, timeout=3)
         return None
     except Exception as exc:
         return type(exc).__name__
@@ -52,7 +53,9 @@ async def readyz() -> JSONResponse:
     db_error, redis_error = await asyncio.gather(_check_db(), _check_redis())
     checks = {"database": db_error or "ok", "redis": redis_error or "ok"}
     ready = db_error is None and redis_error is None
-    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics", summary="Prometheus 指标", include_in_schema=False)

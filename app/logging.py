@@ -38,9 +38,7 @@ def _scrub(value: Any) -> Any:
 
 
 def scrub_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: ("[redacted]" if k.lower() in _SECRET_KEYS else _scrub(v)) for k, v in event_dict.items()
-    }
+    return {k: ("[redacted]" if k.lower() in _SECRET_KEYS else _scrub(v)) for k, v in event_dict.items()}
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
@@ -52,8 +50,10 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         structlog.processors.format_exc_info,
         scrub_processor,
     ]
-    renderer: Any = structlog.processors.JSONRenderer(ensure_ascii=False) if json else (
-        structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if json
+        else (structlog.dev.ConsoleRenderer(colors=False))
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         database = get_database()
         worker = None
-        if settings.inprocess_jobs and settings.APP_ENV != Environment.testing:
+        if settings.inprocess_jobs and Environment.testing != settings.APP_ENV:
             worker = InProcessWorker()
             worker.start()
         if settings.is_sandbox:

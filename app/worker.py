@@ -22,7 +22,7 @@ from typing import Any, ParamSpec
 
 import dramatiq
 import structlog
-from croniter import croniter
+from croniter import croniter  # type: ignore[import-untyped]
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,7 +39,7 @@ PENDING_KEY = "sangyu.pending_jobs"
 def _build_broker() -> dramatiq.Broker:
     settings = get_settings()
     broker: dramatiq.Broker
-    if settings.REDIS_URL and settings.APP_ENV != Environment.testing:
+    if settings.REDIS_URL and Environment.testing != settings.APP_ENV:
         from dramatiq.brokers.redis import RedisBroker
 
         broker = RedisBroker(url=settings.REDIS_URL, namespace="sangyu-jobs")
@@ -80,9 +80,9 @@ def task(
             finally:
                 structlog.contextvars.unbind_contextvars("job")
 
-        actor = dramatiq.actor(
-            run, actor_name=name, max_retries=max_retries, time_limit=time_limit_ms, min_backoff=2000
-        )
+        actor: dramatiq.Actor[..., Any] = dramatiq.actor(
+            actor_name=name, max_retries=max_retries, time_limit=time_limit_ms, min_backoff=2000
+        )(run)
         if cron is not None:
             croniter(cron)  # validate at import
             SCHEDULE.append(Periodic(name, cron))
@@ -117,7 +117,7 @@ def discard_pending_jobs(session: AsyncSession) -> None:
 def due_slots(cron: str, after: datetime, until: datetime) -> list[datetime]:
     """Cron fire times in (after, until], evaluated in Asia/Shanghai."""
     it = croniter(cron, after.astimezone(SHANGHAI))
-    slots = []
+    slots: list[datetime] = []
     while True:
         nxt: datetime = it.get_next(datetime)
         if nxt > until:
@@ -128,7 +128,9 @@ def due_slots(cron: str, after: datetime, until: datetime) -> list[datetime]:
 class Scheduler:
     """Fires periodic actors. Safe to run in several processes: each slot is claimed once in Redis."""
 
-    def __init__(self, interval_seconds: float = 5.0) -> None:
+    def __init__(self, interval_seconds: float = 5.0, schedule: list[Periodic] | None = None) -> None:
+        import_all_tasks()
+        self.schedule = SCHEDULE if schedule is None else schedule
         self.interval = interval_seconds
         self._stop = threading.Event()
         self._last = utcnow()
@@ -139,7 +141,7 @@ class Scheduler:
         now = now or utcnow()
         fired: list[str] = []
         redis_client = get_sync_redis()
-        for periodic in SCHEDULE:
+        for periodic in self.schedule:
             for slot in due_slots(periodic.cron, self._last, now):
                 key = f"sangyu:sched:{periodic.actor_name}:{slot.isoformat()}"
                 try:

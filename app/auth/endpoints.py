@@ -54,8 +54,6 @@ async def list_roles(
     return await auth_service.list_grants(session, openid)
 
 
-@router.post(
-    "/admin/roles/{grant_id}/revoke", status_code=status.HTTP_204_NO_CONTENT, summary="撤销角色"
-)
+@router.post("/admin/roles/{grant_id}/revoke", status_code=status.HTTP_204_NO_CONTENT, summary="撤销角色")
 async def revoke_role(grant_id: uuid.UUID, subject: AdminSubject, session: SessionDep) -> None:
     await auth_service.revoke_role(session, subject, grant_id)

@@ -79,9 +79,7 @@ class AuthRepository:
         from sqlalchemy import delete, or_
 
         result = await self.session.execute(
-            delete(AuthSession).where(
-                or_(AuthSession.expires_at < before, AuthSession.revoked_at < before)
-            )
+            delete(AuthSession).where(or_(AuthSession.expires_at < before, AuthSession.revoked_at < before))
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

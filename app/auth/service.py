@@ -26,11 +26,15 @@ class AuthService:
         code_session = await wechat.code_to_session(code)
         now = utcnow()
         repo = AuthRepository(session)
-        user = await repo.upsert_user_by_openid(code_session.openid, unionid=code_session.unionid, login_at=now)
+        user = await repo.upsert_user_by_openid(
+            code_session.openid, unionid=code_session.unionid, login_at=now
+        )
         token = new_token()
         expires_at = now + timedelta(days=get_settings().SESSION_TTL_DAYS)
         repo.add_session(
-            AuthSession(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at, last_seen_at=now)
+            AuthSession(
+                user_id=user.id, token_hash=token_hash(token), expires_at=expires_at, last_seen_at=now
+            )
         )
         await session.flush()
         grants = await repo.active_grants(user.id)

@@ -39,9 +39,7 @@ class Claim:
 
 def require_key(key: str | None) -> str:
     if not key:
-        raise BadRequest(
-            "缺少 Idempotency-Key 请求头，无法防止重复提交", code="IdempotencyKeyRequired"
-        )
+        raise BadRequest("缺少 Idempotency-Key 请求头，无法防止重复提交", code="IdempotencyKeyRequired")
     if not _KEY.match(key):
         raise BadRequest(
             "Idempotency-Key 格式不对（8–128 位字母、数字或 ._:-）", code="IdempotencyKeyInvalid"

@@ -155,9 +155,7 @@ async def subscribe_send(request: Request, access_token: str | None = None) -> d
 
 
 @router.get("/messages")
-async def list_messages(
-    touser: str | None = None, limit: int = Query(50, ge=1, le=500)
-) -> dict[str, Any]:
+async def list_messages(touser: str | None = None, limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     """Subscribe messages the simulator has 'delivered', newest first (a demo and test control)."""
     stmt = select(SandboxWeChatMessage).order_by(SandboxWeChatMessage.id.desc()).limit(limit)
     if touser:

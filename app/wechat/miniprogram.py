@@ -28,7 +28,7 @@ INVALID_CODE_ERRCODES = {40029, 40163, 40226}
 RATE_LIMIT_ERRCODES = {45011, 45009}
 
 
-class ResilientStorage(SessionStorage):  # type: ignore[misc]
+class ResilientStorage(SessionStorage):
     """Redis first; if Redis is unreachable, a per-process memory copy keeps WeChat calls working."""
 
     def __init__(self, primary: SessionStorage) -> None:
@@ -57,7 +57,7 @@ class ResilientStorage(SessionStorage):  # type: ignore[misc]
             log.warning("wechat_token_cache_unavailable")
 
 
-class SangyuWeChatClient(WeChatClient):  # type: ignore[misc]
+class SangyuWeChatClient(WeChatClient):
     def __init__(self, settings: Settings, storage: SessionStorage) -> None:
         super().__init__(
             settings.WECHAT_APPID,
@@ -79,7 +79,9 @@ class SangyuWeChatClient(WeChatClient):  # type: ignore[misc]
         try:
             res.raise_for_status()
         except requests.RequestException as exc:
-            raise WeChatClientException(None, None, client=self, request=exc.request, response=exc.response)
+            raise WeChatClientException(
+                None, None, client=self, request=exc.request, response=exc.response
+            ) from exc
         result: dict[str, Any] = res.json()
         if result.get("errcode", 0) != 0:
             raise WeChatClientException(

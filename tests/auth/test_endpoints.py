@@ -21,7 +21,9 @@ async def test_login_creates_user_and_returns_token(client: httpx.AsyncClient, s
     user = (await session.execute(select(User).where(User.openid == openid))).scalar_one()
     assert str(user.id) == body["user"]["id"]
     # only the hash of the token is stored
-    stored = (await session.execute(select(AuthSession.token_hash).where(AuthSession.user_id == user.id))).scalar_one()
+    stored = (
+        await session.execute(select(AuthSession.token_hash).where(AuthSession.user_id == user.id))
+    ).scalar_one()
     assert stored != body["access_token"] and len(stored) == 64
 
     me = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
@@ -50,7 +52,9 @@ async def test_bad_code_is_401_with_chinese_message(client: httpx.AsyncClient, c
     assert "重新打开小程序" in body["message"]
 
 
-async def test_simulator_down_is_503_not_500(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_simulator_down_is_503_not_500(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from app.wechat import miniprogram
     from tests.fixtures.environment import free_port
 
@@ -64,7 +68,9 @@ async def test_simulator_down_is_503_not_500(client: httpx.AsyncClient, monkeypa
     assert "微信" in res.json()["message"]
 
 
-async def test_phone_binding_is_encrypted_and_masked(client: httpx.AsyncClient, session: AsyncSession) -> None:
+async def test_phone_binding_is_encrypted_and_masked(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
     openid = unique("o")
     headers = await login(client, openid)
     res = await client.post("/api/v1/auth/wechat/phone", json={"code": "sbx:13812345678"}, headers=headers)
@@ -124,18 +130,24 @@ async def test_admin_grants_roles_with_audit(client: httpx.AsyncClient, session:
 
     target = unique("op")
     res = await client.post(
-        "/api/v1/admin/roles", json={"openid": target, "role": "operator", "canteen_id": str(canteen.id)}, headers=admin
+        "/api/v1/admin/roles",
+        json={"openid": target, "role": "operator", "canteen_id": str(canteen.id)},
+        headers=admin,
     )
     assert res.status_code == 201, res.text
     assert res.json()["canteen_id"] == str(canteen.id)
     again = await client.post(
-        "/api/v1/admin/roles", json={"openid": target, "role": "operator", "canteen_id": str(canteen.id)}, headers=admin
+        "/api/v1/admin/roles",
+        json={"openid": target, "role": "operator", "canteen_id": str(canteen.id)},
+        headers=admin,
     )
     assert again.status_code == 409
     assert again.json()["error"] == "RoleAlreadyGranted"
 
     res = await client.post(
-        "/api/v1/admin/roles", json={"openid": target, "role": "civil_affairs", "district": district.code}, headers=admin
+        "/api/v1/admin/roles",
+        json={"openid": target, "role": "civil_affairs", "district": district.code},
+        headers=admin,
     )
     assert res.status_code == 201
 
@@ -198,7 +210,9 @@ async def test_only_admin_can_grant(client: httpx.AsyncClient, session: AsyncSes
     await grant(session, callers["civil"], Role.civil_affairs, district=district.code)  # type: ignore[arg-type]
     for name, openid in callers.items():
         headers = await login(client, openid) if openid else {}
-        res = await client.post("/api/v1/admin/roles", json={"openid": unique(), "role": "family"}, headers=headers)
+        res = await client.post(
+            "/api/v1/admin/roles", json={"openid": unique(), "role": "family"}, headers=headers
+        )
         expected = 401 if name == "anonymous" else 403
         assert res.status_code == expected, (name, res.text)
         assert res.json()["error"] in {"NotAuthenticated", "RoleRequired"}

@@ -1,0 +1,48 @@
+# The two commands: `make run` and `make test`. Everything else is a convenience.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint format migrate seed worker clean-data
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## run: embedded PostgreSQL + in-process Redis stand-in + sandbox WeChat + demo data, on 127.0.0.1:8000
+run: install
+	$(BIN)/sangyu migrate
+	$(BIN)/sangyu seed-demo
+	$(BIN)/sangyu serve
+
+## test: the whole suite (TEST_DATABASE_URL / REDIS_URL select real services; default: embedded PostgreSQL)
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check app tests migrations
+	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/mypy app
+
+format: install
+	$(BIN)/ruff check --fix app tests migrations
+	$(BIN)/ruff format app tests migrations
+
+migrate: install
+	$(BIN)/sangyu migrate
+
+seed: install
+	$(BIN)/sangyu seed-demo
+
+worker: install
+	$(BIN)/sangyu worker
+
+## clean-data: delete the embedded database and sandbox keys under ./var (asks no questions)
+clean-data:
+	rm -rf var

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from app.config import ConfigurationError, Settings, WeChatMode, check_startable
+
+
+def _strong() -> dict[str, str]:
+    return {
+        "APP_ENV": "production",
+        "SECRET_KEY": "s" * 40,
+        "PII_KEY": base64.b64encode(b"k" * 32).decode(),
+        "PII_HMAC_KEY": base64.b64encode(b"h" * 32).decode(),
+        "WECHAT_APPID": "wx1234567890abcdef",
+        "WECHAT_SECRET": "real-secret",
+        "DATABASE_URL": "postgresql://db/sangyu",
+        "REDIS_URL": "redis://redis:6379/0",
+    }
+
+
+def test_sandbox_is_default_without_credentials() -> None:
+    assert WeChatMode.sandbox == Settings(_env_file=None).WECHAT_MODE  # type: ignore[call-arg]
+
+
+def test_production_with_everything_set_starts() -> None:
+    settings = Settings(_env_file=None, **_strong())  # type: ignore[arg-type]
+    assert WeChatMode.live == settings.WECHAT_MODE
+    check_startable(settings)
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({"WECHAT_MODE": "sandbox"}, "sandbox"),
+        ({"DEBUG": "true"}, "DEBUG"),
+        ({"SECRET_KEY": "short"}, "SECRET_KEY"),
+        ({"PII_KEY": Settings.model_fields["PII_KEY"].default}, "PII_KEY"),
+        ({"DATABASE_URL": ""}, "DATABASE_URL"),
+        ({"REDIS_URL": ""}, "REDIS_URL"),
+    ],
+)
+def test_production_refuses_unsafe_configuration(override: dict[str, str], reason: str) -> None:
+    values = {**_strong(), **override}
+    settings = Settings(_env_file=None, **{k: (v or None) for k, v in values.items()})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=reason):
+        check_startable(settings)

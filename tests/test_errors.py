@@ -1,0 +1,77 @@
+"""The error contract: {"error", "message" (中文), "detail"}; request ids on every response and log line."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+
+def _has_chinese(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+async def test_unknown_route_is_404_in_our_shape(client: httpx.AsyncClient) -> None:
+    res = await client.get("/api/v1/nothing-here")
+    assert res.status_code == 404
+    body = res.json()
+    assert set(body) == {"error", "message", "detail"}
+    assert body["error"] == "NotFound" and _has_chinese(body["message"])
+
+
+async def test_wrong_method_is_405(client: httpx.AsyncClient) -> None:
+    res = await client.delete("/api/v1/me")
+    assert res.status_code == 405
+    assert res.json()["error"] == "MethodNotAllowed"
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b"{not json", None),
+        (b"{}", "code"),
+        (b'{"code": ""}', "code"),
+        (b'{"code": 12}', "code"),
+        ('{"code": "' + "x" * 500 + '"}', "code"),
+    ],
+)
+async def test_malformed_payload_is_422_in_chinese(
+    client: httpx.AsyncClient, content: bytes | str, field: str | None
+) -> None:
+    res = await client.post(
+        "/api/v1/auth/wechat/login", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert res.status_code == 422
+    body = res.json()
+    assert body["error"] == "ValidationError"
+    assert _has_chinese(body["message"])
+    assert isinstance(body["detail"], list) and body["detail"]
+    if field:
+        assert body["detail"][0]["field"] == field
+
+
+async def test_request_id_is_generated_echoed_and_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    res = await client.get("/healthz")
+    generated = res.headers["x-request-id"]
+    assert len(generated) == 32
+
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        res = await client.get("/api/v1/me", headers={"X-Request-ID": "mini-program-req-0001"})
+    assert res.headers["x-request-id"] == "mini-program-req-0001"
+    lines = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "request"]
+    assert any(
+        line.get("request_id") == "mini-program-req-0001" and line.get("status") == 401 for line in lines
+    )
+
+    # a header that could inject into logs is replaced, not echoed
+    res = await client.get("/healthz", headers={"X-Request-ID": "bad id\nwith newline"})
+    assert res.headers["x-request-id"] != "bad id\nwith newline"
+
+
+async def test_error_responses_carry_request_id(client: httpx.AsyncClient) -> None:
+    res = await client.get("/api/v1/me")
+    assert res.status_code == 401
+    assert res.headers.get("x-request-id")

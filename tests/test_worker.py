@@ -1,0 +1,116 @@
+"""Jobs go out only after the transaction that asked for them commits; the scheduler fires each slot once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth.auth import SessionDep
+from app.db import Database, get_db_session, unit_of_work
+from app.exceptions import Conflict
+from app.kit.time import utcnow
+from app.models import AuthSession, User
+from app.worker import SCHEDULE, Scheduler, broker, drain, due_slots, enqueue, task
+
+RAN: list[str] = []
+
+
+@task("tests.probe", max_retries=0)
+async def probe(session: AsyncSession, marker: str) -> None:
+    RAN.append(marker)
+
+
+@pytest.fixture
+def probe_app(session_maker: async_sessionmaker[AsyncSession]) -> FastAPI:
+    from app.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/probe")
+    async def endpoint(session: SessionDep, marker: str, fail: bool = False) -> dict[str, str]:
+        enqueue(session, probe, marker=marker)
+        if fail:
+            raise Conflict("故意失败")
+        return {"ok": marker}
+
+    async def override() -> AsyncIterator[AsyncSession]:
+        async with unit_of_work(session_maker) as s:
+            yield s
+
+    app.dependency_overrides[get_db_session] = override
+    return app
+
+
+async def test_job_from_rolled_back_request_never_runs(probe_app: FastAPI) -> None:
+    drain()
+    ok, failed = f"ok-{uuid.uuid4().hex}", f"failed-{uuid.uuid4().hex}"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=probe_app), base_url="http://t") as c:
+        assert (await c.post("/probe", params={"marker": failed, "fail": True})).status_code == 409
+        assert (await c.post("/probe", params={"marker": ok})).status_code == 200
+    drain()
+    assert ok in RAN
+    assert failed not in RAN
+
+
+async def test_unit_of_work_drops_jobs_on_error(session_maker: async_sessionmaker[AsyncSession]) -> None:
+    marker = f"uow-{uuid.uuid4().hex}"
+    with pytest.raises(RuntimeError):
+        async with unit_of_work(session_maker) as s:
+            enqueue(s, probe, marker=marker)
+            raise RuntimeError("boom")
+    drain()
+    assert marker not in RAN
+
+
+def test_due_slots_are_shanghai_wall_time() -> None:
+    # 10:30 Asia/Shanghai daily == 02:30 UTC
+    after = datetime(2026, 3, 4, 0, 0, tzinfo=UTC)
+    slots = due_slots("30 10 * * *", after, after + timedelta(days=2))
+    assert [s.astimezone(UTC).hour for s in slots] == [2, 2]
+    assert slots[0].astimezone(UTC).minute == 30
+
+
+async def test_periodic_job_fires_once_and_runs(committed: Database) -> None:
+    """The real hourly job (purge expired sessions) fired by two schedulers for the same slot runs once."""
+    old = utcnow() - timedelta(days=40)
+    async with unit_of_work() as s:
+        user = User(openid=f"sched{uuid.uuid4().hex[:10]}")
+        s.add(user)
+        await s.flush()
+        s.add(AuthSession(user_id=user.id, token_hash=uuid.uuid4().hex * 2, expires_at=old))
+        s.add(
+            AuthSession(
+                user_id=user.id, token_hash=uuid.uuid4().hex * 2, expires_at=utcnow() + timedelta(days=1)
+            )
+        )
+
+    # pick a window containing exactly one "17 * * * *" slot, far from now so no other test collides
+    start = datetime(2031, 1, 1, 3, 0, tzinfo=UTC) + timedelta(minutes=uuid.uuid4().int % 10_000 * 60)
+    purge = [p for p in Scheduler().schedule if p.actor_name == "auth.purge_expired_sessions"]
+    assert purge and purge[0] in SCHEDULE
+    a, b = Scheduler(schedule=purge), Scheduler(schedule=purge)
+    a._last = b._last = start
+    fired_a = a.tick(start + timedelta(minutes=30))
+    fired_b = b.tick(start + timedelta(minutes=30))
+    assert fired_a == ["auth.purge_expired_sessions"]
+    assert fired_b == []
+    drain()
+    async with unit_of_work() as s:
+        left = await s.scalar(
+            select(func.count()).select_from(AuthSession).where(AuthSession.user_id == user.id)
+        )
+    assert left == 1
+
+
+def test_broker_is_stub_in_tests() -> None:
+    from dramatiq.brokers.stub import StubBroker
+
+    assert isinstance(broker, StubBroker)
