@@ -17,6 +17,7 @@ _DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
 _DEV_PII_KEY = base64.b64encode(b"sangyu-dev-pii-key-0123456789ab!").decode()
 _DEV_PII_HMAC_KEY = base64.b64encode(b"sangyu-dev-pii-hmac-key-01234567").decode()
 _DEV_SANDBOX_SECRET = "sandbox-wechat-secret"
+_DEV_WECHATPAY_APIV3_KEY = "sangyuSandboxApiV3Key0123456789a"  # 32 characters, sandbox only
 
 
 class Environment(enum.StrEnum):
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     PII_HMAC_KEY: str = Field(_DEV_PII_HMAC_KEY, description="base64, HMAC-SHA256 key for PII lookups")
 
     SESSION_TTL_DAYS: int = 180
+    MAX_BODY_BYTES: int = 1024 * 1024
+    MAX_UPLOAD_BYTES: int = 512 * 1024 * 1024  # staff uploads under /api/v1/admin/ (rosters, bills)
     PUBLIC_BASE_URL: str = "http://127.0.0.1:8000"
     HOST: str = "127.0.0.1"
     PORT: int = 8000
@@ -62,6 +65,21 @@ class Settings(BaseSettings):
     WECHAT_API_BASE: str | None = None
     WECHAT_TIMEOUT_SECONDS: float = 5.0
 
+    # WeChat Pay APIv3 (微信支付公钥 mode). In sandbox mode the simulator's throwaway keys under
+    # DATA_DIR/wechatpay-sandbox are used whenever a key path is unset.
+    WECHATPAY_MCHID: str = "1900000109"
+    WECHATPAY_APIV3_KEY: str = _DEV_WECHATPAY_APIV3_KEY
+    WECHATPAY_PRIVATE_KEY_PATH: Path | None = None  # merchant API private key (apiclient_key.pem)
+    WECHATPAY_CERT_SERIAL_NO: str | None = None  # merchant API certificate serial number
+    WECHATPAY_PUBLIC_KEY_PATH: Path | None = None  # 微信支付公钥 (pub_key.pem)
+    WECHATPAY_PUBLIC_KEY_ID: str | None = None  # PUB_KEY_ID_...
+    WECHATPAY_API_BASE: str | None = None  # unset: https://api.mch.weixin.qq.com, or the simulator in sandbox
+    WECHATPAY_NOTIFY_URL: str | None = None  # unset: PUBLIC_BASE_URL + /api/v1/payments/wechat/notify
+    WECHATPAY_REFUND_NOTIFY_URL: str | None = None
+    WECHATPAY_ORDER_EXPIRE_MINUTES: int = 30
+    MEAL_UNIT_FEN: int = 1000
+    QRCODE_DIR: Path = PROJECT_ROOT / "qrcodes"
+
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         if self.WECHAT_MODE is None:
@@ -73,11 +91,11 @@ class Settings(BaseSettings):
 
     @property
     def is_sandbox(self) -> bool:
-        return self.WECHAT_MODE == WeChatMode.sandbox
+        return WeChatMode.sandbox == self.WECHAT_MODE
 
     @property
     def is_production(self) -> bool:
-        return self.APP_ENV == Environment.production
+        return Environment.production == self.APP_ENV
 
     @property
     def wechat_api_base(self) -> str:
@@ -86,6 +104,38 @@ class Settings(BaseSettings):
         if self.is_sandbox:
             return f"http://{self.HOST}:{self.PORT}/sandbox/wechat/"
         return "https://api.weixin.qq.com/"
+
+    @property
+    def wechatpay_api_base(self) -> str:
+        """Where wechatpayv3 sends requests: WeChat Pay, or the simulator on this server in sandbox mode."""
+        if self.WECHATPAY_API_BASE:
+            return self.WECHATPAY_API_BASE.rstrip("/")
+        if self.is_sandbox:
+            if self.WECHAT_API_BASE:
+                from urllib.parse import urlsplit
+
+                parts = urlsplit(self.WECHAT_API_BASE)
+                return f"{parts.scheme}://{parts.netloc}/sandbox/wechatpay"
+            return f"http://{self.HOST}:{self.PORT}/sandbox/wechatpay"
+        return "https://api.mch.weixin.qq.com"
+
+    @property
+    def wechatpay_notify_url(self) -> str:
+        if self.WECHATPAY_NOTIFY_URL:
+            return self.WECHATPAY_NOTIFY_URL
+        return self._local_base() + "/api/v1/payments/wechat/notify"
+
+    @property
+    def wechatpay_refund_notify_url(self) -> str:
+        if self.WECHATPAY_REFUND_NOTIFY_URL:
+            return self.WECHATPAY_REFUND_NOTIFY_URL
+        return self._local_base() + "/api/v1/payments/wechat/refund-notify"
+
+    def _local_base(self) -> str:
+        # In sandbox mode the simulator delivers notifications to this very server (it runs inside it).
+        if self.is_sandbox:
+            return self.wechatpay_api_base.removesuffix("/sandbox/wechatpay")
+        return self.PUBLIC_BASE_URL.rstrip("/")
 
     @property
     def inprocess_jobs(self) -> bool:
@@ -115,6 +165,25 @@ class Settings(BaseSettings):
             problems.append("PII_HMAC_KEY is the development default")
         if self.WECHAT_SECRET == _DEV_SANDBOX_SECRET:
             problems.append("WECHAT_SECRET is not set")
+        if (
+            self.WECHATPAY_APIV3_KEY == _DEV_WECHATPAY_APIV3_KEY
+            or len(self.WECHATPAY_APIV3_KEY.encode()) != 32
+        ):
+            problems.append("WECHATPAY_APIV3_KEY is unset, the sandbox default, or not 32 bytes")
+        if not self.WECHATPAY_PRIVATE_KEY_PATH or not self.WECHATPAY_CERT_SERIAL_NO:
+            problems.append("WECHATPAY_PRIVATE_KEY_PATH and WECHATPAY_CERT_SERIAL_NO must be set")
+        if not self.WECHATPAY_PUBLIC_KEY_PATH or not (self.WECHATPAY_PUBLIC_KEY_ID or "").startswith(
+            "PUB_KEY_ID_"
+        ):
+            problems.append(
+                "WECHATPAY_PUBLIC_KEY_PATH and WECHATPAY_PUBLIC_KEY_ID (PUB_KEY_ID_...) must be set"
+            )
+        if self.WECHATPAY_MCHID == "1900000109":
+            problems.append("WECHATPAY_MCHID is the sandbox merchant number")
+        if not self.wechatpay_notify_url.startswith("https://"):
+            problems.append(
+                "the WeChat Pay notify URL must be https (set PUBLIC_BASE_URL or WECHATPAY_NOTIFY_URL)"
+            )
         if not self.DATABASE_URL:
             problems.append("DATABASE_URL is not set (the embedded PostgreSQL is for development only)")
         if not self.REDIS_URL:

@@ -11,6 +11,7 @@ from app.config import Environment, Settings, check_startable, get_settings
 from app.db import get_database
 from app.errors import install_error_handlers
 from app.health import SANDBOX_WARNING
+from app.kit.body_limit import BodySizeLimitMiddleware
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
 
@@ -52,6 +53,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         debug=settings.DEBUG,
     )
     install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        default_limit=settings.MAX_BODY_BYTES,
+        upload_limit=settings.MAX_UPLOAD_BYTES,
+        upload_prefixes=("/api/v1/admin/", "/admin/"),
+    )
     app.add_middleware(RequestContextMiddleware)
 
     from app.api import router as api_router

@@ -17,6 +17,13 @@ def _strong() -> dict[str, str]:
         "WECHAT_SECRET": "real-secret",
         "DATABASE_URL": "postgresql://db/sangyu",
         "REDIS_URL": "redis://redis:6379/0",
+        "PUBLIC_BASE_URL": "https://meals.example.org",
+        "WECHATPAY_MCHID": "1230000109",
+        "WECHATPAY_APIV3_KEY": "A" * 32,
+        "WECHATPAY_PRIVATE_KEY_PATH": "/run/secrets/wechatpay_private_key",
+        "WECHATPAY_CERT_SERIAL_NO": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+        "WECHATPAY_PUBLIC_KEY_PATH": "/run/secrets/wechatpay_public_key",
+        "WECHATPAY_PUBLIC_KEY_ID": "PUB_KEY_ID_0112345678901234567890",
     }
 
 
@@ -39,6 +46,8 @@ def test_production_with_everything_set_starts() -> None:
         ({"PII_KEY": Settings.model_fields["PII_KEY"].default}, "PII_KEY"),
         ({"DATABASE_URL": ""}, "DATABASE_URL"),
         ({"REDIS_URL": ""}, "REDIS_URL"),
+        ({"WECHATPAY_APIV3_KEY": "short"}, "APIV3_KEY"),
+        ({"PUBLIC_BASE_URL": "http://meals.example.org"}, "https"),
     ],
 )
 def test_production_refuses_unsafe_configuration(override: dict[str, str], reason: str) -> None:

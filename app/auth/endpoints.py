@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends, Query, status
 from app.auth.auth import AdminSubject, CurrentSubject, SessionDep
 from app.auth.schemas import GrantOut, GrantRole, LoginResult, Me, PhoneResult, WeChatLogin, WeChatPhone
 from app.auth.service import auth_service
+from app.kit import ratelimit
+from app.kit.ratelimit import rate_limit
 from app.wechat.miniprogram import MiniProgram, get_miniprogram
 
 router = APIRouter(tags=["auth"])
@@ -15,7 +17,12 @@ router = APIRouter(tags=["auth"])
 WeChatDep = Annotated[MiniProgram, Depends(get_miniprogram)]
 
 
-@router.post("/auth/wechat/login", response_model=LoginResult, summary="微信登录")
+@router.post(
+    "/auth/wechat/login",
+    response_model=LoginResult,
+    summary="微信登录",
+    dependencies=[Depends(rate_limit(ratelimit.LOGIN))],
+)
 async def wechat_login(payload: WeChatLogin, session: SessionDep, wechat: WeChatDep) -> LoginResult:
     """Exchange a ``wx.login()`` code for our own long-lived session token."""
     return await auth_service.login_with_wechat(session, wechat, payload.code)
