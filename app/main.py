@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
@@ -66,6 +67,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(api_router)
+
+    from app.donations.endpoints import pages as donation_pages
+
+    app.include_router(donation_pages)
+
+    from starlette.staticfiles import StaticFiles
+
+    from app.feed.endpoints import pages as feed_pages
+
+    app.include_router(feed_pages)
+    app.mount(
+        "/static/public",
+        StaticFiles(directory=str(Path(__file__).resolve().parent / "web" / "static" / "public")),
+        name="public-static",
+    )
     if settings.is_sandbox:
         from app.sandbox.router import router as sandbox_router
 
@@ -75,4 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
+    from app.console.endpoints import mount_console
+
+    mount_console(app)
     return app

@@ -80,6 +80,16 @@ FUNDS: list[tuple[str, list[str]]] = [
     ("disaster", ["防灾救灾应急基金", "灾后重建基金"]),
 ]
 
+_FUND_PREFIX = {
+    "meal": "MEAL",
+    "elderly": "ELD",
+    "medical": "MED",
+    "education": "EDU",
+    "poverty": "POV",
+    "disability": "DIS",
+    "disaster": "DST",
+}
+
 DEMO_ACCOUNTS = {
     "demo_admin": "慈善总会管理员（federation_admin）",
     "demo_civil": "德城区民政工作人员（civil_affairs, 371402）",
@@ -155,7 +165,7 @@ async def seed_base(session: AsyncSession) -> list[str]:
     existing_funds = set((await session.execute(select(Fund.code))).scalars())
     for purpose, names in FUNDS:
         for i, fund_name in enumerate(names):
-            code = f"F{purpose[:3].upper()}{i + 1:02d}"
+            code = f"F{_FUND_PREFIX[purpose]}{i + 1:02d}"
             if code in existing_funds:
                 continue
             general = purpose == "meal" and i == 0

@@ -1,3 +1,8 @@
 """Imports every module that declares Dramatiq actors, so workers and the scheduler know all of them."""
 
-import app.auth.tasks  # noqa: F401
+import app.auth.tasks
+import app.bookings.tasks
+import app.donations.tasks
+import app.feed.tasks
+import app.ledger.tasks
+import app.reconciliation.tasks  # noqa: F401

@@ -22,7 +22,7 @@ from typing import Any, ParamSpec
 
 import dramatiq
 import structlog
-from croniter import croniter  # type: ignore[import-untyped]
+from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO
 from sqlalchemy.ext.asyncio import AsyncSession

@@ -16,12 +16,15 @@ from app.models import AuditLog
 _MASKERS = {
     "id_number": mask_id_number,
     "phone": mask_phone,
-    "name": mask_name,
     "real_name": mask_name,
     "address": mask_address,
     "emergency_contact_phone": mask_phone,
 }
 _DROP = {"password", "password_hash", "token", "token_hash", "secret", "session_key"}
+
+
+# Targets whose ``name`` is a person's name (a canteen's or a fund's name is public).
+PERSON_TARGETS = {"elder", "user", "staff", "staff_account", "donor", "donation", "family_binding"}
 
 
 def masked(values: Mapping[str, Any] | None, *, extra_mask: Iterable[str] = ()) -> dict[str, Any] | None:
@@ -60,14 +63,15 @@ async def record(
     after: Mapping[str, Any] | None = None,
     channel: str = "api",
 ) -> AuditLog:
+    mask = ("name", "display_name") if target_type in PERSON_TARGETS else ()
     entry = AuditLog(
         actor_user_id=actor_user_id,
         actor_label=actor_label,
         action=action,
         target_type=target_type,
         target_id=str(target_id) if target_id is not None else None,
-        before=masked(before),
-        after=masked(after),
+        before=masked(before, extra_mask=mask),
+        after=masked(after, extra_mask=mask),
         channel=channel,
         request_id=request_id_var.get(),
         ip=client_ip_var.get(),

@@ -7,7 +7,7 @@ from sqlalchemy import DateTime, ForeignKey, String
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, Timestamps, UUIDPK
+from app.models.base import UUIDPK, Base, Timestamps
 
 
 class AuthSession(UUIDPK, Timestamps, Base):

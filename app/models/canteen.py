@@ -5,7 +5,7 @@ import enum
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, Timestamps, UUIDPK
+from app.models.base import UUIDPK, Base, Timestamps
 
 
 class CanteenType(enum.StrEnum):

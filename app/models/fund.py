@@ -5,7 +5,7 @@ import enum
 from sqlalchemy import Boolean, CheckConstraint, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, Timestamps, UUIDPK
+from app.models.base import UUIDPK, Base, Timestamps
 
 
 class FundPurpose(enum.StrEnum):

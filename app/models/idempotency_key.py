@@ -7,7 +7,7 @@ from sqlalchemy import DateTime, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UUIDPK
+from app.models.base import UUIDPK, Base
 
 
 class IdempotencyKey(UUIDPK, Base):

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, Timestamps, UUIDPK
+from app.models.base import UUIDPK, Base, Timestamps
 
 
 class User(UUIDPK, Timestamps, Base):

@@ -1,0 +1,97 @@
+"""Subscribe messages about bookings. Rows are written in the booking's transaction; a job sends each one after
+commit (so a rolled-back booking sends nothing), spending one unit of the user's quota for the template."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.bookings.repository import BookingRepository
+from app.elders.repository import ElderRepository
+from app.kit.money import format_yuan
+from app.models import Booking, Canteen, Elder
+
+TEMPLATES = {
+    "booking_confirmed": "sangyu_booking_confirmed",
+    "meal_reminder": "sangyu_meal_reminder",
+    "cancelled_by_canteen": "sangyu_cancelled_by_canteen",
+}
+SLOT_NAMES = {"breakfast": "早餐", "lunch": "午餐", "dinner": "晚餐"}
+
+
+def _data(kind: str, booking: Booking, canteen: Canteen, elder: Elder, reason: str | None) -> dict[str, str]:
+    from app.kit.crypto import mask_name
+
+    data = {
+        "thing1": canteen.name[:20],
+        "date2": booking.service_date.isoformat(),
+        "phrase3": SLOT_NAMES.get(booking.slot, booking.slot),
+        "name4": mask_name(elder.name),
+    }
+    if kind == "cancelled_by_canteen":
+        data["thing5"] = (reason or "食堂取消")[:20]
+    else:
+        data["amount5"] = format_yuan(booking.self_pay_fen)
+        data["character_string6"] = booking.serve_code
+    return data
+
+
+async def queue_booking_messages(
+    session: AsyncSession,
+    *,
+    kind: str,
+    booking: Booking,
+    canteen: Canteen,
+    elder: Elder,
+    reason: str | None = None,
+) -> list[uuid.UUID]:
+    """Create the notification rows for the elder (if they have an account) and every bound family member, and
+    enqueue their sending for after commit."""
+    from app.bookings.tasks import send_notification
+    from app.worker import enqueue
+
+    recipients: list[uuid.UUID] = []
+    if elder.user_id is not None:
+        recipients.append(elder.user_id)
+    recipients += [u for u in await ElderRepository(session).family_user_ids(elder.id) if u not in recipients]
+    repo = BookingRepository(session)
+    created = []
+    for user_id in recipients:
+        nid = await repo.add_notification(
+            booking_id=booking.id,
+            user_id=user_id,
+            kind=kind,
+            template_id=TEMPLATES[kind],
+            data=_data(kind, booking, canteen, elder, reason),
+            page=f"pages/bookings/detail?id={booking.id}",
+        )
+        if nid is not None:
+            enqueue(session, send_notification, str(nid))
+            created.append(nid)
+    return created
+
+
+async def deliver(session: AsyncSession, notification_id: uuid.UUID) -> str:
+    """Spend one unit of the user's quota for the template and send; no quota → recorded, not sent.
+    A WeChat failure raises, so the quota spend rolls back with the job's transaction and the job retries."""
+    from app.kit.time import utcnow
+    from app.models import MealNotification, User
+    from app.wechat.miniprogram import get_miniprogram
+
+    notification = await session.get(MealNotification, notification_id, with_for_update=True)
+    if notification is None or notification.status != "pending":
+        return "skipped"
+    user = await session.get(User, notification.user_id)
+    if user is None:
+        notification.status, notification.error = "failed", "user missing"
+        return notification.status
+    if not await BookingRepository(session).use_quota(notification.user_id, notification.template_id):
+        notification.status = "no_quota"
+        return notification.status
+    await get_miniprogram().send_subscribe_message(
+        user.openid, notification.template_id, notification.data, notification.page
+    )
+    notification.status = "sent"
+    notification.sent_at = utcnow()
+    return notification.status

@@ -1,0 +1,315 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy import Select, and_, exists, literal, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.subject import Subject
+from app.models import (
+    Booking,
+    BookingLine,
+    Elder,
+    FamilyBinding,
+    MealNotification,
+    MenuItem,
+    SlotDay,
+    StandingOrder,
+    StandingOrderRun,
+    SubscribeQuota,
+)
+
+LIVE = ("confirmed", "served")
+
+
+class BookingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ------------------------------------------------------------ authorization as WHERE clauses
+
+    def _elder_ids_of(self, subject: Subject) -> Select[tuple[uuid.UUID]]:
+        bound = select(FamilyBinding.elder_id).where(
+            FamilyBinding.user_id == subject.user_id, FamilyBinding.revoked_at.is_(None)
+        )
+        own = select(Elder.id).where(Elder.user_id == subject.user_id)
+        return own.union(bound)  # type: ignore[return-value]
+
+    def readable_statement(self, subject: Subject) -> Select[tuple[Booking]]:
+        """Bookings of the subject's own / bound elders, and of the canteens they operate."""
+        clauses = [Booking.elder_id.in_(self._elder_ids_of(subject))]
+        if subject.operator_canteen_ids:
+            clauses.append(Booking.canteen_id.in_(subject.operator_canteen_ids))
+        if subject.is_admin:
+            return select(Booking)
+        return select(Booking).where(or_(*clauses))
+
+    async def get_readable(
+        self, subject: Subject, booking_id: uuid.UUID, *, for_update: bool = False
+    ) -> Booking | None:
+        stmt = self.readable_statement(subject).where(Booking.id == booking_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list_for_elders(
+        self,
+        subject: Subject,
+        *,
+        elder_id: uuid.UUID | None,
+        limit: int,
+        after: tuple[date, datetime, uuid.UUID] | None,
+    ) -> Sequence[Booking]:
+        stmt = select(Booking).where(Booking.elder_id.in_(self._elder_ids_of(subject)))
+        if elder_id is not None:
+            stmt = stmt.where(Booking.elder_id == elder_id)
+        if after is not None:
+            stmt = stmt.where(
+                tuple_(Booking.service_date, Booking.created_at, Booking.id)
+                < tuple_(literal(after[0]), literal(after[1]), literal(after[2]))
+            )
+        stmt = stmt.order_by(Booking.service_date.desc(), Booking.created_at.desc(), Booking.id.desc()).limit(
+            limit
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    # ------------------------------------------------------------ capacity, stock, subsidy
+
+    async def reserve_capacity(
+        self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int
+    ) -> bool:
+        stmt = (
+            update(SlotDay)
+            .where(
+                SlotDay.canteen_id == canteen_id,
+                SlotDay.service_date == service_date,
+                SlotDay.slot == slot,
+                SlotDay.booked_meals + meals <= SlotDay.capacity,
+            )
+            .values(booked_meals=SlotDay.booked_meals + meals)
+            .returning(SlotDay.id)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def release_capacity(
+        self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int
+    ) -> None:
+        await self.session.execute(
+            update(SlotDay)
+            .where(
+                SlotDay.canteen_id == canteen_id, SlotDay.service_date == service_date, SlotDay.slot == slot
+            )
+            .values(booked_meals=SlotDay.booked_meals - meals)
+        )
+
+    async def take_stock(self, item_id: uuid.UUID, quantity: int) -> bool:
+        stmt = (
+            update(MenuItem)
+            .where(
+                MenuItem.id == item_id,
+                or_(MenuItem.stock.is_(None), MenuItem.sold + quantity <= MenuItem.stock),
+            )
+            .values(sold=MenuItem.sold + quantity)
+            .returning(MenuItem.id)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def release_stock(self, item_id: uuid.UUID, quantity: int) -> None:
+        await self.session.execute(
+            update(MenuItem).where(MenuItem.id == item_id).values(sold=MenuItem.sold - quantity)
+        )
+
+    async def has_subsidized_meal(self, elder_id: uuid.UUID, service_date: date) -> bool:
+        stmt = select(
+            exists().where(
+                Booking.elder_id == elder_id,
+                Booking.service_date == service_date,
+                Booking.subsidized.is_(True),
+                Booking.status.in_(LIVE),
+            )
+        )
+        return bool((await self.session.execute(stmt)).scalar())
+
+    async def menu_items(
+        self, menu_id: uuid.UUID, item_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, MenuItem]:
+        stmt = select(MenuItem).where(MenuItem.menu_id == menu_id, MenuItem.id.in_(item_ids))
+        return {i.id: i for i in (await self.session.execute(stmt)).scalars()}
+
+    async def all_menu_items(self, menu_id: uuid.UUID) -> Sequence[MenuItem]:
+        stmt = select(MenuItem).where(MenuItem.menu_id == menu_id).order_by(MenuItem.position)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def lines(self, booking_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[BookingLine]]:
+        out: dict[uuid.UUID, list[BookingLine]] = {b: [] for b in booking_ids}
+        if not booking_ids:
+            return out
+        stmt = (
+            select(BookingLine)
+            .where(BookingLine.booking_id.in_(booking_ids))
+            .order_by(BookingLine.is_elder_meal.desc(), BookingLine.created_at, BookingLine.id)
+        )
+        for line in (await self.session.execute(stmt)).scalars():
+            out[line.booking_id].append(line)
+        return out
+
+    # ------------------------------------------------------------ serving and status changes
+
+    async def find_by_code(self, canteen_id: uuid.UUID, code: str, today: date) -> Booking | None:
+        stmt = (
+            select(Booking)
+            .where(Booking.canteen_id == canteen_id, Booking.serve_code == code)
+            .order_by((Booking.service_date == today).desc(), Booking.service_date.desc())
+            .limit(1)
+            .with_for_update()
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_for_update(self, booking_id: uuid.UUID) -> Booking | None:
+        stmt = select(Booking).where(Booking.id == booking_id).with_for_update()
+        return (
+            await self.session.execute(stmt, execution_options={"populate_existing": True})
+        ).scalar_one_or_none()
+
+    async def transition(self, booking_id: uuid.UUID, *, to: str, **values: object) -> bool:
+        """confirmed → ``to``, only if it is still confirmed (a concurrent change wins once)."""
+        stmt = (
+            update(Booking)
+            .where(Booking.id == booking_id, Booking.status == "confirmed")
+            .values(status=to, **values)
+            .returning(Booking.id)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def due_no_shows(self, now: datetime, limit: int) -> Sequence[Booking]:
+        stmt = (
+            select(Booking)
+            .where(Booking.status == "confirmed", Booking.serve_end_at < now)
+            .order_by(Booking.serve_end_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def confirmed_on(self, service_date: date) -> Sequence[Booking]:
+        stmt = select(Booking).where(Booking.status == "confirmed", Booking.service_date == service_date)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def roster(
+        self, canteen_id: uuid.UUID, service_date: date, slot: str
+    ) -> Sequence[tuple[Booking, Elder]]:
+        stmt = (
+            select(Booking, Elder)
+            .join(Elder, Elder.id == Booking.elder_id)
+            .where(
+                and_(
+                    Booking.canteen_id == canteen_id,
+                    Booking.service_date == service_date,
+                    Booking.slot == slot,
+                )
+            )
+            .order_by(Booking.created_at)
+        )
+        return [(r[0], r[1]) for r in (await self.session.execute(stmt)).all()]
+
+    # ------------------------------------------------------------ standing orders
+
+    async def active_standing_orders(self) -> Sequence[StandingOrder]:
+        stmt = (
+            select(StandingOrder).where(StandingOrder.is_active.is_(True)).order_by(StandingOrder.created_at)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def standing_order_runs(
+        self, standing_order_id: uuid.UUID, limit: int = 30
+    ) -> Sequence[StandingOrderRun]:
+        stmt = (
+            select(StandingOrderRun)
+            .where(StandingOrderRun.standing_order_id == standing_order_id)
+            .order_by(StandingOrderRun.service_date.desc())
+            .limit(limit)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def run_exists(self, standing_order_id: uuid.UUID, service_date: date) -> bool:
+        stmt = select(
+            exists().where(
+                StandingOrderRun.standing_order_id == standing_order_id,
+                StandingOrderRun.service_date == service_date,
+            )
+        )
+        return bool((await self.session.execute(stmt)).scalar())
+
+    async def readable_standing_order(self, subject: Subject, so_id: uuid.UUID) -> StandingOrder | None:
+        stmt = select(StandingOrder).where(
+            StandingOrder.id == so_id, StandingOrder.elder_id.in_(self._elder_ids_of(subject))
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list_standing_orders(
+        self, subject: Subject, elder_id: uuid.UUID | None
+    ) -> Sequence[StandingOrder]:
+        stmt = select(StandingOrder).where(StandingOrder.elder_id.in_(self._elder_ids_of(subject)))
+        if elder_id is not None:
+            stmt = stmt.where(StandingOrder.elder_id == elder_id)
+        return (await self.session.execute(stmt.order_by(StandingOrder.created_at))).scalars().all()
+
+    # ------------------------------------------------------------ notifications
+
+    async def add_notification(
+        self,
+        *,
+        booking_id: uuid.UUID,
+        user_id: uuid.UUID,
+        kind: str,
+        template_id: str,
+        data: dict[str, str],
+        page: str | None,
+    ) -> uuid.UUID | None:
+        stmt = (
+            insert(MealNotification)
+            .values(
+                id=uuid.uuid4(),
+                booking_id=booking_id,
+                user_id=user_id,
+                kind=kind,
+                template_id=template_id,
+                data=data,
+                page=page,
+                status="pending",
+            )
+            .on_conflict_do_nothing(index_elements=["booking_id", "kind", "user_id"])
+            .returning(MealNotification.id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def grant_quota(self, user_id: uuid.UUID, template_id: str) -> int:
+        stmt = (
+            insert(SubscribeQuota)
+            .values(id=uuid.uuid4(), user_id=user_id, template_id=template_id, granted=1, used=0)
+            .on_conflict_do_update(
+                index_elements=["user_id", "template_id"],
+                set_={"granted": SubscribeQuota.granted + 1},
+            )
+            .returning(SubscribeQuota.granted - SubscribeQuota.used)
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def use_quota(self, user_id: uuid.UUID, template_id: str) -> bool:
+        stmt = (
+            update(SubscribeQuota)
+            .where(
+                SubscribeQuota.user_id == user_id,
+                SubscribeQuota.template_id == template_id,
+                SubscribeQuota.used < SubscribeQuota.granted,
+            )
+            .values(used=SubscribeQuota.used + 1)
+            .returning(SubscribeQuota.id)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    def add(self, obj: object) -> None:
+        self.session.add(obj)

@@ -1,0 +1,215 @@
+"""SQL for donations: targets, orders, receipts, refunds, feed events. Donor scoping is a WHERE clause here."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import (
+    Canteen,
+    Donation,
+    DonationInvoiceRequest,
+    DonationRefund,
+    DonationTarget,
+    FeedEvent,
+    Fund,
+    ReceiptCounter,
+)
+from app.models.donation import DonationStatus
+
+
+class DonationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # -- targets
+
+    async def get_target(self, code: str, *, active_only: bool = True) -> DonationTarget | None:
+        stmt = select(DonationTarget).where(DonationTarget.code == code)
+        if active_only:
+            stmt = stmt.where(DonationTarget.is_active.is_(True))
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_target_by_id(self, target_id: uuid.UUID) -> DonationTarget | None:
+        return await self.session.get(DonationTarget, target_id)
+
+    async def list_targets(self, codes: list[str] | None = None) -> list[DonationTarget]:
+        stmt = select(DonationTarget).where(DonationTarget.is_active.is_(True)).order_by(DonationTarget.code)
+        if codes is not None:
+            stmt = stmt.where(DonationTarget.code.in_(codes))
+        return list((await self.session.execute(stmt)).scalars().all())
+
+    async def target_names(self, target: DonationTarget) -> tuple[str | None, str | None]:
+        canteen_name = fund_name = None
+        if target.canteen_id:
+            canteen_name = await self.session.scalar(
+                select(Canteen.name).where(Canteen.id == target.canteen_id)
+            )
+        if target.fund_id:
+            fund_name = await self.session.scalar(select(Fund.name).where(Fund.id == target.fund_id))
+        return canteen_name, fund_name
+
+    async def target_totals(self, target_id: uuid.UUID) -> tuple[int, int]:
+        row = (
+            await self.session.execute(
+                select(
+                    func.coalesce(func.sum(Donation.amount_fen - Donation.refunded_fen), 0), func.count()
+                ).where(
+                    Donation.target_id == target_id,
+                    Donation.status.in_(
+                        [DonationStatus.paid, DonationStatus.partially_refunded, DonationStatus.refunded]
+                    ),
+                )
+            )
+        ).one()
+        return int(row[0]), int(row[1])
+
+    async def count_scan(self, code: str) -> bool:
+        result = await self.session.execute(
+            update(DonationTarget)
+            .where(DonationTarget.code == code, DonationTarget.is_active.is_(True))
+            .values(scans=DonationTarget.scans + 1)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def canteen_ids_with_targets(self) -> set[uuid.UUID]:
+        rows = await self.session.execute(
+            select(DonationTarget.canteen_id).where(DonationTarget.canteen_id.isnot(None))
+        )
+        return {r[0] for r in rows}
+
+    async def fund_ids_with_targets(self) -> set[uuid.UUID]:
+        rows = await self.session.execute(
+            select(DonationTarget.fund_id).where(DonationTarget.fund_id.isnot(None))
+        )
+        return {r[0] for r in rows}
+
+    async def general_target(self) -> DonationTarget | None:
+        return (
+            await self.session.execute(
+                select(DonationTarget).where(DonationTarget.kind == "general").limit(1)
+            )
+        ).scalar_one_or_none()
+
+    async def add(self, obj: Any) -> None:
+        self.session.add(obj)
+        await self.session.flush()
+
+    # -- donations
+
+    async def get(self, donation_id: uuid.UUID, *, lock: bool = False) -> Donation | None:
+        stmt = select(Donation).where(Donation.id == donation_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_for_donor(
+        self, donation_id: uuid.UUID, donor_user_id: uuid.UUID, *, lock: bool = False
+    ) -> Donation | None:
+        stmt = select(Donation).where(Donation.id == donation_id, Donation.donor_user_id == donor_user_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def lock_by_out_trade_no(self, out_trade_no: str) -> Donation | None:
+        return (
+            await self.session.execute(
+                select(Donation).where(Donation.out_trade_no == out_trade_no).with_for_update()
+            )
+        ).scalar_one_or_none()
+
+    async def list_for_donor(
+        self, donor_user_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Donation]:
+        stmt = (
+            select(Donation)
+            .where(Donation.donor_user_id == donor_user_id)
+            .order_by(Donation.created_at.desc(), Donation.id.desc())
+            .limit(limit)
+        )
+        if after is not None:
+            stmt = stmt.where(
+                or_(
+                    Donation.created_at < after[0],
+                    and_(Donation.created_at == after[0], Donation.id < after[1]),
+                )
+            )
+        return list((await self.session.execute(stmt)).scalars().all())
+
+    async def pending_to_check(self, *, created_before: datetime, limit: int) -> list[Donation]:
+        """Unpaid WeChat orders old enough that a notification should have come; skipped if another job has them."""
+        stmt = (
+            select(Donation)
+            .where(
+                Donation.status == DonationStatus.pending,
+                Donation.channel == "wechatpay",
+                Donation.created_at < created_before,
+            )
+            .order_by(Donation.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars().all())
+
+    async def next_receipt_seq(self, year: int) -> int:
+        """The next receipt number of ``year``. The upsert locks the year's counter row until commit, so
+        numbers are gap-free and in commit order."""
+        seq = await self.session.scalar(
+            insert(ReceiptCounter)
+            .values(year=year, last_seq=1)
+            .on_conflict_do_update(
+                index_elements=[ReceiptCounter.year], set_={"last_seq": ReceiptCounter.last_seq + 1}
+            )
+            .returning(ReceiptCounter.last_seq)
+        )
+        assert seq is not None
+        return int(seq)
+
+    async def voucher_exists(self, voucher_no: str) -> bool:
+        count = await self.session.scalar(select(func.count()).where(Donation.voucher_no == voucher_no))
+        return bool(count)
+
+    # -- invoice requests
+
+    async def get_invoice_request(self, donation_id: uuid.UUID) -> DonationInvoiceRequest | None:
+        return (
+            await self.session.execute(
+                select(DonationInvoiceRequest).where(DonationInvoiceRequest.donation_id == donation_id)
+            )
+        ).scalar_one_or_none()
+
+    # -- refunds
+
+    async def open_refund(self, donation_id: uuid.UUID) -> DonationRefund | None:
+        return (
+            await self.session.execute(
+                select(DonationRefund).where(
+                    DonationRefund.donation_id == donation_id,
+                    DonationRefund.status.in_(["requested", "processing"]),
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def get_refund(self, refund_id: uuid.UUID, *, lock: bool = False) -> DonationRefund | None:
+        stmt = select(DonationRefund).where(DonationRefund.id == refund_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def lock_refund_by_out_refund_no(self, out_refund_no: str) -> DonationRefund | None:
+        return (
+            await self.session.execute(
+                select(DonationRefund).where(DonationRefund.out_refund_no == out_refund_no).with_for_update()
+            )
+        ).scalar_one_or_none()
+
+    # -- public feed
+
+    async def add_feed_event(self, kind: str, payload: dict[str, Any], occurred_at: datetime) -> None:
+        self.session.add(FeedEvent(kind=kind, payload=payload, occurred_at=occurred_at))
+        await self.session.flush()

@@ -1,0 +1,706 @@
+"""我为老人助一餐: donation targets, WeChat Pay orders, payment completion, receipts, refunds, offline gifts.
+
+Money moves in the ledger only through ``app.ledger.service.ledger_service`` (its single entry points); a
+public feed event is written in the same transaction as each payment or refund."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import service as audit
+from app.auth.subject import Subject
+from app.config import get_settings
+from app.donations.repository import DonationRepository
+from app.donations.schemas import (
+    MAX_DONATION_FEN,
+    DonationCreate,
+    DonationCreated,
+    DonationOut,
+    DonationTargetOut,
+    InvoiceRequestIn,
+    InvoiceRequestOut,
+    OfflineDonationIn,
+    PayParams,
+    ReceiptOut,
+    RefundOut,
+    RefundRequestIn,
+    SuggestedAmount,
+    TargetTotals,
+)
+from app.exceptions import Conflict, NotFound, Unprocessable, WeChatUnavailable
+from app.kit import idempotency
+from app.kit.crypto import encrypt_pii, mask_id_number, mask_name
+from app.kit.money import fen_to_yuan_text
+from app.kit.pagination import Page, decode_cursor, encode_cursor
+from app.kit.time import SHANGHAI, shanghai_datetime, utcnow
+from app.models import Donation, DonationInvoiceRequest, DonationRefund, DonationTarget, Fund
+from app.models.donation import DonationChannel, DonationStatus
+from app.models.donation_refund import RefundStatus
+from app.wechat.pay import WeChatPayError, WeChatPayGateway
+
+log = structlog.get_logger("app.donations")
+
+ANONYMOUS_NAME = "爱心人士"
+ISSUER = "德州市慈善总会"
+PREPAY_REUSE = timedelta(minutes=90)  # prepay_id lives 2 h; re-enter before that
+_OUT_TRADE_NO_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+
+def _not_found() -> NotFound:
+    return NotFound("找不到这笔捐赠", code="DonationNotFound")
+
+
+def _target_not_found() -> NotFound:
+    return NotFound("找不到这个捐赠项目，请重新扫码", code="DonationTargetNotFound")
+
+
+def mint_out_trade_no(now: datetime | None = None) -> str:
+    """``SY`` + Shanghai date + 18 random characters: 28 characters from WeChat's allowed set."""
+    day = (now or utcnow()).astimezone(SHANGHAI).strftime("%Y%m%d")
+    return "SY" + day + "".join(secrets.choice(_OUT_TRADE_NO_ALPHABET) for _ in range(18))
+
+
+def donor_label(donation: Donation) -> str:
+    if donation.anonymous or not donation.display_name:
+        return ANONYMOUS_NAME
+    return donation.display_name
+
+
+def _ledger() -> Any:
+    from app.ledger.service import ledger_service
+
+    return ledger_service
+
+
+class DonationService:
+    # ---------------------------------------------------------------- targets
+
+    async def target_account(self, session: AsyncSession, target: DonationTarget) -> str:
+        if target.kind == "canteen":
+            return f"pool:canteen:{target.canteen_id}"
+        if target.kind == "fund":
+            fund = await session.get(Fund, target.fund_id)
+            if fund is not None and fund.is_general_meal_pool:
+                return "pool:general_meal"
+            return f"fund:{target.fund_id}"
+        return "pool:general_meal"
+
+    def target_url(self, code: str) -> str:
+        return get_settings().PUBLIC_BASE_URL.rstrip("/") + f"/q/{code}"
+
+    async def target_view(self, session: AsyncSession, target: DonationTarget) -> DonationTargetOut:
+        repo = DonationRepository(session)
+        canteen_name, fund_name = await repo.target_names(target)
+        paid_fen, count = await repo.target_totals(target.id)
+        unit = get_settings().MEAL_UNIT_FEN
+        suggestions = []
+        for fen in target.suggested_amounts_fen or [unit, unit * 3, unit * 10]:
+            meals = fen // unit if fen % unit == 0 else None
+            label = f"{meals}餐 ¥{fen_to_yuan_text(fen)}" if meals else f"¥{fen_to_yuan_text(fen)}"
+            suggestions.append(SuggestedAmount(amount_fen=int(fen), meals=meals, label=label))
+        return DonationTargetOut(
+            code=target.code,
+            kind=target.kind,
+            title=target.title,
+            description=target.description,
+            canteen_id=target.canteen_id,
+            canteen_name=canteen_name,
+            fund_id=target.fund_id,
+            fund_name=fund_name,
+            meal_unit_fen=unit,
+            suggested_amounts=suggestions,
+            totals=TargetTotals(paid_fen=paid_fen, donations=count),
+            scans=target.scans,
+            url=self.target_url(target.code),
+        )
+
+    async def list_targets(self, session: AsyncSession) -> list[DonationTargetOut]:
+        return [await self.target_view(session, t) for t in await DonationRepository(session).list_targets()]
+
+    async def get_target(self, session: AsyncSession, code: str, *, scan: bool = False) -> DonationTargetOut:
+        repo = DonationRepository(session)
+        if scan:
+            await repo.count_scan(code)
+        target = await repo.get_target(code)
+        if target is None:
+            raise _target_not_found()
+        return await self.target_view(session, target)
+
+    # ---------------------------------------------------------------- orders
+
+    async def view(self, session: AsyncSession, donation: Donation) -> DonationOut:
+        target = await DonationRepository(session).get_target_by_id(donation.target_id)
+        assert target is not None
+        return DonationOut(
+            id=donation.id,
+            target_code=target.code,
+            target_title=target.title,
+            channel=donation.channel,
+            status=donation.status,
+            amount_fen=donation.amount_fen,
+            meals=donation.meals,
+            refunded_fen=donation.refunded_fen,
+            anonymous=donation.anonymous,
+            display_name=donation.display_name,
+            message=donation.message,
+            out_trade_no=donation.out_trade_no,
+            transaction_id=donation.transaction_id,
+            receipt_no=donation.receipt_no,
+            created_at=donation.created_at,
+            paid_at=donation.paid_at,
+            expires_at=donation.expires_at,
+        )
+
+    async def _prepay(
+        self, gateway: WeChatPayGateway, donation: Donation, target: DonationTarget, openid: str
+    ) -> str:
+        assert donation.out_trade_no and donation.expires_at
+        try:
+            return await gateway.create_jsapi_order(
+                out_trade_no=donation.out_trade_no,
+                description=f"我为老人助一餐-{target.title}"[:127],
+                amount_fen=donation.amount_fen,
+                payer_openid=openid,
+                time_expire=donation.expires_at,
+                attach=str(donation.id),
+            )
+        except WeChatPayError as exc:
+            if exc.code == "ORDERPAID":
+                raise Conflict("这笔捐赠已经支付过了，谢谢您！", code="DonationAlreadyPaid") from exc
+            if exc.code == "ORDER_CLOSED":
+                raise Conflict("这笔捐赠订单已过期关闭，请重新发起", code="DonationClosed") from exc
+            log.error("wechatpay_order_rejected", code=exc.code, status=exc.status)
+            raise WeChatUnavailable("微信支付下单失败，请稍后再试", detail={"code": exc.code}) from exc
+
+    async def create(
+        self,
+        session: AsyncSession,
+        gateway: WeChatPayGateway,
+        subject: Subject,
+        payload: DonationCreate,
+        idempotency_key: str | None,
+    ) -> DonationCreated:
+        repo = DonationRepository(session)
+        target = await repo.get_target(payload.target_code)
+        if target is None:
+            raise _target_not_found()
+        claim = await idempotency.claim(
+            session, scope="donation", owner=str(subject.user_id), key=idempotency_key, body=payload
+        )
+        if claim.existing_id is not None:
+            existing = await repo.get_for_donor(claim.existing_id, subject.user_id, lock=True)
+            if existing is None:
+                raise _not_found()
+            return await self._created(session, gateway, existing, target, subject.openid)
+
+        unit = get_settings().MEAL_UNIT_FEN
+        amount = payload.amount_fen if payload.amount_fen is not None else (payload.meals or 0) * unit
+        if not 1 <= amount <= MAX_DONATION_FEN:
+            raise Unprocessable("捐赠金额须在 0.01 元到 50000 元之间", code="AmountOutOfRange")
+        now = utcnow().replace(microsecond=0)
+        donation = Donation(
+            id=uuid.uuid4(),
+            target_id=target.id,
+            target_account=await self.target_account(session, target),
+            donor_user_id=subject.user_id,
+            channel=DonationChannel.wechatpay.value,
+            status=DonationStatus.pending.value,
+            amount_fen=amount,
+            meals=payload.meals
+            if payload.meals is not None
+            else (amount // unit if amount % unit == 0 else None),
+            refunded_fen=0,
+            anonymous=payload.anonymous,
+            display_name=payload.display_name,
+            message=payload.message,
+            out_trade_no=mint_out_trade_no(now),
+            created_at=utcnow(),  # the request's own time, not the transaction's (list order)
+            expires_at=now + timedelta(minutes=get_settings().WECHATPAY_ORDER_EXPIRE_MINUTES),
+        )
+        await repo.add(donation)
+        donation.prepay_id = await self._prepay(gateway, donation, target, subject.openid)
+        donation.prepay_at = now
+        await idempotency.complete(session, claim, donation.id)
+        await session.flush()
+        await session.refresh(donation)
+        return await self._created(session, gateway, donation, target, subject.openid, fresh=True)
+
+    async def _created(
+        self,
+        session: AsyncSession,
+        gateway: WeChatPayGateway,
+        donation: Donation,
+        target: DonationTarget,
+        openid: str,
+        *,
+        fresh: bool = False,
+    ) -> DonationCreated:
+        pay_params = None
+        now = utcnow()
+        if donation.status == DonationStatus.pending and donation.expires_at and donation.expires_at > now:
+            if not fresh and (donation.prepay_at is None or now - donation.prepay_at > PREPAY_REUSE):
+                # same out_trade_no, identical parameters → WeChat Pay hands out a fresh prepay_id
+                donation.prepay_id = await self._prepay(gateway, donation, target, openid)
+                donation.prepay_at = now
+                await session.flush()
+            assert donation.prepay_id
+            pay_params = PayParams(**gateway.pay_params(donation.prepay_id))
+        base = await self.view(session, donation)
+        return DonationCreated(**base.model_dump(), pay_params=pay_params)
+
+    async def get_for_donor(
+        self, session: AsyncSession, subject: Subject, donation_id: uuid.UUID
+    ) -> DonationOut:
+        donation = await DonationRepository(session).get_for_donor(donation_id, subject.user_id)
+        if donation is None:
+            raise _not_found()
+        return await self.view(session, donation)
+
+    async def list_for_donor(
+        self, session: AsyncSession, subject: Subject, cursor: str | None, limit: int
+    ) -> Page[DonationOut]:
+        after = None
+        decoded = decode_cursor(cursor)
+        if decoded is not None:
+            try:
+                after = (datetime.fromisoformat(decoded["t"]), uuid.UUID(decoded["id"]))
+            except (KeyError, ValueError, TypeError) as exc:
+                from app.exceptions import BadRequest
+
+                raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor") from exc
+        rows = await DonationRepository(session).list_for_donor(subject.user_id, after=after, limit=limit + 1)
+        items = [await self.view(session, d) for d in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor({"t": last.created_at.isoformat(), "id": str(last.id)})
+        return Page[DonationOut](items=items, next_cursor=next_cursor)
+
+    # ---------------------------------------------------------------- payment
+
+    async def complete_payment(
+        self,
+        session: AsyncSession,
+        donation: Donation,
+        *,
+        source: str,
+        external_ref: str,
+        paid_at: datetime,
+    ) -> bool:
+        """Mark a locked donation paid, post it to the ledger, emit the feed event and hand out the receipt
+        number — all in the caller's transaction. False (and nothing changes) when it is already paid."""
+        if donation.status not in (DonationStatus.pending, DonationStatus.closed):
+            return False
+        repo = DonationRepository(session)
+        target = await repo.get_target_by_id(donation.target_id)
+        assert target is not None
+        donation.status = DonationStatus.paid.value
+        donation.paid_at = paid_at
+        donation.closed_at = None
+        if source == "wechatpay":
+            donation.transaction_id = external_ref
+        await session.flush()
+        await _ledger().record_donation_payment(
+            session,
+            donation_id=donation.id,
+            target_account=donation.target_account,
+            amount_fen=donation.amount_fen,
+            source=source,
+            external_ref=external_ref,
+            paid_at=paid_at,
+        )
+        await repo.add_feed_event(
+            "donation_paid",
+            {
+                "donor": donor_label(donation),
+                "amount_fen": donation.amount_fen,
+                "meals": donation.meals,
+                "target": target.title,
+                "target_kind": target.kind,
+                "channel": donation.channel,
+            },
+            paid_at,
+        )
+        # last, so the year's counter row is locked for as short a time as possible
+        year = paid_at.astimezone(SHANGHAI).year
+        seq = await repo.next_receipt_seq(year)
+        donation.receipt_year, donation.receipt_seq = year, seq
+        donation.receipt_no = f"SY{year}{seq:08d}"
+        await session.flush()
+        log.info("donation_paid", donation_id=str(donation.id), source=source, amount_fen=donation.amount_fen)
+        return True
+
+    async def check_pending(
+        self,
+        session: AsyncSession,
+        gateway: WeChatPayGateway,
+        *,
+        now: datetime | None = None,
+        min_age: timedelta = timedelta(minutes=2),
+        limit: int = 100,
+        close_expired: bool = True,
+    ) -> dict[str, int]:
+        """Query WeChat Pay for unpaid orders whose notification has not come: complete the paid ones, close
+        the expired ones. Rows another job is already looking at are skipped."""
+        from app.payments.service import parse_success_time, transaction_matches
+
+        now = now or utcnow()
+        counts = {"checked": 0, "completed": 0, "closed": 0, "errors": 0}
+        repo = DonationRepository(session)
+        for donation in await repo.pending_to_check(created_before=now - min_age, limit=limit):
+            counts["checked"] += 1
+            assert donation.out_trade_no
+            try:
+                order = await gateway.query_order(donation.out_trade_no)
+                if order and order.get("trade_state") in ("SUCCESS", "REFUND"):
+                    problem = transaction_matches(gateway, donation, order)
+                    if problem:
+                        log.error("poll_mismatch", donation_id=str(donation.id), problem=problem)
+                        counts["errors"] += 1
+                        continue
+                    await self.complete_payment(
+                        session,
+                        donation,
+                        source="wechatpay",
+                        external_ref=str(order["transaction_id"]),
+                        paid_at=parse_success_time(order.get("success_time")),
+                    )
+                    counts["completed"] += 1
+                elif close_expired and donation.expires_at is not None and donation.expires_at <= now:
+                    if order is not None and order.get("trade_state") != "CLOSED":
+                        try:
+                            await gateway.close_order(donation.out_trade_no)
+                        except WeChatPayError as exc:
+                            if exc.code == "ORDERPAID":  # paid at the last second: next run completes it
+                                continue
+                            if exc.code != "ORDER_NOT_EXIST":
+                                raise
+                    donation.status = DonationStatus.closed.value
+                    donation.closed_at = now
+                    await session.flush()
+                    counts["closed"] += 1
+            except (WeChatUnavailable, WeChatPayError) as exc:
+                counts["errors"] += 1
+                log.warning("poll_failed", donation_id=str(donation.id), error=str(exc))
+        return counts
+
+    # ---------------------------------------------------------------- receipts
+
+    async def receipt(self, session: AsyncSession, subject: Subject, donation_id: uuid.UUID) -> ReceiptOut:
+        repo = DonationRepository(session)
+        donation = await repo.get_for_donor(donation_id, subject.user_id)
+        if donation is None:
+            raise _not_found()
+        if donation.receipt_no is None or donation.paid_at is None:
+            raise Conflict("这笔捐赠还没有支付成功，暂时没有收据", code="DonationNotPaid")
+        target = await repo.get_target_by_id(donation.target_id)
+        assert target is not None
+        invoice = await repo.get_invoice_request(donation.id)
+        return ReceiptOut(
+            receipt_no=donation.receipt_no,
+            donation_id=donation.id,
+            donor=donor_label(donation),
+            amount_fen=donation.amount_fen,
+            amount_yuan=fen_to_yuan_text(donation.amount_fen),
+            target_title=target.title,
+            channel=donation.channel,
+            paid_at=donation.paid_at,
+            refunded_fen=donation.refunded_fen,
+            issuer=ISSUER,
+            invoice_requested=invoice is not None,
+        )
+
+    async def request_invoice(
+        self, session: AsyncSession, subject: Subject, donation_id: uuid.UUID, payload: InvoiceRequestIn
+    ) -> InvoiceRequestOut:
+        repo = DonationRepository(session)
+        donation = await repo.get_for_donor(donation_id, subject.user_id, lock=True)
+        if donation is None:
+            raise _not_found()
+        if donation.receipt_no is None:
+            raise Conflict("这笔捐赠还没有支付成功，不能申请捐赠票据", code="DonationNotPaid")
+        if await repo.get_invoice_request(donation.id) is not None:
+            raise Conflict("这笔捐赠已经申请过捐赠票据", code="InvoiceAlreadyRequested")
+        context = "donation_invoice"
+        request = DonationInvoiceRequest(
+            donation_id=donation.id,
+            donor_type=payload.donor_type,
+            name_enc=encrypt_pii(payload.name, context=f"{context}.name"),
+            tax_id_enc=encrypt_pii(payload.tax_id.upper(), context=f"{context}.tax_id"),
+            email_enc=encrypt_pii(payload.email, context=f"{context}.email") if payload.email else None,
+            status="requested",
+        )
+        await repo.add(request)
+        return InvoiceRequestOut(
+            donation_id=donation.id,
+            donor_type=payload.donor_type,
+            name_masked=mask_name(payload.name),
+            tax_id_masked=mask_id_number(payload.tax_id.upper()),
+            status="requested",
+        )
+
+    # ---------------------------------------------------------------- refunds
+
+    @staticmethod
+    def refund_view(refund: DonationRefund) -> RefundOut:
+        return RefundOut(
+            id=refund.id,
+            donation_id=refund.donation_id,
+            amount_fen=refund.amount_fen,
+            reason=refund.reason,
+            status=refund.status,
+            out_refund_no=refund.out_refund_no,
+            created_at=refund.created_at,
+            decided_at=refund.decided_at,
+            succeeded_at=refund.succeeded_at,
+        )
+
+    async def _refundable(self, session: AsyncSession, donation: Donation) -> int:
+        return int(await _ledger().refundable_fen(session, donation_id=donation.id))
+
+    async def request_refund(
+        self, session: AsyncSession, subject: Subject, donation_id: uuid.UUID, payload: RefundRequestIn
+    ) -> RefundOut:
+        repo = DonationRepository(session)
+        donation = await repo.get_for_donor(donation_id, subject.user_id, lock=True)
+        if donation is None:
+            raise _not_found()
+        if donation.status not in (DonationStatus.paid, DonationStatus.partially_refunded):
+            raise Conflict("只有支付成功、尚未全部退款的捐赠才能申请退款", code="DonationNotRefundable")
+        if await repo.open_refund(donation.id) is not None:
+            raise Conflict("这笔捐赠已有一个退款申请在处理中", code="RefundAlreadyOpen")
+        refundable = await self._refundable(session, donation)
+        amount = payload.amount_fen if payload.amount_fen is not None else refundable
+        if refundable <= 0:
+            raise Conflict("这笔捐赠已经全部用于长者用餐，没有可退的金额", code="NothingRefundable")
+        if amount > refundable:
+            raise Conflict(
+                f"最多可退 {fen_to_yuan_text(refundable)} 元（已用于长者用餐的部分不能退）",
+                code="RefundExceedsRemainder",
+                detail={"refundable_fen": refundable},
+            )
+        refund = DonationRefund(
+            id=uuid.uuid4(),
+            donation_id=donation.id,
+            amount_fen=amount,
+            reason=payload.reason.strip(),
+            status=RefundStatus.requested.value,
+            out_refund_no="RF" + uuid.uuid4().hex.upper()[:30],
+            requested_by_user_id=subject.user_id,
+        )
+        await repo.add(refund)
+        await session.refresh(refund)
+        return self.refund_view(refund)
+
+    async def approve_refund(
+        self,
+        session: AsyncSession,
+        gateway: WeChatPayGateway,
+        admin: Subject,
+        refund_id: uuid.UUID,
+        note: str,
+    ) -> RefundOut:
+        """Admin approval: reserve the refund in the ledger (so the money cannot be spent on meals meanwhile),
+        ask WeChat Pay to refund (or, for a bank transfer, record that the bank refund was made)."""
+        repo = DonationRepository(session)
+        refund = await repo.get_refund(refund_id, lock=True)
+        if refund is None:
+            raise NotFound("找不到这个退款申请", code="RefundNotFound")
+        if refund.status != RefundStatus.requested:
+            raise Conflict("这个退款申请已经处理过了", code="RefundAlreadyDecided")
+        donation = await repo.get(refund.donation_id, lock=True)
+        assert donation is not None
+        refundable = await self._refundable(session, donation)
+        if refund.amount_fen > refundable:
+            raise Conflict(
+                f"最多可退 {fen_to_yuan_text(refundable)} 元，申请金额超过了尚未使用的部分",
+                code="RefundExceedsRemainder",
+                detail={"refundable_fen": refundable},
+            )
+        before = {"status": refund.status}
+        now = utcnow()
+        await _ledger().record_donation_refund(
+            session,
+            donation_id=donation.id,
+            refund_id=refund.id,
+            amount_fen=refund.amount_fen,
+            source=donation.channel,
+            external_ref=refund.out_refund_no,
+        )
+        refund.decided_by_user_id = admin.user_id
+        refund.decided_at = now
+        refund.decision_note = note or None
+        if donation.channel == DonationChannel.wechatpay:
+            assert donation.out_trade_no
+            try:
+                result = await gateway.refund(
+                    out_trade_no=donation.out_trade_no,
+                    out_refund_no=refund.out_refund_no,
+                    refund_fen=refund.amount_fen,
+                    total_fen=donation.amount_fen,
+                    reason=refund.reason or "捐赠人申请退款",
+                )
+            except WeChatPayError as exc:
+                raise Conflict(
+                    f"微信支付拒绝了退款：{exc.message}",
+                    code="WeChatRefundRejected",
+                    detail={"code": exc.code},
+                ) from exc
+            refund.wechat_refund_id = result.get("refund_id")
+            refund.status = RefundStatus.processing.value
+            if result.get("status") == "SUCCESS":
+                await self._finish_refund(session, refund, donation, now)
+        else:  # bank transfer: the admin has sent the money back by bank
+            await self._finish_refund(session, refund, donation, now)
+        await session.flush()
+        await audit.record(
+            session,
+            actor_user_id=admin.user_id,
+            actor_label=admin.label,
+            action="donation.refund.approve",
+            target_type="donation_refund",
+            target_id=refund.id,
+            before=before,
+            after={"status": refund.status, "amount_fen": refund.amount_fen, "note": note},
+            channel="self",
+        )
+        await session.refresh(refund)
+        return self.refund_view(refund)
+
+    async def reject_refund(
+        self, session: AsyncSession, admin: Subject, refund_id: uuid.UUID, note: str
+    ) -> RefundOut:
+        repo = DonationRepository(session)
+        refund = await repo.get_refund(refund_id, lock=True)
+        if refund is None:
+            raise NotFound("找不到这个退款申请", code="RefundNotFound")
+        if refund.status != RefundStatus.requested:
+            raise Conflict("这个退款申请已经处理过了", code="RefundAlreadyDecided")
+        refund.status = RefundStatus.rejected.value
+        refund.decided_by_user_id = admin.user_id
+        refund.decided_at = utcnow()
+        refund.decision_note = note or None
+        await session.flush()
+        await audit.record(
+            session,
+            actor_user_id=admin.user_id,
+            actor_label=admin.label,
+            action="donation.refund.reject",
+            target_type="donation_refund",
+            target_id=refund.id,
+            before={"status": "requested"},
+            after={"status": "rejected", "note": note},
+            channel="self",
+        )
+        await session.refresh(refund)
+        return self.refund_view(refund)
+
+    async def _finish_refund(
+        self, session: AsyncSession, refund: DonationRefund, donation: Donation, at: datetime
+    ) -> None:
+        refund.status = RefundStatus.succeeded.value
+        refund.succeeded_at = at
+        donation.refunded_fen += refund.amount_fen
+        donation.status = (
+            DonationStatus.refunded.value
+            if donation.refunded_fen >= donation.amount_fen
+            else DonationStatus.partially_refunded.value
+        )
+        await session.flush()
+        target = await DonationRepository(session).get_target_by_id(donation.target_id)
+        assert target is not None
+        await DonationRepository(session).add_feed_event(
+            "donation_refunded",
+            {
+                "donor": donor_label(donation),
+                "amount_fen": refund.amount_fen,
+                "target": target.title,
+                "target_kind": target.kind,
+            },
+            at,
+        )
+
+    async def complete_refund(
+        self, session: AsyncSession, refund: DonationRefund, *, status: str, succeeded_at: datetime
+    ) -> bool:
+        """WeChat Pay's refund notification (or query) reached a final state. False if already final."""
+        if refund.status != RefundStatus.processing:
+            return False
+        donation = await DonationRepository(session).get(refund.donation_id, lock=True)
+        assert donation is not None
+        if status == "SUCCESS":
+            await self._finish_refund(session, refund, donation, succeeded_at)
+        else:
+            # The ledger already holds the reserved refund; an abnormal refund needs a person (see the
+            # ledger's reversal tools) — mark it so reconciliation and staff see it.
+            refund.status = RefundStatus.failed.value
+            await session.flush()
+            log.error("refund_failed", refund_id=str(refund.id), status=status)
+        return True
+
+    # ---------------------------------------------------------------- offline (bank transfer)
+
+    async def record_offline(
+        self, session: AsyncSession, admin: Subject, payload: OfflineDonationIn
+    ) -> DonationOut:
+        repo = DonationRepository(session)
+        target = await repo.get_target(payload.target_code)
+        if target is None:
+            raise _target_not_found()
+        if await repo.voucher_exists(payload.voucher_no):
+            raise Conflict("这个银行凭证号已经登记过了", code="VoucherAlreadyRecorded")
+        paid_at = shanghai_datetime(payload.paid_on, datetime.min.time().replace(hour=12))
+        if paid_at > utcnow() + timedelta(days=1):
+            raise Unprocessable("到账日期不能晚于今天", code="PaidOnInFuture")
+        unit = get_settings().MEAL_UNIT_FEN
+        donation = Donation(
+            id=uuid.uuid4(),
+            target_id=target.id,
+            target_account=await self.target_account(session, target),
+            donor_user_id=None,
+            channel=DonationChannel.bank.value,
+            status=DonationStatus.pending.value,
+            amount_fen=payload.amount_fen,
+            meals=payload.amount_fen // unit if payload.amount_fen % unit == 0 else None,
+            refunded_fen=0,
+            anonymous=payload.anonymous,
+            display_name=payload.display_name,
+            message=payload.message,
+            voucher_no=payload.voucher_no,
+            recorded_by_user_id=admin.user_id,
+        )
+        try:
+            async with session.begin_nested():  # two admins entering the same voucher at once
+                await repo.add(donation)
+        except IntegrityError as exc:
+            raise Conflict("这个银行凭证号已经登记过了", code="VoucherAlreadyRecorded") from exc
+        await self.complete_payment(
+            session, donation, source="bank", external_ref=payload.voucher_no, paid_at=paid_at
+        )
+        await audit.record(
+            session,
+            actor_user_id=admin.user_id,
+            actor_label=admin.label,
+            action="donation.offline.record",
+            target_type="donation",
+            target_id=donation.id,
+            after={
+                "amount_fen": donation.amount_fen,
+                "voucher_no": donation.voucher_no,
+                "target": target.code,
+                "display_name": donation.display_name,
+            },
+            channel="self",
+        )
+        await session.refresh(donation)
+        return await self.view(session, donation)
+
+
+donation_service = DonationService()

@@ -1,0 +1,28 @@
+"""Periodic jobs: recover payments whose notification never came, close orders nobody paid."""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.donations.service import donation_service
+from app.wechat.pay import get_wechatpay
+from app.worker import task
+
+log = structlog.get_logger("app.donations.tasks")
+
+
+@task("donations.poll_pending", cron="* * * * *")
+async def poll_pending(session: AsyncSession) -> None:
+    """Query WeChat Pay for unpaid orders older than two minutes and complete the paid ones."""
+    counts = await donation_service.check_pending(session, get_wechatpay(), close_expired=False)
+    if counts["checked"]:
+        log.info("donations_polled", **counts)
+
+
+@task("donations.close_expired", cron="*/5 * * * *")
+async def close_expired(session: AsyncSession) -> None:
+    """Close orders past their time_expire (after one last query, in case they were paid)."""
+    counts = await donation_service.check_pending(session, get_wechatpay(), close_expired=True)
+    if counts["checked"]:
+        log.info("donations_closed", **counts)

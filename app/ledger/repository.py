@@ -1,0 +1,324 @@
+"""SQL for the ledger. Row locks are always taken in one order: chain lock → hold row → accounts (by code) →
+lots (by fifo_no); that order is what keeps concurrent posts, holds, voids and refunds free of deadlocks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import (
+    Allocation,
+    Canteen,
+    CharityHold,
+    DonationLot,
+    Fund,
+    JournalEntry,
+    LedgerAccount,
+    LedgerDigest,
+    Posting,
+)
+
+# pg_advisory_xact_lock key serializing appends to the hash chain ("SANGYULG").
+CHAIN_LOCK_KEY = 0x53414E4759554C47
+
+
+class LedgerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ------------------------------------------------------------ chain and entries
+
+    async def lock_chain(self) -> None:
+        await self.session.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
+
+    async def chain_head(self) -> tuple[int, str] | None:
+        row = (
+            await self.session.execute(
+                select(JournalEntry.seq, JournalEntry.hash).order_by(JournalEntry.seq.desc()).limit(1)
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    async def entry_by_key(self, business_key: str) -> JournalEntry | None:
+        return (
+            await self.session.execute(select(JournalEntry).where(JournalEntry.business_key == business_key))
+        ).scalar_one_or_none()
+
+    async def entry_by_id(self, entry_id: uuid.UUID) -> JournalEntry | None:
+        return await self.session.get(JournalEntry, entry_id)
+
+    async def entries_by_ids(self, entry_ids: Sequence[uuid.UUID]) -> list[JournalEntry]:
+        stmt = select(JournalEntry).where(JournalEntry.id.in_(entry_ids)).order_by(JournalEntry.seq)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def add_entry(self, entry: JournalEntry, postings: Sequence[tuple[str, int]]) -> None:
+        self.session.add(entry)
+        await self.session.flush([entry])
+        await self.session.execute(
+            insert(Posting),
+            [
+                {"entry_id": entry.id, "line_no": i, "account_code": account, "amount_fen": amount}
+                for i, (account, amount) in enumerate(postings, start=1)
+            ],
+        )
+
+    async def postings_of(self, entry_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[tuple[str, int]]]:
+        out: dict[uuid.UUID, list[tuple[str, int]]] = {eid: [] for eid in entry_ids}
+        stmt = (
+            select(Posting.entry_id, Posting.account_code, Posting.amount_fen)
+            .where(Posting.entry_id.in_(entry_ids))
+            .order_by(Posting.entry_id, Posting.line_no)
+        )
+        for entry_id, account, amount in (await self.session.execute(stmt)).all():
+            out[entry_id].append((account, amount))
+        return out
+
+    async def entries_after(self, seq: int, limit: int) -> list[JournalEntry]:
+        stmt = select(JournalEntry).where(JournalEntry.seq > seq).order_by(JournalEntry.seq).limit(limit)
+        return list((await self.session.execute(stmt.execution_options(populate_existing=True))).scalars())
+
+    async def day_hashes(self, day: date) -> list[tuple[uuid.UUID, int, str]]:
+        stmt = (
+            select(JournalEntry.id, JournalEntry.seq, JournalEntry.hash)
+            .where(JournalEntry.day == day)
+            .order_by(JournalEntry.seq)
+        )
+        return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]
+
+    async def days_without_digest(self, before: date) -> list[date]:
+        stmt = (
+            select(JournalEntry.day)
+            .where(JournalEntry.day < before)
+            .where(~select(LedgerDigest.day).where(LedgerDigest.day == JournalEntry.day).exists())
+            .distinct()
+            .order_by(JournalEntry.day)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def refund_entry_ids(self, donation_id: uuid.UUID) -> list[uuid.UUID]:
+        stmt = (
+            select(JournalEntry.id)
+            .where(JournalEntry.kind == "donation_refund")
+            .where(JournalEntry.refs["donation_id"].astext == str(donation_id))
+            .order_by(JournalEntry.seq)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def refunded_by_donation(self) -> dict[str, int]:
+        """Σ refunded fen per donation, from the refund entries' postings to the donation's pool."""
+        stmt = text(
+            """
+            SELECT e.refs->>'donation_id', SUM(p.amount_fen)
+            FROM journal_entries e JOIN postings p ON p.entry_id = e.id
+            WHERE e.kind = 'donation_refund' AND p.amount_fen > 0
+            GROUP BY 1
+            """
+        )
+        return {r[0]: int(r[1]) for r in (await self.session.execute(stmt)).all()}
+
+    # ------------------------------------------------------------ digests
+
+    async def digest(self, day: date) -> LedgerDigest | None:
+        return await self.session.get(LedgerDigest, day, populate_existing=True)
+
+    async def all_digests(self) -> list[LedgerDigest]:
+        stmt = select(LedgerDigest).order_by(LedgerDigest.day).execution_options(populate_existing=True)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def insert_digest(self, values: dict[str, Any]) -> None:
+        await self.session.execute(
+            insert(LedgerDigest).values(**values).on_conflict_do_nothing(index_elements=[LedgerDigest.day])
+        )
+
+    # ------------------------------------------------------------ accounts
+
+    async def fund_exists(self, fund_id: uuid.UUID) -> bool:
+        return await self.session.scalar(select(func.count()).where(Fund.id == fund_id)) == 1
+
+    async def canteen_exists(self, canteen_id: uuid.UUID) -> bool:
+        return await self.session.scalar(select(func.count()).where(Canteen.id == canteen_id)) == 1
+
+    async def existing_account_codes(self, codes: Sequence[str]) -> set[str]:
+        stmt = select(LedgerAccount.code).where(LedgerAccount.code.in_(codes))
+        return set((await self.session.execute(stmt)).scalars())
+
+    async def create_account(self, values: dict[str, Any]) -> None:
+        await self.session.execute(
+            insert(LedgerAccount)
+            .values(balance_fen=0, held_fen=0, **values)
+            .on_conflict_do_nothing(index_elements=[LedgerAccount.code])
+        )
+
+    async def lock_accounts(self, codes: Sequence[str]) -> dict[str, LedgerAccount]:
+        stmt = (
+            select(LedgerAccount)
+            .where(LedgerAccount.code.in_(sorted(set(codes))))
+            .order_by(LedgerAccount.code)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return {a.code: a for a in (await self.session.execute(stmt)).scalars()}
+
+    async def accounts(self, codes: Sequence[str]) -> list[LedgerAccount]:
+        stmt = select(LedgerAccount).where(LedgerAccount.code.in_(codes)).order_by(LedgerAccount.code)
+        return list((await self.session.execute(stmt.execution_options(populate_existing=True))).scalars())
+
+    async def add_to_balance(self, code: str, delta: int) -> None:
+        await self.session.execute(
+            update(LedgerAccount)
+            .where(LedgerAccount.code == code)
+            .values(balance_fen=LedgerAccount.balance_fen + delta)
+        )
+
+    async def add_to_held(self, code: str, delta: int) -> None:
+        await self.session.execute(
+            update(LedgerAccount)
+            .where(LedgerAccount.code == code)
+            .values(held_fen=LedgerAccount.held_fen + delta)
+        )
+
+    # ------------------------------------------------------------ lots
+
+    async def lot_for_donation(self, donation_id: uuid.UUID, *, lock: bool = False) -> DonationLot | None:
+        stmt = select(DonationLot).where(DonationLot.donation_id == donation_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (
+            await self.session.execute(stmt.execution_options(populate_existing=True))
+        ).scalar_one_or_none()
+
+    async def lot_by_external_ref(self, source: str, external_ref: str) -> DonationLot | None:
+        stmt = select(DonationLot).where(
+            DonationLot.source == source, DonationLot.external_ref == external_ref
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def add_lot(self, lot: DonationLot) -> None:
+        self.session.add(lot)
+        await self.session.flush([lot])
+
+    async def fifo_lots(
+        self, account_code: str, *, after: tuple[Any, int] | None, limit: int
+    ) -> list[DonationLot]:
+        stmt = select(DonationLot).where(
+            DonationLot.account_code == account_code, DonationLot.remaining_fen > 0
+        )
+        if after is not None:
+            stmt = stmt.where(
+                func.row(DonationLot.paid_at, DonationLot.fifo_no) > func.row(after[0], after[1])
+            )
+        stmt = (
+            stmt.order_by(DonationLot.paid_at, DonationLot.fifo_no)
+            .limit(limit)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def lock_lots(self, lot_ids: Sequence[uuid.UUID]) -> list[DonationLot]:
+        stmt = (
+            select(DonationLot)
+            .where(DonationLot.id.in_(lot_ids))
+            .order_by(DonationLot.fifo_no)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def change_lot(
+        self, lot_id: uuid.UUID, *, held: int = 0, allocated: int = 0, refunded: int = 0
+    ) -> None:
+        await self.session.execute(
+            update(DonationLot)
+            .where(DonationLot.id == lot_id)
+            .values(
+                held_fen=DonationLot.held_fen + held,
+                allocated_fen=DonationLot.allocated_fen + allocated,
+                refunded_fen=DonationLot.refunded_fen + refunded,
+            )
+        )
+
+    async def all_lots(self) -> list[DonationLot]:
+        stmt = select(DonationLot).order_by(DonationLot.fifo_no).execution_options(populate_existing=True)
+        return list((await self.session.execute(stmt)).scalars())
+
+    # ------------------------------------------------------------ holds and allocations
+
+    async def claim_hold(self, values: dict[str, Any]) -> uuid.UUID | None:
+        """Insert the hold row unless ``hold_key`` exists; the id when this call created it."""
+        stmt = (
+            insert(CharityHold)
+            .values(id=uuid.uuid4(), held_fen=0, status="held", **values)
+            .on_conflict_do_nothing(index_elements=[CharityHold.hold_key])
+            .returning(CharityHold.id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def hold_by_key(self, hold_key: str, *, lock: bool = False) -> CharityHold | None:
+        stmt = select(CharityHold).where(CharityHold.hold_key == hold_key)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (
+            await self.session.execute(stmt.execution_options(populate_existing=True))
+        ).scalar_one_or_none()
+
+    async def set_hold(self, hold_id: uuid.UUID, **values: Any) -> None:
+        await self.session.execute(update(CharityHold).where(CharityHold.id == hold_id).values(**values))
+
+    async def all_holds(self) -> list[CharityHold]:
+        stmt = select(CharityHold).execution_options(populate_existing=True)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def add_allocations(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(Allocation), [{"id": uuid.uuid4(), **r} for r in rows])
+
+    async def allocations_of_hold(self, hold_id: uuid.UUID) -> list[Allocation]:
+        stmt = (
+            select(Allocation)
+            .where(Allocation.hold_id == hold_id)
+            .order_by(Allocation.created_at, Allocation.id)
+            .execution_options(populate_existing=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def set_allocations(self, hold_id: uuid.UUID, *, status_from: str, **values: Any) -> None:
+        await self.session.execute(
+            update(Allocation)
+            .where(Allocation.hold_id == hold_id, Allocation.status == status_from)
+            .values(**values)
+        )
+
+    async def allocations_of_donation(self, donation_id: uuid.UUID) -> list[tuple[Allocation, CharityHold]]:
+        stmt = (
+            select(Allocation, CharityHold)
+            .join(CharityHold, CharityHold.id == Allocation.hold_id)
+            .where(Allocation.donation_id == donation_id)
+            .order_by(Allocation.created_at, Allocation.id)
+        )
+        return [(a, h) for a, h in (await self.session.execute(stmt)).all()]
+
+    async def allocation_sums(self) -> list[tuple[uuid.UUID, uuid.UUID, str, str, int]]:
+        """(lot_id, hold_id, account_code, status, Σ amount) for every group of allocations."""
+        stmt = select(
+            Allocation.lot_id,
+            Allocation.hold_id,
+            Allocation.account_code,
+            Allocation.status,
+            func.sum(Allocation.amount_fen),
+        ).group_by(Allocation.lot_id, Allocation.hold_id, Allocation.account_code, Allocation.status)
+        return [(r[0], r[1], r[2], r[3], int(r[4])) for r in (await self.session.execute(stmt)).all()]
+
+    async def account_posting_sums(self) -> dict[str, int]:
+        stmt = select(Posting.account_code, func.sum(Posting.amount_fen)).group_by(Posting.account_code)
+        return {r[0]: int(r[1]) for r in (await self.session.execute(stmt)).all()}
+
+    async def all_accounts(self) -> list[LedgerAccount]:
+        stmt = select(LedgerAccount).order_by(LedgerAccount.code).execution_options(populate_existing=True)
+        return list((await self.session.execute(stmt)).scalars())

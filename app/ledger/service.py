@@ -1,0 +1,860 @@
+"""The ledger: double-entry, append-only, hash-chained; donation lots, two-phase charity holds, daily digests.
+
+Sign convention: **debit positive, credit negative**; every entry's postings sum to zero. Asset accounts
+(``wechatpay_clearing``, ``bank``) and expenses are debit-normal; pools, funds and payables are credit-normal
+(balance ≤ 0). A paid donation is ``clearing +X / pool −X``; a meal paid by charity is ``pool +X /
+payable:canteen −X``; a refund is ``pool +X / clearing −X``. What a pool can still give is
+``-balance_fen - held_fen`` and is never negative.
+
+``ledger_service.post`` is the only writer of entries. It takes the chain lock (a transaction-scoped advisory
+lock), so entries get consecutive ``seq`` numbers and ``hash = SHA-256(prev_hash || canonical entry)``
+(see ``app/ledger/chain.py``). A business key names each entry: the same key with the same content returns the
+existing entry, with different content it is ``LedgerKeyReused``.
+
+Donation lots: each paid donation is one lot on its target account. Holds reserve fen from lots FIFO
+(the canteen's pool first, then the general meal pool, oldest payment first) under row locks; a hold is then
+posted (meal served) or voided (cancelled / no-show), exactly once. Refunds come only from a lot's remainder.
+
+Lock order everywhere: chain lock → hold row → accounts (by code) → lots (by fifo_no).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.exceptions import BadRequest, Conflict, NotFound
+from app.kit.time import business_date, utcnow
+from app.ledger import chain
+from app.ledger.repository import LedgerRepository
+from app.models import CharityHold, DonationLot, JournalEntry, LedgerAccount, LedgerDigest
+from app.models.charity_hold import HoldStatus
+
+GENERAL_MEAL_POOL = "pool:general_meal"
+CLEARING = {"wechatpay": "wechatpay_clearing", "bank": "bank"}
+_FIXED_ACCOUNTS: dict[str, tuple[str, bool]] = {
+    "wechatpay_clearing": ("asset", False),
+    "bank": ("asset", False),
+    GENERAL_MEAL_POOL: ("pool", True),
+    "expense:wechat_fee": ("expense", False),
+    "external:donors": ("external", False),
+    "external:refunds": ("external", False),
+}
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_SCOPED_ACCOUNTS = [
+    (re.compile(rf"^fund:({_UUID})$"), "fund", True, "fund"),
+    (re.compile(rf"^pool:canteen:({_UUID})$"), "pool", True, "canteen"),
+    (re.compile(rf"^payable:canteen:({_UUID})$"), "payable", False, "canteen"),
+]
+_MAX_FEN = 10**15
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One leg of an entry: debit positive, credit negative (fen)."""
+
+    account: str
+    amount_fen: int
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    code: str
+    kind: str
+    no_overdraft: bool
+    fund_id: uuid.UUID | None = None
+    canteen_id: uuid.UUID | None = None
+
+
+def account_spec(code: str) -> AccountSpec:
+    """The chart of accounts: a code is valid only if it matches one of its forms."""
+    if not isinstance(code, str):
+        raise BadRequest("账户名称不对", code="LedgerUnknownAccount", detail={"account": str(code)})
+    fixed = _FIXED_ACCOUNTS.get(code)
+    if fixed is not None:
+        return AccountSpec(code, fixed[0], fixed[1])
+    for pattern, kind, no_overdraft, scope in _SCOPED_ACCOUNTS:
+        m = pattern.match(code)
+        if m:
+            ref = uuid.UUID(m.group(1))
+            if scope == "fund":
+                return AccountSpec(code, kind, no_overdraft, fund_id=ref)
+            return AccountSpec(code, kind, no_overdraft, canteen_id=ref)
+    raise BadRequest("账户名称不对", code="LedgerUnknownAccount", detail={"account": code})
+
+
+def canteen_pool(canteen_id: uuid.UUID) -> str:
+    return f"pool:canteen:{canteen_id}"
+
+
+def canteen_payable(canteen_id: uuid.UUID) -> str:
+    return f"payable:canteen:{canteen_id}"
+
+
+def fund_account(fund_id: uuid.UUID, *, is_general_meal_pool: bool = False) -> str:
+    """The account a donation to a fund lands on (the general meal pool fund is ``pool:general_meal``)."""
+    return GENERAL_MEAL_POOL if is_general_meal_pool else f"fund:{fund_id}"
+
+
+def _json_safe(value: dict[str, Any] | None) -> dict[str, Any]:
+    """Round-trip through JSON so what is hashed now is exactly what JSONB gives back later."""
+    result: dict[str, Any] = json.loads(json.dumps(value or {}, default=str, ensure_ascii=False))
+    return result
+
+
+def _check_fen(amount: Any, *, allow_zero: bool = False, field: str = "amount_fen") -> int:
+    if type(amount) is not int or amount < 0 or (amount == 0 and not allow_zero) or amount > _MAX_FEN:
+        raise BadRequest("金额必须是正整数（分）", code="LedgerBadAmount", detail={field: str(amount)})
+    return amount
+
+
+def _check_text(value: Any, field: str, max_len: int) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise BadRequest("记账参数不对", code="LedgerBadInput", detail={"field": field})
+    return value
+
+
+def entry_document(entry: JournalEntry, postings: list[tuple[str, int]]) -> dict[str, Any]:
+    return chain.entry_document(
+        seq=entry.seq,
+        business_key=entry.business_key,
+        kind=entry.kind,
+        memo=entry.memo,
+        refs=entry.refs,
+        day=entry.day,
+        created_at=entry.created_at,
+        postings=postings,
+    )
+
+
+class LedgerService:
+    # ================================================================ the one writer
+
+    async def post(
+        self,
+        session: AsyncSession,
+        *,
+        business_key: str,
+        kind: str,
+        postings: list[Posting],
+        memo: str = "",
+        refs: dict[str, Any] | None = None,
+    ) -> JournalEntry:
+        """Write one balanced entry (or return the identical one already written under ``business_key``).
+
+        Pools and funds (``pool:*``, ``fund:*``) move only through the lot-keeping functions below (payments,
+        meal holds, refunds), so that every fen in a pool belongs to a donation; ``post`` refuses them."""
+        return await self._post(
+            session,
+            business_key=business_key,
+            kind=kind,
+            postings=postings,
+            memo=memo,
+            refs=refs,
+            lots_kept=False,
+        )
+
+    async def _post(
+        self,
+        session: AsyncSession,
+        *,
+        business_key: str,
+        kind: str,
+        postings: list[Posting],
+        memo: str = "",
+        refs: dict[str, Any] | None = None,
+        lots_kept: bool,
+    ) -> JournalEntry:
+        _check_text(business_key, "business_key", 200)
+        _check_text(kind, "kind", 40)
+        if not isinstance(memo, str):
+            raise BadRequest("记账参数不对", code="LedgerBadInput", detail={"field": "memo"})
+        if not isinstance(postings, list) or len(postings) < 2:
+            raise BadRequest("一笔分录至少要有两条记账", code="LedgerUnbalanced")
+        lines: list[tuple[str, int]] = []
+        for p in postings:
+            amount = p.amount_fen
+            if type(amount) is not int or amount == 0 or abs(amount) > _MAX_FEN:
+                raise BadRequest(
+                    "记账金额必须是非零整数（分）", code="LedgerBadAmount", detail={"account": p.account}
+                )
+            if account_spec(p.account).no_overdraft and not lots_kept:
+                raise BadRequest(
+                    "资金池和基金只能通过捐赠入账、助餐补贴和退款变动",
+                    code="LedgerPoolNeedsLots",
+                    detail={"account": p.account},
+                )
+            lines.append((p.account, amount))
+        if sum(a for _, a in lines) != 0:
+            raise BadRequest(
+                "借贷不平衡", code="LedgerUnbalanced", detail={"sum_fen": sum(a for _, a in lines)}
+            )
+        fingerprint = chain.content_hash(kind, lines)
+
+        repo = LedgerRepository(session)
+        await repo.lock_chain()
+        existing = await repo.entry_by_key(business_key)
+        if existing is not None:
+            if existing.content_hash != fingerprint:
+                raise Conflict(
+                    "这笔账已经记过，内容却不一样",
+                    code="LedgerKeyReused",
+                    detail={"business_key": business_key, "entry_id": str(existing.id)},
+                )
+            return existing
+
+        codes = sorted({a for a, _ in lines})
+        await self._ensure_accounts(repo, codes)
+        accounts = await repo.lock_accounts(codes)
+        deltas: dict[str, int] = defaultdict(int)
+        for account, amount in lines:
+            deltas[account] += amount
+        for code, delta in sorted(deltas.items()):
+            acc = accounts[code]
+            if acc.no_overdraft and -(acc.balance_fen + delta) - acc.held_fen < 0:
+                raise Conflict(
+                    "资金池余额不足",
+                    code="InsufficientFunds",
+                    detail={"account": code, "available_fen": -acc.balance_fen - acc.held_fen},
+                )
+
+        head = await repo.chain_head()
+        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
+        created_at = utcnow()
+        entry = JournalEntry(
+            id=uuid.uuid4(),
+            seq=seq,
+            business_key=business_key,
+            kind=kind,
+            memo=memo,
+            refs=_json_safe(refs),
+            content_hash=fingerprint,
+            prev_hash=prev_hash,
+            day=business_date(created_at),
+            created_at=created_at,
+        )
+        entry.hash = chain.entry_hash(prev_hash, entry_document(entry, lines))
+        await repo.add_entry(entry, lines)
+        for code, delta in sorted(deltas.items()):
+            if delta:
+                await repo.add_to_balance(code, delta)
+        return entry
+
+    async def _ensure_accounts(self, repo: LedgerRepository, codes: list[str]) -> None:
+        existing = await repo.existing_account_codes(codes)
+        for code in codes:
+            if code in existing:
+                continue
+            spec = account_spec(code)
+            if spec.fund_id is not None and not await repo.fund_exists(spec.fund_id):
+                raise NotFound("找不到这个基金", code="FundNotFound", detail={"account": code})
+            if spec.canteen_id is not None and not await repo.canteen_exists(spec.canteen_id):
+                raise NotFound("找不到这个食堂", code="CanteenNotFound", detail={"account": code})
+            await repo.create_account(
+                {
+                    "code": code,
+                    "kind": spec.kind,
+                    "no_overdraft": spec.no_overdraft,
+                    "fund_id": spec.fund_id,
+                    "canteen_id": spec.canteen_id,
+                }
+            )
+
+    # ================================================================ donations
+
+    async def record_donation_payment(
+        self,
+        session: AsyncSession,
+        *,
+        donation_id: uuid.UUID,
+        target_account: str,
+        amount_fen: int,
+        source: str,
+        external_ref: str,
+        paid_at: datetime,
+    ) -> JournalEntry:
+        """Money in: ``clearing (or bank) +X / target −X`` and a lot on the target. Idempotent on
+        ``(source, external_ref)``."""
+        _check_fen(amount_fen)
+        if source not in CLEARING:
+            raise BadRequest("付款渠道不对", code="LedgerBadInput", detail={"field": "source"})
+        _check_text(external_ref, "external_ref", 128)
+        spec = account_spec(target_account)
+        if spec.kind not in ("pool", "fund"):
+            raise BadRequest(
+                "捐赠只能进入资金池或基金", code="LedgerBadTarget", detail={"account": target_account}
+            )
+        if not isinstance(paid_at, datetime) or paid_at.tzinfo is None:
+            raise BadRequest("付款时间不对", code="LedgerBadInput", detail={"field": "paid_at"})
+
+        repo = LedgerRepository(session)
+        await repo.lock_chain()
+        lot = await repo.lot_for_donation(donation_id)
+        if lot is None:
+            lot = await repo.lot_by_external_ref(source, external_ref)
+        if lot is not None:
+            same = (
+                lot.donation_id == donation_id
+                and lot.source == source
+                and lot.external_ref == external_ref
+                and lot.amount_fen == amount_fen
+                and lot.account_code == target_account
+            )
+            if not same:
+                raise Conflict(
+                    "这笔捐款已经入账，内容却不一样",
+                    code="LedgerKeyReused",
+                    detail={"donation_id": str(lot.donation_id)},
+                )
+            entry = await repo.entry_by_id(lot.entry_id)
+            assert entry is not None
+            return entry
+
+        entry = await self._post(
+            session,
+            business_key=f"donation:{source}:{external_ref}:paid",
+            kind="donation",
+            postings=[Posting(CLEARING[source], amount_fen), Posting(target_account, -amount_fen)],
+            memo="捐赠到账",
+            refs={"donation_id": str(donation_id), "source": source, "external_ref": external_ref},
+            lots_kept=True,
+        )
+        await repo.add_lot(
+            DonationLot(
+                id=uuid.uuid4(),
+                donation_id=donation_id,
+                account_code=target_account,
+                source=source,
+                external_ref=external_ref,
+                entry_id=entry.id,
+                amount_fen=amount_fen,
+                held_fen=0,
+                allocated_fen=0,
+                refunded_fen=0,
+                paid_at=paid_at,
+            )
+        )
+        return entry
+
+    async def refundable_fen(self, session: AsyncSession, *, donation_id: uuid.UUID) -> int:
+        """paid − held − allocated (spent) − refunded; 0 for a donation the ledger has not seen."""
+        lot = await LedgerRepository(session).lot_for_donation(donation_id)
+        return 0 if lot is None else lot.amount_fen - lot.held_fen - lot.allocated_fen - lot.refunded_fen
+
+    async def record_donation_refund(
+        self,
+        session: AsyncSession,
+        *,
+        donation_id: uuid.UUID,
+        refund_id: uuid.UUID,
+        amount_fen: int,
+        source: str,
+        external_ref: str,
+    ) -> JournalEntry:
+        """Money back to the donor from the unspent remainder: ``pool +X / clearing (or bank) −X``."""
+        _check_fen(amount_fen)
+        if source not in CLEARING:
+            raise BadRequest("退款渠道不对", code="LedgerBadInput", detail={"field": "source"})
+        _check_text(external_ref, "external_ref", 128)
+        repo = LedgerRepository(session)
+        await repo.lock_chain()
+        lot = await repo.lot_for_donation(donation_id)
+        if lot is None:
+            raise NotFound("这笔捐款还没有入账", code="DonationNotInLedger")
+        business_key = f"refund:{source}:{external_ref}"
+        postings = [Posting(lot.account_code, amount_fen), Posting(CLEARING[source], -amount_fen)]
+        refs = {"donation_id": str(donation_id), "refund_id": str(refund_id), "source": source}
+        if await repo.entry_by_key(business_key) is not None:  # replay: same content or LedgerKeyReused
+            return await self._post(
+                session,
+                business_key=business_key,
+                kind="donation_refund",
+                postings=postings,
+                refs=refs,
+                lots_kept=True,
+            )
+        await repo.lock_accounts([lot.account_code])
+        lot = await repo.lot_for_donation(donation_id, lock=True)
+        assert lot is not None
+        remaining = lot.amount_fen - lot.held_fen - lot.allocated_fen - lot.refunded_fen
+        if amount_fen > remaining:
+            raise Conflict(
+                "退款金额超过了这笔捐款尚未使用的部分",
+                code="RefundExceedsRemainder",
+                detail={"refundable_fen": remaining},
+            )
+        await repo.change_lot(lot.id, refunded=amount_fen)
+        return await self._post(
+            session,
+            business_key=business_key,
+            kind="donation_refund",
+            postings=postings,
+            memo="捐赠退款",
+            refs=refs,
+            lots_kept=True,
+        )
+
+    # ================================================================ holds (two-phase)
+
+    async def available_for_canteen(self, session: AsyncSession, *, canteen_id: uuid.UUID) -> int:
+        """Free fen for this canteen's meals: its pool plus the general meal pool."""
+        accounts = await LedgerRepository(session).accounts([canteen_pool(canteen_id), GENERAL_MEAL_POOL])
+        return sum(max(0, -a.balance_fen - a.held_fen) for a in accounts)
+
+    async def place_hold(
+        self,
+        session: AsyncSession,
+        *,
+        hold_key: str,
+        canteen_id: uuid.UUID,
+        amount_fen: int,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        """Reserve up to ``amount_fen`` FIFO from the canteen's lots, then the general pool's; returns what was
+        held (possibly less, or 0). Calling again with the same key returns the same amount. ``meta`` (service
+        date, slot, age band: never who eats) is shown to donors as "reserved"; ``post_hold`` adds to it."""
+        _check_text(hold_key, "hold_key", 100)
+        _check_fen(amount_fen, allow_zero=True)
+        repo = LedgerRepository(session)
+        if not await repo.canteen_exists(canteen_id):
+            raise NotFound("找不到这个食堂", code="CanteenNotFound")
+        hold_id = await repo.claim_hold(
+            {"hold_key": hold_key, "canteen_id": canteen_id, "requested_fen": amount_fen}
+        )
+        if hold_id is None:
+            return self._replayed_hold(await repo.hold_by_key(hold_key), canteen_id, amount_fen)
+        if amount_fen == 0:
+            return 0
+
+        meta_json = _json_safe(meta)
+        order = [canteen_pool(canteen_id), GENERAL_MEAL_POOL]
+        accounts = await repo.lock_accounts(order)
+        need = amount_fen
+        taken: list[tuple[DonationLot, int]] = []
+        per_account: dict[str, int] = defaultdict(int)
+        for code in order:
+            if need == 0 or code not in accounts:
+                continue
+            acc = accounts[code]
+            free = -acc.balance_fen - acc.held_fen
+            after: tuple[Any, int] | None = None
+            while need > 0 and free > 0:
+                lots = await repo.fifo_lots(code, after=after, limit=50)
+                if not lots:
+                    break
+                for lot in lots:
+                    take = min(need, lot.remaining_fen, free)
+                    if take > 0:
+                        taken.append((lot, take))
+                        per_account[code] += take
+                        need -= take
+                        free -= take
+                    if need == 0 or free == 0:
+                        break
+                after = (lots[-1].paid_at, lots[-1].fifo_no)
+
+        for lot, take in taken:
+            await repo.change_lot(lot.id, held=take)
+        for code, total in sorted(per_account.items()):
+            await repo.add_to_held(code, total)
+        await repo.add_allocations(
+            [
+                {
+                    "lot_id": lot.id,
+                    "donation_id": lot.donation_id,
+                    "hold_id": hold_id,
+                    "account_code": lot.account_code,
+                    "amount_fen": take,
+                    "status": HoldStatus.held.value,
+                    "meta": meta_json,
+                }
+                for lot, take in taken
+            ]
+        )
+        held = amount_fen - need
+        await repo.set_hold(hold_id, held_fen=held)
+        return held
+
+    @staticmethod
+    def _replayed_hold(hold: CharityHold | None, canteen_id: uuid.UUID, amount_fen: int) -> int:
+        assert hold is not None
+        if hold.canteen_id != canteen_id or hold.requested_fen != amount_fen:
+            raise Conflict(
+                "这笔预留已经存在，内容却不一样", code="HoldKeyReused", detail={"hold_key": hold.hold_key}
+            )
+        if hold.status == HoldStatus.voided:
+            raise Conflict("这笔预留已经取消", code="HoldAlreadyVoided", detail={"hold_key": hold.hold_key})
+        return hold.held_fen
+
+    async def post_hold(
+        self, session: AsyncSession, *, hold_key: str, service_date: date, meta: dict[str, Any]
+    ) -> JournalEntry | None:
+        """The meal was served: pool(s) → ``payable:canteen:<id>``; the allocations become final. None when
+        nothing was held for this key. Posting twice returns the same entry; posting a voided hold is a
+        ``HoldAlreadyVoided`` conflict."""
+        repo = LedgerRepository(session)
+        await repo.lock_chain()
+        hold = await repo.hold_by_key(hold_key, lock=True)
+        if hold is None:
+            return None
+        if hold.status == HoldStatus.posted:
+            return None if hold.entry_id is None else await repo.entry_by_id(hold.entry_id)
+        if hold.status == HoldStatus.voided:
+            raise Conflict(
+                "这笔预留已经取消，不能再记为已用餐", code="HoldAlreadyVoided", detail={"hold_key": hold_key}
+            )
+        now = utcnow()
+        if hold.held_fen == 0:
+            await repo.set_hold(hold.id, status=HoldStatus.posted.value, resolved_at=now)
+            return None
+
+        allocations = [a for a in await repo.allocations_of_hold(hold.id) if a.status == HoldStatus.held]
+        placed_meta = allocations[0].meta if allocations else {}
+        meta_json = _json_safe({**placed_meta, **(meta or {}), "service_date": service_date.isoformat()})
+        per_account: dict[str, int] = defaultdict(int)
+        for a in allocations:
+            per_account[a.account_code] += a.amount_fen
+        await repo.lock_accounts(list(per_account))
+        await repo.lock_lots([a.lot_id for a in allocations])
+        for a in allocations:
+            await repo.change_lot(a.lot_id, held=-a.amount_fen, allocated=a.amount_fen)
+        for code, total in sorted(per_account.items()):
+            await repo.add_to_held(code, -total)
+        postings = [Posting(code, total) for code, total in sorted(per_account.items())]
+        postings.append(Posting(canteen_payable(hold.canteen_id), -hold.held_fen))
+        entry = await self._post(
+            session,
+            business_key=f"hold:{hold_key}:posted",
+            kind="meal_subsidy",
+            postings=postings,
+            memo="助餐补贴（已用餐）",
+            refs={
+                "hold_key": hold_key,
+                "canteen_id": str(hold.canteen_id),
+                "service_date": service_date.isoformat(),
+                "donations": sorted({str(a.donation_id) for a in allocations}),
+            },
+            lots_kept=True,
+        )
+        await repo.set_allocations(
+            hold.id,
+            status_from=HoldStatus.held.value,
+            status=HoldStatus.posted.value,
+            entry_id=entry.id,
+            meta=meta_json,
+            resolved_at=now,
+        )
+        await repo.set_hold(hold.id, status=HoldStatus.posted.value, entry_id=entry.id, resolved_at=now)
+        return entry
+
+    async def void_hold(self, session: AsyncSession, *, hold_key: str) -> None:
+        """Cancelled or not collected: the reservation goes back to its lots. A no-op when there is no such hold
+        or it is already voided; ``HoldAlreadyPosted`` when the meal was already served."""
+        repo = LedgerRepository(session)
+        hold = await repo.hold_by_key(hold_key, lock=True)
+        if hold is None or hold.status == HoldStatus.voided:
+            return
+        if hold.status == HoldStatus.posted:
+            raise Conflict(
+                "这份餐已经核销，不能再取消补贴", code="HoldAlreadyPosted", detail={"hold_key": hold_key}
+            )
+        allocations = [a for a in await repo.allocations_of_hold(hold.id) if a.status == HoldStatus.held]
+        per_account: dict[str, int] = defaultdict(int)
+        for a in allocations:
+            per_account[a.account_code] += a.amount_fen
+        await repo.lock_accounts(list(per_account))
+        await repo.lock_lots([a.lot_id for a in allocations])
+        for a in allocations:
+            await repo.change_lot(a.lot_id, held=-a.amount_fen)
+        for code, total in sorted(per_account.items()):
+            await repo.add_to_held(code, -total)
+        now = utcnow()
+        await repo.set_allocations(
+            hold.id, status_from=HoldStatus.held.value, status=HoldStatus.voided.value, resolved_at=now
+        )
+        await repo.set_hold(hold.id, status=HoldStatus.voided.value, resolved_at=now)
+
+    # ================================================================ traceability and proofs
+
+    async def donation_trace(self, session: AsyncSession, *, donation_id: uuid.UUID) -> dict[str, Any]:
+        """Where one donation went: meals paid (with the meta the booking side kept: date, slot, canteen, age
+        band), money reserved for booked meals, refunded, and the unused remainder."""
+        repo = LedgerRepository(session)
+        lot = await repo.lot_for_donation(donation_id)
+        if lot is None:
+            return {
+                "donation_id": str(donation_id),
+                "recorded": False,
+                "account": None,
+                "paid_fen": 0,
+                "paid_at": None,
+                "spent_fen": 0,
+                "held_fen": 0,
+                "refunded_fen": 0,
+                "unused_fen": 0,
+                "meals": [],
+                "reserved": [],
+            }
+        meals: list[dict[str, Any]] = []
+        reserved: list[dict[str, Any]] = []
+        for allocation, hold in await repo.allocations_of_donation(donation_id):
+            item = {
+                **allocation.meta,
+                "amount_fen": allocation.amount_fen,
+                "canteen_id": str(hold.canteen_id),
+                "from_account": allocation.account_code,
+            }
+            if allocation.status == HoldStatus.posted:
+                meals.append({**item, "entry_id": str(allocation.entry_id)})
+            elif allocation.status == HoldStatus.held:
+                reserved.append(item)
+        return {
+            "donation_id": str(donation_id),
+            "recorded": True,
+            "account": lot.account_code,
+            "paid_fen": lot.amount_fen,
+            "paid_at": lot.paid_at.isoformat(),
+            "spent_fen": lot.allocated_fen,
+            "held_fen": lot.held_fen,
+            "refunded_fen": lot.refunded_fen,
+            "unused_fen": lot.amount_fen - lot.held_fen - lot.allocated_fen - lot.refunded_fen,
+            "meals": meals,
+            "reserved": reserved,
+        }
+
+    async def entry_ids_for_donation(
+        self, session: AsyncSession, *, donation_id: uuid.UUID
+    ) -> list[uuid.UUID]:
+        """The entries a donor's proof covers: the payment, its refunds and the meals it paid for."""
+        repo = LedgerRepository(session)
+        lot = await repo.lot_for_donation(donation_id)
+        if lot is None:
+            return []
+        ids = [lot.entry_id, *await repo.refund_entry_ids(donation_id)]
+        for allocation, _ in await repo.allocations_of_donation(donation_id):
+            if (
+                allocation.status == HoldStatus.posted
+                and allocation.entry_id
+                and allocation.entry_id not in ids
+            ):
+                ids.append(allocation.entry_id)
+        return ids
+
+    async def proof_for_entries(self, session: AsyncSession, entry_ids: list[uuid.UUID]) -> dict[str, Any]:
+        """Entries with everything needed to recompute their day's Merkle root (``chain.verify_proof``)."""
+        repo = LedgerRepository(session)
+        entries = await repo.entries_by_ids(list(dict.fromkeys(entry_ids)))
+        if not entries or len(entries) != len(set(entry_ids)):
+            raise NotFound("找不到这些账目", code="LedgerEntryNotFound")
+        postings = await repo.postings_of([e.id for e in entries])
+        roots: dict[str, str] = {}
+        published: dict[str, bool] = {}
+        day_leaves: dict[date, list[str]] = {}
+        items = []
+        for entry in entries:
+            if entry.day not in day_leaves:
+                day_leaves[entry.day] = [h for _, _, h in await repo.day_hashes(entry.day)]
+                digest = await repo.digest(entry.day)
+                roots[entry.day.isoformat()] = (
+                    digest.merkle_root if digest else chain.merkle_root(day_leaves[entry.day])
+                )
+                published[entry.day.isoformat()] = digest is not None
+            leaves = day_leaves[entry.day]
+            items.append(
+                {
+                    "entry": entry_document(entry, postings[entry.id]),
+                    "prev_hash": entry.prev_hash,
+                    "hash": entry.hash,
+                    "path": chain.merkle_path(leaves, leaves.index(entry.hash)),
+                    "root": chain.merkle_root(leaves),
+                }
+            )
+        return {"algorithm": chain.ALGORITHM, "entries": items, "roots": roots, "published": published}
+
+    # ================================================================ daily digests
+
+    async def publish_digest(self, session: AsyncSession, *, day: date) -> LedgerDigest:
+        """Compute and store the Merkle root of a finished day (idempotent)."""
+        if day >= business_date():
+            raise Conflict(
+                "当天的账目还没有结束，次日公布", code="DigestNotReady", detail={"date": day.isoformat()}
+            )
+        repo = LedgerRepository(session)
+        existing = await repo.digest(day)
+        if existing is not None:
+            return existing
+        await repo.lock_chain()  # entries of the day still being committed finish first
+        await repo.insert_digest(self._digest_values(day, await repo.day_hashes(day)))
+        digest = await repo.digest(day)
+        assert digest is not None
+        return digest
+
+    @staticmethod
+    def _digest_values(day: date, rows: list[tuple[uuid.UUID, int, str]]) -> dict[str, Any]:
+        return {
+            "day": day,
+            "entry_count": len(rows),
+            "first_seq": rows[0][1] if rows else None,
+            "last_seq": rows[-1][1] if rows else None,
+            "merkle_root": chain.merkle_root([h for _, _, h in rows]),
+            "chain_head": rows[-1][2] if rows else None,
+        }
+
+    async def digest_for_day(self, session: AsyncSession, *, day: date) -> dict[str, Any]:
+        """The public digest of a day: stored once published; a past day with entries is published on first
+        request; a past day without entries has the empty root; today and later are not ready."""
+        repo = LedgerRepository(session)
+        digest = await repo.digest(day)
+        if digest is None:
+            if day >= business_date():
+                raise NotFound(
+                    "当天的账目还没有结束，次日公布", code="DigestNotReady", detail={"date": day.isoformat()}
+                )
+            rows = await repo.day_hashes(day)
+            if not rows:
+                return {**self._digest_values(day, rows), "day": day.isoformat(), "computed_at": None}
+            digest = await self.publish_digest(session, day=day)
+        return {
+            "day": digest.day.isoformat(),
+            "entry_count": digest.entry_count,
+            "first_seq": digest.first_seq,
+            "last_seq": digest.last_seq,
+            "merkle_root": digest.merkle_root,
+            "chain_head": digest.chain_head,
+            "computed_at": digest.computed_at.isoformat(),
+        }
+
+    async def publish_missing_digests(self, session: AsyncSession) -> list[date]:
+        """Every finished day that has entries but no digest yet (normally just yesterday)."""
+        repo = LedgerRepository(session)
+        days = await repo.days_without_digest(business_date())
+        for day in days:
+            await self.publish_digest(session, day=day)
+        return days
+
+    # ================================================================ ledger-check
+
+    async def check(self, session: AsyncSession, *, max_problems: int = 200) -> dict[str, Any]:
+        """Verify the chain, the published roots and every invariant. Each problem names what is wrong and,
+        for entries, which entry."""
+        repo = LedgerRepository(session)
+        problems: list[dict[str, Any]] = []
+
+        def problem(check: str, message: str, entry: JournalEntry | None = None, **extra: Any) -> None:
+            if len(problems) < max_problems:
+                item: dict[str, Any] = {"check": check, "message": message, **extra}
+                if entry is not None:
+                    item.update(entry_id=str(entry.id), seq=entry.seq, business_key=entry.business_key)
+                problems.append(item)
+
+        # 1. the chain: consecutive seq, prev_hash links, recomputed hashes, balanced postings
+        prev_seq, prev_hash = 0, chain.GENESIS_HASH
+        day_leaves: dict[date, list[str]] = defaultdict(list)
+        checked = 0
+        while True:
+            batch = await repo.entries_after(prev_seq, 1000)
+            if not batch:
+                break
+            postings = await repo.postings_of([e.id for e in batch])
+            for entry in batch:
+                checked += 1
+                lines = postings[entry.id]
+                if entry.seq != prev_seq + 1:
+                    problem("chain", f"序号不连续：期望 {prev_seq + 1}，实际 {entry.seq}", entry)
+                if entry.prev_hash != prev_hash:
+                    problem("chain", "prev_hash 与上一笔分录的 hash 不一致", entry)
+                if chain.entry_hash(entry.prev_hash, entry_document(entry, lines)) != entry.hash:
+                    problem("hash", "分录内容与其 hash 不符（分录或其记账行被改动）", entry)
+                if chain.content_hash(entry.kind, lines) != entry.content_hash:
+                    problem("hash", "分录的内容指纹与记账行不符", entry)
+                if len(lines) < 2 or sum(a for _, a in lines) != 0:
+                    problem("balance", f"记账行合计不为零：{sum(a for _, a in lines)} 分", entry)
+                if business_date(entry.created_at) != entry.day:
+                    problem("day", "分录日期与记账时间不符", entry)
+                day_leaves[entry.day].append(entry.hash)
+                prev_seq, prev_hash = entry.seq, entry.hash
+
+        # 2. published daily roots
+        digests = await repo.all_digests()
+        for digest in digests:
+            leaves = day_leaves.get(digest.day, [])
+            if chain.merkle_root(leaves) != digest.merkle_root or len(leaves) != digest.entry_count:
+                problem("digest", "公布的当日 Merkle 根与账目不符", day=digest.day.isoformat())
+
+        # 3. accounts: cached balances re-derived; no pool or fund overdrawn
+        sums = await repo.account_posting_sums()
+        accounts = await repo.all_accounts()
+        held_by_account: dict[str, int] = defaultdict(int)
+        held_by_lot: dict[uuid.UUID, int] = defaultdict(int)
+        posted_by_lot: dict[uuid.UUID, int] = defaultdict(int)
+        live_by_hold: dict[uuid.UUID, int] = defaultdict(int)
+        statuses_by_hold: dict[uuid.UUID, set[str]] = defaultdict(set)
+        for lot_id, hold_id, account_code, status, total in await repo.allocation_sums():
+            statuses_by_hold[hold_id].add(status)
+            if status == HoldStatus.held:
+                held_by_account[account_code] += total
+                held_by_lot[lot_id] += total
+                live_by_hold[hold_id] += total
+            elif status == HoldStatus.posted:
+                posted_by_lot[lot_id] += total
+                live_by_hold[hold_id] += total
+        for acc in accounts:
+            if acc.balance_fen != sums.get(acc.code, 0):
+                problem(
+                    "account",
+                    f"账户余额缓存 {acc.balance_fen} 与记账合计 {sums.get(acc.code, 0)} 不符",
+                    account=acc.code,
+                )
+            if acc.held_fen != held_by_account.get(acc.code, 0):
+                problem("account", "账户预留金额与预留明细不符", account=acc.code)
+            if acc.no_overdraft and -sums.get(acc.code, 0) - held_by_account.get(acc.code, 0) < 0:
+                problem("overspend", "资金池或基金被透支", account=acc.code)
+
+        # 4. lots: per donation allocated + refunded (+ held) ≤ paid, and the lot agrees with its allocations
+        refunded = await repo.refunded_by_donation()
+        by_account_remaining: dict[str, int] = defaultdict(int)
+        for lot in await repo.all_lots():
+            did = str(lot.donation_id)
+            if lot.held_fen + lot.allocated_fen + lot.refunded_fen > lot.amount_fen:
+                problem("donation", "捐款的已用 + 已退 + 预留超过了捐款金额", donation_id=did)
+            if lot.held_fen != held_by_lot.get(lot.id, 0) or lot.allocated_fen != posted_by_lot.get(
+                lot.id, 0
+            ):
+                problem("donation", "捐款的预留/已用金额与分配明细不符", donation_id=did)
+            if lot.refunded_fen != refunded.get(did, 0):
+                problem("donation", "捐款的已退金额与退款分录不符", donation_id=did)
+            by_account_remaining[lot.account_code] += lot.amount_fen - lot.allocated_fen - lot.refunded_fen
+        for acc in accounts:
+            if acc.kind == "pool" and -sums.get(acc.code, 0) != by_account_remaining.get(acc.code, 0):
+                problem("pool", "资金池余额与其中各笔捐款的剩余合计不符", account=acc.code)
+
+        # 5. holds: allocations add up to the held amount and agree with the hold's state
+        for hold in await repo.all_holds():
+            if live_by_hold.get(hold.id, 0) != (0 if hold.status == HoldStatus.voided else hold.held_fen):
+                problem("hold", "预留的分配合计与预留金额不符", hold_key=hold.hold_key)
+            statuses = statuses_by_hold.get(hold.id, set())
+            if statuses - {hold.status}:
+                problem("hold", "分配状态与预留状态不一致", hold_key=hold.hold_key)
+
+        head = {"seq": prev_seq, "hash": prev_hash}
+        return {
+            "ok": not problems,
+            "entries_checked": checked,
+            "digests_checked": len(digests),
+            "accounts_checked": len(accounts),
+            "chain_head": head,
+            "problems": problems,
+        }
+
+    async def balances(self, session: AsyncSession, codes: list[str]) -> dict[str, LedgerAccount]:
+        return {a.code: a for a in await LedgerRepository(session).accounts(codes)}
+
+
+ledger_service = LedgerService()

@@ -1,0 +1,56 @@
+"""WeChat Pay APIv3 callbacks. WeChat gets 204 when handled (or already handled), otherwise a 4xx/5xx with
+``{"code": "FAIL", "message": ...}`` so that it retries; nothing is kept from a rejected notification."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.auth import SessionDep
+from app.exceptions import SangyuError
+from app.payments.service import payment_service
+from app.wechat.pay import NotificationRejected, WeChatPayGateway, get_wechatpay
+
+log = structlog.get_logger("app.payments")
+
+router = APIRouter(tags=["payments"])
+
+GatewayDep = Annotated[WeChatPayGateway, Depends(get_wechatpay)]
+MAX_BODY = 64 * 1024
+
+Handler = Callable[[AsyncSession, WeChatPayGateway, dict[str, str], bytes], Awaitable[str]]
+
+
+async def _handle(
+    request: Request, session: AsyncSession, gateway: WeChatPayGateway, handler: Handler
+) -> Response:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        return JSONResponse({"code": "FAIL", "message": "body too large"}, status_code=413)
+    try:
+        outcome = await handler(session, gateway, dict(request.headers), body)
+    except NotificationRejected as exc:
+        await session.rollback()  # nothing of a rejected notification is kept, not even its inbox row
+        log.warning("wechatpay_notification_rejected", reason=exc.reason, status=exc.status)
+        return JSONResponse({"code": "FAIL", "message": exc.reason}, status_code=exc.status)
+    except SangyuError as exc:
+        await session.rollback()
+        log.error("wechatpay_notification_failed", error=exc.error_code, message=exc.message)
+        return JSONResponse({"code": "FAIL", "message": exc.error_code}, status_code=500)
+    log.info("wechatpay_notification", outcome=outcome)
+    return Response(status_code=204)
+
+
+@router.post("/payments/wechat/notify", status_code=204, summary="微信支付 APIv3 支付结果通知")
+async def wechat_notify(request: Request, session: SessionDep, gateway: GatewayDep) -> Response:
+    return await _handle(request, session, gateway, payment_service.handle_payment_notification)
+
+
+@router.post("/payments/wechat/refund-notify", status_code=204, summary="微信支付 APIv3 退款结果通知")
+async def wechat_refund_notify(request: Request, session: SessionDep, gateway: GatewayDep) -> Response:
+    return await _handle(request, session, gateway, payment_service.handle_refund_notification)

@@ -1,0 +1,1 @@
+"""Federation reconciliation: WeChat Pay trade bills against donations, refunds and the ledger."""

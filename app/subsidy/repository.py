@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import SubsidyPolicy, SubsidyTier
+
+
+class SubsidyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def policy_in_force(self, *, city: str, district_code: str, on: date) -> SubsidyPolicy | None:
+        """The district's own policy if one is in force, else the city's; the latest start wins."""
+        stmt = (
+            select(SubsidyPolicy)
+            .where(
+                SubsidyPolicy.is_active.is_(True),
+                SubsidyPolicy.city == city,
+                or_(SubsidyPolicy.district_code == district_code, SubsidyPolicy.district_code.is_(None)),
+                SubsidyPolicy.effective_from <= on,
+                or_(SubsidyPolicy.effective_to.is_(None), SubsidyPolicy.effective_to > on),
+            )
+            .order_by(SubsidyPolicy.district_code.is_(None), SubsidyPolicy.effective_from.desc())
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def tiers(self, policy_id: object) -> Sequence[SubsidyTier]:
+        stmt = (
+            select(SubsidyTier)
+            .where(SubsidyTier.policy_id == policy_id)
+            .order_by(SubsidyTier.amount_fen.desc())
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def list_policies(self) -> Sequence[SubsidyPolicy]:
+        stmt = select(SubsidyPolicy).order_by(SubsidyPolicy.city, SubsidyPolicy.effective_from.desc())
+        return (await self.session.execute(stmt)).scalars().all()
+
+    def add(self, obj: object) -> None:
+        self.session.add(obj)

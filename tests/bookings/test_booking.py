@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+from datetime import time, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.time import shanghai_datetime
+from app.models import AuditLog, Booking, BookingLine, SlotDay
+from tests.bookings.helpers import DAY, MORNING, TODAY, arrange, body, key, set_now
+from tests.fixtures.client import login
+from tests.fixtures.factories import create_canteen_slot, create_menu
+
+
+async def _count(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Booking)) or 0)
+
+
+async def test_family_books_lunch_with_full_breakdown(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session)
+    headers = await login(client, w.family_openid)
+
+    quote = await client.post("/api/v1/bookings/quote", json=body(w), headers=headers)
+    assert quote.status_code == 200, quote.text
+    q = quote.json()
+    # 82 years old, verified, Guangzhou tier 80+: gov 9 of 12, self 3
+    assert (q["list_price_fen"], q["gov_subsidy_fen"], q["charity_subsidy_fen"], q["self_pay_fen"]) == (
+        1200,
+        900,
+        0,
+        300,
+    )
+    assert q["subsidized"] and q["tier_name"] == "80岁以上"
+    assert await _count(session) == 0  # a quote writes nothing
+
+    res = await client.post("/api/v1/bookings", json=body(w), headers=headers | key())
+    assert res.status_code == 201, res.text
+    b = res.json()
+    assert b["status"] == "confirmed" and b["channel"] == "proxy"
+    assert (b["list_price_fen"], b["gov_subsidy_fen"], b["delivery_fee_fen"], b["self_pay_fen"]) == (
+        1200,
+        900,
+        0,
+        300,
+    )
+    assert len(b["serve_code"]) == 6 and b["serve_code"].isdigit()
+    assert b["qr_payload"].startswith("SY1.")
+    row = await session.get(Booking, b["id"])
+    assert row is not None and row.booked_by_id is not None and row.subsidized
+    day = await session.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id))
+    assert day == 1
+
+    # the elder sees it in their history, with the same breakdown
+    elder_headers = await login(client, w.elder_openid)
+    history = await client.get(
+        "/api/v1/bookings", params={"elder_id": str(w.elder.id)}, headers=elder_headers
+    )
+    assert history.status_code == 200
+    assert [x["id"] for x in history.json()["items"]] == [b["id"]]
+
+
+async def test_second_meal_same_day_is_unsubsidized_and_companions_pay_list(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session)
+    headers = await login(client, w.family_openid)
+    first = await client.post("/api/v1/bookings", json=body(w, quantity=2), headers=headers | key())
+    assert first.status_code == 201, first.text
+    f = first.json()
+    # one subsidized portion for the elder, one companion at list price
+    assert f["list_price_fen"] == 2400 and f["gov_subsidy_fen"] == 900 and f["self_pay_fen"] == 1500
+    assert [ln["is_elder_meal"] for ln in f["lines"]] == [True, False]
+    assert f["lines"][1]["gov_subsidy_fen"] == 0
+
+    second = await client.post(
+        "/api/v1/bookings", json=body(w, canteen=w.other_canteen), headers=headers | key()
+    )
+    assert second.status_code == 201, second.text
+    s = second.json()
+    assert s["gov_subsidy_fen"] == 0 and s["self_pay_fen"] == 1200 and not s["subsidized"]
+
+    # cancelling the subsidized one frees the day's subsidy again
+    cancel = await client.post(f"/api/v1/bookings/{f['id']}/cancel", json={}, headers=headers)
+    assert cancel.status_code == 200, cancel.text
+    q = await client.post("/api/v1/bookings/quote", json=body(w), headers=headers)
+    assert q.json()["gov_subsidy_fen"] == 900
+
+
+async def test_idempotency_key_rules(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session)
+    headers = await login(client, w.family_openid)
+    missing = await client.post("/api/v1/bookings", json=body(w), headers=headers)
+    assert missing.status_code == 400 and missing.json()["error"] == "IdempotencyKeyRequired"
+    k = key()
+    one = await client.post("/api/v1/bookings", json=body(w), headers=headers | k)
+    two = await client.post("/api/v1/bookings", json=body(w), headers=headers | k)
+    assert one.status_code == 201 and two.status_code == 200
+    assert one.json()["id"] == two.json()["id"]
+    other = await client.post("/api/v1/bookings", json=body(w, quantity=2), headers=headers | k)
+    assert other.status_code == 409 and other.json()["error"] == "IdempotencyKeyReused"
+    assert await _count(session) == 1
+
+
+async def test_cutoff_boundaries_in_shanghai_time(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = await arrange(session)
+    headers = await login(client, w.family_openid)
+    cutoff = shanghai_datetime(TODAY, time(16, 0))
+    set_now(monkeypatch, cutoff - timedelta(seconds=1))
+    ok = await client.post("/api/v1/bookings", json=body(w), headers=headers | key())
+    assert ok.status_code == 201, ok.text
+    set_now(monkeypatch, cutoff)
+    closed = await client.post(
+        "/api/v1/bookings", json=body(w, canteen=w.other_canteen), headers=headers | key()
+    )
+    assert closed.status_code == 409 and closed.json()["error"] == "BookingClosed"
+    assert "截止" in closed.json()["message"]
+    # cancelling by the family is closed at the same instant; the operator may, with a reason
+    cancel = await client.post(f"/api/v1/bookings/{ok.json()['id']}/cancel", json={}, headers=headers)
+    assert cancel.status_code == 409 and cancel.json()["error"] == "CancelClosed"
+    op = await login(client, w.operator_openid)
+    no_reason = await client.post(f"/api/v1/bookings/{ok.json()['id']}/cancel", json={}, headers=op)
+    assert no_reason.status_code == 400 and no_reason.json()["error"] == "ReasonRequired"
+    by_canteen = await client.post(
+        f"/api/v1/bookings/{ok.json()['id']}/cancel", json={"reason": "食材短缺"}, headers=op
+    )
+    assert by_canteen.status_code == 200 and by_canteen.json()["status"] == "cancelled"
+    assert await session.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 0
+    audit = await session.scalar(
+        select(func.count()).select_from(AuditLog).where(AuditLog.action == "booking.cancel")
+    )
+    assert audit == 1
+
+
+async def test_cutoff_across_midnight(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = await arrange(session)
+    # breakfast on DAY closes at 00:00 the same day (Shanghai), i.e. 16:00 UTC the day before
+    await create_canteen_slot(
+        session,
+        w.canteen.id,
+        "breakfast",
+        serve_start=time(7, 0),
+        serve_end=time(9, 0),
+        cutoff_days_before=0,
+        cutoff_time=time(0, 0),
+    )
+    _, items = await create_menu(
+        session,
+        w.canteen.id,
+        DAY,
+        "breakfast",
+        items=[{"name": "粥和鸡蛋", "kind": "set_meal", "price_fen": 500}],
+    )
+    headers = await login(client, w.family_openid)
+    payload = body(w, items=items) | {"slot": "breakfast"}
+    midnight = shanghai_datetime(DAY, time(0, 0))
+    set_now(monkeypatch, midnight - timedelta(seconds=1))
+    assert (await client.post("/api/v1/bookings", json=payload, headers=headers | key())).status_code == 201
+    set_now(monkeypatch, midnight)
+    late = await client.post(
+        "/api/v1/bookings",
+        json=payload | {"items": [{"menu_item_id": str(items[0].id), "quantity": 2}]},
+        headers=headers | key(),
+    )
+    assert late.status_code == 409 and late.json()["error"] == "BookingClosed"
+    # 00:30 in Shanghai is still the previous day in UTC: yesterday is in the past all the same
+    set_now(monkeypatch, midnight + timedelta(minutes=30))
+    past = await client.post("/api/v1/bookings", json=body(w, day=TODAY), headers=headers | key())
+    assert past.status_code == 400 and past.json()["error"] == "DateInPast"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "error"),
+    [
+        (lambda b: b["items"][0].update(quantity=-1), 422, "ValidationError"),
+        (lambda b: b["items"][0].update(quantity=0), 422, "ValidationError"),
+        (
+            lambda b: b["items"][0].update(menu_item_id="00000000-0000-0000-0000-000000000001"),
+            409,
+            "MenuItemNotFound",
+        ),
+        (lambda b: b.update(items=[]), 422, "ValidationError"),
+        (lambda b: b.update(date="2020-01-01"), 400, "DateInPast"),
+        (lambda b: b.update(date="not-a-date"), 422, "ValidationError"),
+        (lambda b: b.update(slot="x" * 10_000), 422, "ValidationError"),
+        (lambda b: b.update(mode="teleport"), 422, "ValidationError"),
+        (lambda b: b.update(canteen_id="00000000-0000-0000-0000-000000000002"), 404, "CanteenNotFound"),
+        (lambda b: b.update(elder_id="00000000-0000-0000-0000-000000000003"), 404, "ElderNotFound"),
+    ],
+)
+async def test_bad_input_is_4xx_in_chinese_and_writes_nothing(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+    mutate: object,
+    status: int,
+    error: str,
+) -> None:
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session)
+    headers = await login(client, w.family_openid)
+    payload = body(w)
+    mutate(payload)  # type: ignore[operator]
+    res = await client.post("/api/v1/bookings", json=payload, headers=headers | key())
+    assert res.status_code == status, res.text
+    assert res.json()["error"] == error
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in res.json()["message"])
+    assert await _count(session) == 0
+    assert int(await session.scalar(select(func.count()).select_from(BookingLine)) or 0) == 0
+
+
+async def test_item_stock_and_delivery(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_now(monkeypatch, MORNING)
+    w = await arrange(
+        session,
+        items=[{"name": "特惠套餐", "kind": "set_meal", "price_fen": 1000, "stock": 2, "is_special": True}],
+    )
+    headers = await login(client, w.family_openid)
+    ok = await client.post(
+        "/api/v1/bookings", json=body(w, quantity=2, mode="delivery"), headers=headers | key()
+    )
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["delivery_fee_fen"] == 200
+    assert ok.json()["self_pay_fen"] == 1000 + 200 + 100  # companion portion + delivery + elder's 1元
+    sold_out = await client.post("/api/v1/bookings", json=body(w, canteen=w.canteen), headers=headers | key())
+    assert sold_out.status_code == 409 and sold_out.json()["error"] == "ItemSoldOut"
+    no_delivery = await client.post(
+        "/api/v1/bookings", json=body(w, canteen=w.other_canteen, mode="delivery"), headers=headers | key()
+    )
+    assert no_delivery.status_code == 409 and no_delivery.json()["error"] == "DeliveryUnavailable"

@@ -1,0 +1,129 @@
+"""Feed pages and stats are cached in Redis, invalidated after each commit that adds or grows an event, and
+served from PostgreSQL when Redis is down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import redis as app_redis
+from app.feed import service as feed_module
+from app.feed.service import VERSION_KEY
+from tests.feed.helpers import create_target, pay, serve_meal
+from tests.fixtures.environment import free_port
+
+
+async def _version() -> int:
+    return int(await app_redis.get_redis().get(VERSION_KEY) or 0)
+
+
+async def _amounts(client: httpx.AsyncClient) -> list[int]:
+    res = await client.get("/api/v1/feed", params={"limit": 10})
+    assert res.status_code == 200, res.text
+    return [i["amount_fen"] for i in res.json()["items"]]
+
+
+async def test_new_events_invalidate_cached_pages_and_stats(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    target = await create_target(session)
+    await pay(session, target, 111)
+    await session.commit()
+    assert (await _amounts(client))[0] == 111
+    stats = (await client.get("/api/v1/feed/stats")).json()["totals"]
+
+    # a row written behind the service's back (no commit hook): the cached page and stats are what is served
+    await session.execute(
+        text(
+            "INSERT INTO feed_events (kind, payload, occurred_at) "
+            'VALUES (\'donation_paid\', \'{"donor": "x", "amount_fen": 222}\', now())'
+        )
+    )
+    await session.commit()
+    assert (await _amounts(client))[0] == 111, "served from the cache"
+
+    version = await _version()
+    await pay(session, target, 333)  # the real path: published and invalidated after commit
+    await session.commit()
+    assert await _version() == version + 1
+    assert (await _amounts(client))[:3] == [333, 222, 111]
+    fresh = (await client.get("/api/v1/feed/stats")).json()["totals"]
+    assert fresh["donated_fen"] == stats["donated_fen"] + 333
+
+    # growing an aggregate event invalidates too
+    await serve_meal(session, target.canteen_id, 100)  # type: ignore[arg-type]
+    await session.commit()
+    assert (await _amounts(client))[0] == 100
+    await serve_meal(session, target.canteen_id, 50)  # type: ignore[arg-type]
+    await session.commit()
+    assert (await _amounts(client))[0] == 150
+
+
+async def test_rolled_back_event_is_neither_published_nor_shown(
+    client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with session_maker() as s:
+        target = await create_target(s)
+        await s.commit()
+    before = await _amounts(client)
+    version = await _version()
+    async with session_maker() as s:
+        await pay(s, target, 4444)
+        await s.rollback()
+    assert await _version() == version
+    assert await _amounts(client) == before
+    assert 4444 not in await _amounts(client)
+
+
+@pytest.fixture
+def redis_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every Redis call fails as it would with the server gone (connection refused)."""
+    port = free_port()
+    monkeypatch.setattr(
+        app_redis,
+        "get_redis",
+        lambda: aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2, socket_timeout=0.2),
+    )
+    feed_module.breaker.reset()
+    yield
+    monkeypatch.undo()
+    feed_module.breaker.reset()
+
+
+async def test_redis_down_reads_and_writes_still_work(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = await create_target(session)
+    await pay(session, target, 500)
+    await session.commit()
+    assert (await _amounts(client))[0] == 500  # cached while Redis is up
+
+    port = free_port()
+    monkeypatch.setattr(
+        app_redis,
+        "get_redis",
+        lambda: aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2, socket_timeout=0.2),
+    )
+    feed_module.breaker.reset()
+    try:
+        await pay(session, target, 600)  # the commit succeeds although nothing can be published
+        await session.commit()
+        assert feed_module.breaker.stale
+        assert (await _amounts(client))[:2] == [600, 500], "read from PostgreSQL"
+        stats = await client.get("/api/v1/feed/stats")
+        assert stats.status_code == 200
+        feed_module.breaker.reset()  # every call tries Redis again, and still gets the truth
+        page = await client.get("/api/v1/feed", params={"limit": 10})
+        assert page.status_code == 200 and page.json()["items"][0]["amount_fen"] == 600
+        assert (await client.get("/t")).status_code == 200
+    finally:
+        monkeypatch.undo()
+        feed_module.breaker.reset()
+    # Redis is back: the page cached before the outage is not served (the lost publish is made up for)
+    assert (await _amounts(client))[:2] == [600, 500]
+    assert not feed_module.breaker.stale
