@@ -12,6 +12,7 @@ from app.ledger.endpoints import router as ledger_router
 from app.menus.endpoints import router as menus_router
 from app.payments.endpoints import router as payments_router
 from app.reconciliation.endpoints import router as reconciliation_router
+from app.settlements.endpoints import router as settlements_router
 from app.subsidy.endpoints import router as subsidy_router
 
 router = APIRouter(prefix="/api/v1")
@@ -26,3 +27,4 @@ router.include_router(subsidy_router)
 router.include_router(bookings_router)
 router.include_router(feed_router)
 router.include_router(reconciliation_router)
+router.include_router(settlements_router)

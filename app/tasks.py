@@ -5,4 +5,5 @@ import app.bookings.tasks
 import app.donations.tasks
 import app.feed.tasks
 import app.ledger.tasks
-import app.reconciliation.tasks  # noqa: F401
+import app.reconciliation.tasks
+import app.settlements.tasks  # noqa: F401

@@ -1,10 +1,16 @@
-"""The charity portion of a meal ("我为老人助一餐"). The ledger fills these in (holds on donation lots, FIFO,
-canteen pool first, then the general meal pool); until then no charity money is available.
+"""The charity portion of a meal ("我为老人助一餐"), backed by the ledger: holds on donation lots, FIFO, the
+canteen's pool first, then the general meal pool (``app/ledger/service.py``).
 
 The booking service calls them at fixed moments, inside its own transaction:
-- quote and booking: ``available_charity_fen`` (how much donated money could pay, ≤ remaining self-pay);
-- booking: ``place_hold`` for the elder's meal line (returns the amount actually held);
-- serve: ``on_served`` (post the hold); cancel and no-show: ``on_released`` (void the hold).
+- quote and booking: ``available_charity_fen`` (how much donated money could pay, ≤ remaining self-pay, which
+  the caller has already capped at the policy's per-meal charity cap);
+- booking: ``place_hold`` for the elder's meal line (returns the amount actually held; the line's charity
+  portion is that amount and the elder pays any shortfall);
+- serve: ``on_served`` (post the hold: pool → payable to the canteen); cancel and no-show: ``on_released``
+  (void the hold).
+
+The hold key is the booking line id. What donors later see of the meal (``meta``) is the date, slot, canteen
+and an age band, never who ate it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,22 @@ import uuid
 from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.time import age_on
+from app.ledger.service import ledger_service
+from app.settlements.repository import MealRepository
+
+
+def age_band(age: int) -> str:
+    """Ten-year bands ("80-89"), so a donor learns roughly who was fed, never who."""
+    if age >= 100:
+        return "100+"
+    low = max(0, age // 10 * 10)
+    return f"{low}-{low + 9}"
+
+
+def hold_key(booking_line_id: uuid.UUID) -> str:
+    return str(booking_line_id)
 
 
 async def available_charity_fen(
@@ -25,21 +47,47 @@ async def available_charity_fen(
     remaining_self_pay_fen: int,
 ) -> int:
     """How much of ``remaining_self_pay_fen`` donated money can pay for this meal (0 when not eligible)."""
-    return 0
+    if not eligible or remaining_self_pay_fen <= 0:
+        return 0
+    available = await ledger_service.available_for_canteen(session, canteen_id=canteen_id)
+    return max(0, min(remaining_self_pay_fen, available))
 
 
 async def place_hold(
     session: AsyncSession, *, booking_line_id: uuid.UUID, canteen_id: uuid.UUID, amount_fen: int
 ) -> int:
     """Reserve ``amount_fen`` of donated money for the line; returns the amount actually held."""
-    return 0
+    if amount_fen <= 0:
+        return 0
+    meal = await MealRepository(session).meal_of_line(booking_line_id)
+    if meal is None:
+        return 0
+    meta = {
+        "service_date": meal.service_date.isoformat(),
+        "slot": meal.slot,
+        "canteen_id": str(meal.canteen_id),
+        "canteen_name": meal.canteen_name,
+        "age_band": age_band(age_on(meal.birth_date, meal.service_date)),
+    }
+    return await ledger_service.place_hold(
+        session,
+        hold_key=hold_key(booking_line_id),
+        canteen_id=canteen_id,
+        amount_fen=amount_fen,
+        meta=meta,
+    )
 
 
 async def on_served(session: AsyncSession, *, booking_line_id: uuid.UUID) -> None:
     """The meal was served: the hold becomes a payable to the canteen."""
-    return None
+    meal = await MealRepository(session).meal_of_line(booking_line_id)
+    if meal is None:
+        return
+    await ledger_service.post_hold(
+        session, hold_key=hold_key(booking_line_id), service_date=meal.service_date, meta={"served": True}
+    )
 
 
 async def on_released(session: AsyncSession, *, booking_line_id: uuid.UUID) -> None:
     """The meal was cancelled or not collected: the hold is voided."""
-    return None
+    await ledger_service.void_hold(session, hold_key=hold_key(booking_line_id))

@@ -29,7 +29,9 @@ from app.donations.service import donation_service
 from app.exceptions import NotFound
 from app.feed.schemas import MyDonationOut
 from app.feed.service import feed_service
+from app.kit import ratelimit
 from app.kit.pagination import Page
+from app.kit.ratelimit import rate_limit
 from app.wechat.pay import WeChatPayGateway, get_wechatpay
 
 router = APIRouter(tags=["donations"])
@@ -38,12 +40,22 @@ GatewayDep = Annotated[WeChatPayGateway, Depends(get_wechatpay)]
 CodePath = Annotated[str, qrcodes.CODE_PATH]
 
 
-@router.get("/donation-targets", response_model=list[DonationTargetOut], summary="全部捐赠项目")
+@router.get(
+    "/donation-targets",
+    response_model=list[DonationTargetOut],
+    summary="全部捐赠项目",
+    dependencies=[Depends(rate_limit(ratelimit.PUBLIC_READ))],
+)
 async def list_targets(session: SessionDep) -> list[DonationTargetOut]:
     return await donation_service.list_targets(session)
 
 
-@router.get("/donation-targets/{code}", response_model=DonationTargetOut, summary="捐赠项目（扫码落地）")
+@router.get(
+    "/donation-targets/{code}",
+    response_model=DonationTargetOut,
+    summary="捐赠项目（扫码落地）",
+    dependencies=[Depends(rate_limit(ratelimit.QR_SCAN))],
+)
 async def get_target(
     code: CodePath,
     session: SessionDep,
@@ -64,7 +76,11 @@ async def target_qrcode(code: CodePath, fmt: str, session: SessionDep) -> Respon
 
 
 @router.post(
-    "/donations", response_model=DonationCreated, status_code=status.HTTP_201_CREATED, summary="发起捐赠"
+    "/donations",
+    response_model=DonationCreated,
+    status_code=status.HTTP_201_CREATED,
+    summary="发起捐赠",
+    dependencies=[Depends(rate_limit(ratelimit.DONATION_CREATE))],
 )
 async def create_donation(
     payload: DonationCreate,
@@ -129,6 +145,7 @@ async def request_invoice(
     response_model=RefundOut,
     status_code=status.HTTP_201_CREATED,
     summary="申请退款（仅限尚未用于长者用餐的部分）",
+    dependencies=[Depends(rate_limit(ratelimit.REFUND_REQUEST))],
 )
 async def request_refund(
     donation_id: uuid.UUID, payload: RefundRequestIn, subject: CurrentSubject, session: SessionDep
@@ -182,7 +199,7 @@ async def generate_qrcodes(
 pages = APIRouter(include_in_schema=False)
 
 
-@pages.get("/q/{code}", response_class=HTMLResponse)
+@pages.get("/q/{code}", response_class=HTMLResponse, dependencies=[Depends(rate_limit(ratelimit.QR_SCAN))])
 async def landing_page(code: CodePath, request: Request, session: SessionDep) -> HTMLResponse:
     """What a scanner outside WeChat sees when it opens the QR code's URL."""
     try:

@@ -58,7 +58,7 @@ def _nice_max(value: int) -> int:
 
 def chart_svg(series: list[DayPoint], *, width: int = 720, height: int = 300) -> Markup:
     """Donations vs. meal subsidies per day, as grouped bars with a yuan axis. Self-contained SVG."""
-    left, right, top, bottom = 70, 10, 20, 40
+    left, right, top, bottom = 90, 30, 20, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     top_value = _nice_max(max([max(p.donated_fen, p.spent_on_meals_fen) for p in series] or [0]))
     n = max(len(series), 1)
@@ -74,7 +74,7 @@ def chart_svg(series: list[DayPoint], *, width: int = 720, height: int = 300) ->
         y = top + plot_h - plot_h * i / 4
         parts.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" class="grid"/>'
-            f'<text x="{left - 8}" y="{y + 6:.1f}" text-anchor="end" class="axis">'
+            f'<text x="{left - 8}" y="{y + 7:.1f}" text-anchor="end" class="axis">'
             f"{fen_to_yuan_text(value).removesuffix('.00')}</text>"
         )
     for i, point in enumerate(series):
@@ -88,7 +88,7 @@ def chart_svg(series: list[DayPoint], *, width: int = 720, height: int = 300) ->
                 f'class="{css}"><title>{point.day.month}月{point.day.day}日 {label} ¥{fen_to_yuan_text(fen)}'
                 "</title></rect>"
             )
-        if i % 5 == 0 or i == n - 1:
+        if (n - 1 - i) % 7 == 0:
             parts.append(
                 f'<text x="{x + bar:.1f}" y="{height - 12}" text-anchor="middle" class="axis">'
                 f"{point.day.month}/{point.day.day}</text>"

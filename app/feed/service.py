@@ -58,12 +58,15 @@ VERSION_KEY = "sangyu:feed:version"
 CACHE_PREFIX = "sangyu:feed:cache"
 PAGE_TTL_SECONDS = 60
 STATS_TTL_SECONDS = 30
+REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not hold up a public read or a committed write
 ANONYMOUS = "爱心人士"
 SLOT_NAMES = {"breakfast": "早餐", "lunch": "午餐", "dinner": "晚餐"}
 RECON_TEXT = {
     "pending": "对账进行中",
     "matched": "与微信支付账单核对一致",
+    "reconciled": "与微信支付账单核对一致",
     "discrepancy": "发现差异，正在核查",
+    "under_review": "发现差异，正在核查",
     "resolved": "差异已核查处理",
 }
 DIGEST_TEMPLATE = "sangyu_donation_digest"
@@ -76,7 +79,16 @@ _PUBLIC_KEYS: dict[str, tuple[str, ...]] = {
     "donation_refunded": ("donor", "amount_fen", "target", "target_kind"),
     "meals_funded": ("canteen", "canteen_code", "district", "day", "meals", "amount_fen", "slots"),
     "settlement_paid": ("canteen", "canteen_code", "district", "month", "meals", "amount_fen"),
-    "reconciliation": ("day", "status", "matched", "discrepancies"),
+    "reconciliation": (
+        "day",
+        "status",
+        "matched",
+        "discrepancies",
+        "bill_rows",
+        "amount_fen",
+        "refund_fen",
+        "fee_fen",
+    ),
     "ledger_root": ("day", "merkle_root", "entry_count"),
 }
 _PHONE = re.compile(r"1[3-9]\d{9}")
@@ -126,7 +138,9 @@ def _text(kind: str, data: dict[str, Any], day: date) -> str:
         return f"{data.get('canteen', '')} {data.get('month', '')} 爱心助餐结算款 {money} 已支付（{data.get('meals', 0)} 份）"
     if kind == "reconciliation":
         on = _day_of(data.get("day")) or day
-        return f"{_md(on)} 的捐款{RECON_TEXT.get(str(data.get('status')), '对账状态：' + str(data.get('status')))}"
+        status = RECON_TEXT.get(str(data.get("status")), "对账状态：" + str(data.get("status")))
+        rows = _int(data.get("bill_rows"))
+        return f"{_md(on)} 的捐款{status}" + (f"（账单 {rows} 笔）" if rows else "")
     if kind == "ledger_root":
         on = _day_of(data.get("day")) or day
         root = str(data.get("merkle_root", ""))
@@ -141,7 +155,18 @@ def _day_of(value: Any) -> date | None:
         return None
 
 
+def _normalized(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The reconciliation service writes its own events (``bill_date``, ``open_discrepancies``)."""
+    if kind == "reconciliation":
+        payload = dict(payload)
+        payload.setdefault("day", payload.get("bill_date"))
+        if "discrepancies" not in payload and "open_discrepancies" in payload:
+            payload["discrepancies"] = payload["open_discrepancies"]
+    return payload
+
+
 def public_item(event_id: int, kind: str, payload: dict[str, Any], occurred_at: datetime) -> FeedItem:
+    payload = _normalized(kind, payload)
     data = {k: payload[k] for k in _PUBLIC_KEYS.get(kind, ()) if k in payload}
     if "donor" in data:
         data["donor"] = public_name(data["donor"])
@@ -243,7 +268,7 @@ async def publish(messages: list[dict[str, Any]]) -> None:
             pipe.incr(VERSION_KEY)
             for message in messages:
                 pipe.publish(CHANNEL, json.dumps(message, ensure_ascii=False))
-            await asyncio.wait_for(pipe.execute(), timeout=2)
+            await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT * 2)
     except Exception as exc:
         breaker.trip(exc)
 
@@ -261,7 +286,9 @@ async def _cache_get(version: str, key: str) -> str | None:
     if not breaker.available():
         return None
     try:
-        value = await app_redis.get_redis().get(f"{CACHE_PREFIX}:{version}:{key}")
+        value = await asyncio.wait_for(
+            app_redis.get_redis().get(f"{CACHE_PREFIX}:{version}:{key}"), REDIS_TIMEOUT
+        )
     except Exception as exc:
         breaker.trip(exc)
         return None
@@ -274,10 +301,10 @@ async def _cache_version() -> str | None:
     try:
         client = app_redis.get_redis()
         if breaker.stale:
-            version = await client.incr(VERSION_KEY)
+            version = await asyncio.wait_for(client.incr(VERSION_KEY), REDIS_TIMEOUT)
             breaker.stale = False
             return str(version)
-        return str(await client.get(VERSION_KEY) or "0")
+        return str(await asyncio.wait_for(client.get(VERSION_KEY), REDIS_TIMEOUT) or "0")
     except Exception as exc:
         breaker.trip(exc)
         return None
@@ -287,7 +314,9 @@ async def _cache_set(version: str | None, key: str, value: str, ttl: int) -> Non
     if version is None or not breaker.available():
         return
     try:
-        await app_redis.get_redis().set(f"{CACHE_PREFIX}:{version}:{key}", value, ex=ttl)
+        await asyncio.wait_for(
+            app_redis.get_redis().set(f"{CACHE_PREFIX}:{version}:{key}", value, ex=ttl), REDIS_TIMEOUT
+        )
     except Exception as exc:
         breaker.trip(exc)
 

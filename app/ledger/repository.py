@@ -315,6 +315,55 @@ class LedgerRepository:
         ).group_by(Allocation.lot_id, Allocation.hold_id, Allocation.account_code, Allocation.status)
         return [(r[0], r[1], r[2], r[3], int(r[4])) for r in (await self.session.execute(stmt)).all()]
 
+    async def booking_line_holds(self) -> list[tuple[str, int, str, uuid.UUID | None, str | None]]:
+        """(booking line id, its charity portion, booking status, hold id, hold status) for every line with a
+        charity portion or a hold keyed by it (a booking line's hold key is its id)."""
+        stmt = text(
+            """
+            SELECT bl.id::text, bl.charity_subsidy_fen, b.status, h.id, h.status
+            FROM booking_lines bl
+            JOIN bookings b ON b.id = bl.booking_id
+            LEFT JOIN charity_holds h ON h.hold_key = bl.id::text
+            WHERE bl.charity_subsidy_fen > 0 OR h.id IS NOT NULL
+            """
+        )
+        return [(r[0], int(r[1]), r[2], r[3], r[4]) for r in (await self.session.execute(stmt)).all()]
+
+    async def account_sum_before(self, code: str, day: date) -> int:
+        """Σ postings of one account in entries of business days before ``day``."""
+        stmt = (
+            select(func.coalesce(func.sum(Posting.amount_fen), 0))
+            .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+            .where(Posting.account_code == code, JournalEntry.day < day)
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def account_movements(
+        self, code: str, first: date, last: date
+    ) -> list[tuple[str, str | None, int, int]]:
+        """(entry kind, canteen id of a meal subsidy or None, Σ fen, entries) of one account over [first, last]."""
+        canteen = JournalEntry.refs["canteen_id"].astext
+        stmt = (
+            select(JournalEntry.kind, canteen, func.sum(Posting.amount_fen), func.count(Posting.id))
+            .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+            .where(Posting.account_code == code, JournalEntry.day >= first, JournalEntry.day <= last)
+            .group_by(JournalEntry.kind, canteen)
+            .order_by(JournalEntry.kind, canteen)
+        )
+        return [(r[0], r[1], int(r[2]), int(r[3])) for r in (await self.session.execute(stmt)).all()]
+
+    async def canteen_names(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str]]:
+        if not ids:
+            return {}
+        stmt = select(Canteen.id, Canteen.code, Canteen.name).where(Canteen.id.in_(ids))
+        return {r[0]: (r[1], r[2]) for r in (await self.session.execute(stmt)).all()}
+
+    async def fund(self, fund_id: uuid.UUID) -> Fund | None:
+        return await self.session.get(Fund, fund_id)
+
+    async def canteen(self, canteen_id: uuid.UUID) -> Canteen | None:
+        return await self.session.get(Canteen, canteen_id)
+
     async def account_posting_sums(self) -> dict[str, int]:
         stmt = select(Posting.account_code, func.sum(Posting.amount_fen)).group_by(Posting.account_code)
         return {r[0]: int(r[1]) for r in (await self.session.execute(stmt)).all()}

@@ -694,6 +694,11 @@ class LedgerService:
         await repo.insert_digest(self._digest_values(day, await repo.day_hashes(day)))
         digest = await repo.digest(day)
         assert digest is not None
+        from app.feed.service import feed_service  # the public feed: "<day> 账本已封存 … Merkle 根"
+
+        await feed_service.record_ledger_root(
+            session, day=day, merkle_root=digest.merkle_root, entry_count=digest.entry_count
+        )
         return digest
 
     @staticmethod
@@ -842,6 +847,20 @@ class LedgerService:
             statuses = statuses_by_hold.get(hold.id, set())
             if statuses - {hold.status}:
                 problem("hold", "分配状态与预留状态不一致", hold_key=hold.hold_key)
+
+        # 6. booking lines: the charity portion on each line is exactly what its hold still reserves or has
+        # paid (nothing once the booking is cancelled or not collected), and a served meal's hold is posted
+        for line_id, charity_fen, booking_status, line_hold, hold_status in await repo.booking_line_holds():
+            live = live_by_hold.get(line_hold, 0) if line_hold is not None else 0
+            expected = charity_fen if booking_status in ("confirmed", "served") else 0
+            if live != expected:
+                problem(
+                    "booking_line",
+                    f"订餐行的爱心补贴 {expected} 分与预留/已付分配 {live} 分不符",
+                    hold_key=line_id,
+                )
+            elif charity_fen and booking_status == "served" and hold_status != HoldStatus.posted:
+                problem("booking_line", "已取餐的订餐，其爱心补贴预留没有记账", hold_key=line_id)
 
         head = {"seq": prev_seq, "hash": prev_hash}
         return {

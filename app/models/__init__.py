@@ -38,6 +38,8 @@ from app.models.role_grant import Role, RoleGrant
 from app.models.sandbox_wechat_message import SandboxWeChatMessage
 from app.models.sandbox_wechatpay_order import SandboxWeChatPayOrder
 from app.models.sandbox_wechatpay_refund import SandboxWeChatPayRefund
+from app.models.settlement import Settlement, SettlementStatus
+from app.models.settlement_line import SettlementLine
 from app.models.slot_day import SlotDay
 from app.models.staff_account import StaffAccount, StaffRole
 from app.models.staff_session import StaffSession
@@ -101,6 +103,9 @@ __all__ = [
     "SandboxWeChatMessage",
     "SandboxWeChatPayOrder",
     "SandboxWeChatPayRefund",
+    "Settlement",
+    "SettlementLine",
+    "SettlementStatus",
     "SlotDay",
     "StaffAccount",
     "StaffRole",

@@ -10,7 +10,6 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
-    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -45,7 +44,7 @@ class ReconciliationDiscrepancy(UUIDPK, Timestamps, Base):
 
     __tablename__ = "reconciliation_discrepancies"
     __table_args__ = (
-        UniqueConstraint("run_id", "ref_key", "kind"),
+        UniqueConstraint("run_id", "kind", "ref_key"),  # also the keyset order of a run's list
         CheckConstraint(
             "kind IN ('amount_mismatch','missing_in_ledger','missing_in_bill','status_mismatch')",
             name="kind_known",
@@ -57,7 +56,6 @@ class ReconciliationDiscrepancy(UUIDPK, Timestamps, Base):
         CheckConstraint(
             "(status = 'open') = (resolution IS NULL AND resolved_at IS NULL)", name="resolved_has_resolution"
         ),
-        Index("ix_reconciliation_discrepancies_run_status", "run_id", "status"),
     )
 
     run_id: Mapped[uuid.UUID] = mapped_column(
@@ -65,7 +63,7 @@ class ReconciliationDiscrepancy(UUIDPK, Timestamps, Base):
     )
     kind: Mapped[str] = mapped_column(String(24), nullable=False)
     ref_key: Mapped[str] = mapped_column(String(80), nullable=False)
-    out_trade_no: Mapped[str | None] = mapped_column(String(32), index=True)
+    out_trade_no: Mapped[str | None] = mapped_column(String(32))
     transaction_id: Mapped[str | None] = mapped_column(String(32))
     out_refund_no: Mapped[str | None] = mapped_column(String(64))
     donation_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))

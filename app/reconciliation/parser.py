@@ -17,12 +17,11 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import IO, Any
 
 from app.kit.money import fen_to_yuan_text
-from app.kit.time import SHANGHAI
 
 HEADER = [
     "交易时间",
@@ -73,7 +72,6 @@ ROW_COLUMNS = (
     "line_no",
     "kind",
     "trade_state",
-    "trade_time",
     "transaction_id",
     "out_trade_no",
     "refund_id",
@@ -81,13 +79,14 @@ ROW_COLUMNS = (
     "amount_fen",
     "fee_fen",
 )
-BillRow = tuple[int, str, str, datetime, str | None, str, str | None, str | None, int, int]
+BillRow = tuple[int, str, str, str | None, str, str | None, str | None, int, int]
 
 _AMOUNT = re.compile(r"-?[0-9]{1,13}(?:\.[0-9]{1,2})?")
 _TOO_PRECISE = re.compile(r"-?[0-9]+\.[0-9]{3,}")
-_TIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+_TIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]")
 _STATE_TEXT = re.compile(r"[A-Z_]{2,24}")
-_ID_TEXT = re.compile(r"[A-Za-z0-9_\-|*@]+")
+_ID_TEXT = re.compile(r"[A-Za-z0-9_\-|*@]{1,64}")
+_CACHE_LIMIT = 200_000  # distinct amount texts remembered (a bill repeats the same few amounts)
 
 
 class BillError(Exception):
@@ -123,7 +122,8 @@ class ParsedBill:
 
 
 def yuan_to_fen(text: str, *, line: int, column: str, allow_negative: bool = False) -> int:
-    """Exact yuan → fen; more than two decimals, a sign where none belongs, or anything else is refused."""
+    """Exact yuan → fen (``Decimal``); more than two decimals, a sign where none belongs, or anything else is
+    refused naming the line and column."""
     if not _AMOUNT.fullmatch(text):
         if _TOO_PRECISE.fullmatch(text):
             raise BillError(
@@ -135,6 +135,22 @@ def yuan_to_fen(text: str, *, line: int, column: str, allow_negative: bool = Fal
     if text.startswith("-") and not allow_negative:
         raise BillError(f"第 {line} 行「{column}」不能是负数：{text}", line=line)
     return int(Decimal(text) * 100)
+
+
+class _Amounts:
+    """``yuan_to_fen`` with a bounded memo: a million-row bill has few distinct amount texts."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, int] = {}
+
+    def fen(self, text: str, line: int, column: str) -> int:
+        value = self.known.get(text)
+        if value is None:
+            value = yuan_to_fen(text, line=line, column=column, allow_negative=True)
+            if len(self.known) >= _CACHE_LIMIT:
+                self.known.clear()
+            self.known[text] = value
+        return value
 
 
 class _Prefixed(io.RawIOBase):
@@ -189,10 +205,6 @@ def _open_text(stream: IO[bytes]) -> tuple[io.TextIOWrapper, _Hashing]:
     return io.TextIOWrapper(buffered, encoding="utf-8-sig", newline=""), hashing
 
 
-def _field(value: str) -> str:
-    return value[1:] if value.startswith("`") else value
-
-
 class BillReader:
     """``for batch in reader.batches(): ...`` then read ``reader.result``.
 
@@ -215,7 +227,8 @@ class BillReader:
 
     def batches(self) -> Iterator[list[BillRow]]:
         text, hashing = _open_text(self._stream)
-        reader = csv.reader(text)
+        # every detail field starts with a backtick (so Excel keeps long numbers); no value we use contains one
+        reader = csv.reader(line.replace("`", "") for line in text)
         line = 0
         try:
             yield from self._read(reader)
@@ -251,33 +264,115 @@ class BillReader:
             )
         totals = self.result.totals
         batch: list[BillRow] = []
+        append = batch.append
+        batch_size = self._batch_size
         summary: list[str] | None = None
         summary_line = 0
+        width = len(HEADER)
+        amounts = _Amounts()
+        fen = amounts.fen
+        known = amounts.known
+        time_ok = _TIME_TEXT.fullmatch
+        id_ok = _ID_TEXT.fullmatch
+        day_text = self.result.bill_date.isoformat() if self.result.bill_date else None
+        rows = payments = refunds = 0
+        settled_sum = refund_sum = coupon_sum = fee_sum = order_sum = requested_sum = 0
         for row in reader:
+            if len(row) != width:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                if summary is not None:
+                    raise BillError(f"第 {line} 行：汇总行之后不应再有内容", line=line)
+                if row[0].strip() == SUMMARY_HEADER[0]:
+                    if [h.strip() for h in row] != SUMMARY_HEADER:
+                        raise BillError(f"第 {line} 行的汇总表头格式不对", code="BillWrongHeader", line=line)
+                    values = next(reader, None)
+                    while values is not None and not any(v.strip() for v in values):
+                        values = next(reader, None)
+                    summary_line = reader.line_num
+                    if values is None:
+                        raise BillError(
+                            f"第 {line} 行之后缺少汇总数据行，账单不完整", code="BillTruncated", line=line
+                        )
+                    summary = [v.strip() for v in values]
+                    continue
+                raise BillError(f"第 {line} 行应有 {width} 列，实际 {len(row)} 列", line=line)
             line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
             if summary is not None:
                 raise BillError(f"第 {line} 行：汇总行之后不应再有内容", line=line)
-            if row[0].strip() == SUMMARY_HEADER[0]:
-                if [h.strip() for h in row] != SUMMARY_HEADER:
-                    raise BillError(f"第 {line} 行的汇总表头格式不对", code="BillWrongHeader", line=line)
-                values = next(reader, None)
-                while values is not None and not any(v.strip() for v in values):
-                    values = next(reader, None)
-                summary_line = reader.line_num
-                if values is None:
-                    raise BillError(
-                        f"第 {line} 行之后缺少汇总数据行，账单不完整", code="BillTruncated", line=line
-                    )
-                summary = [_field(v.strip()) for v in values]
-                continue
-            batch.append(self._row(row, line))
-            if len(batch) >= self._batch_size:
+            # backticks were removed from the line text before CSV splitting (see batches())
+            (at, _, _, _, _, txn, out_trade_no, _, _, state, _, _, settled_t, coupon_t, refund_id, out_refund_no,
+             refund_t, coupon_refund_t, _, _, _, _, fee_t, _, order_t, requested_t, _) = row  # fmt: skip
+            if day_text is None:
+                self._first_day(at, line)
+                day_text = at[:10]
+            if at[:10] != day_text or not time_ok(at):
+                self._bad_time(at, line, day_text)
+            if not out_trade_no or not id_ok(out_trade_no) or len(out_trade_no) > 32:
+                raise BillError(f"第 {line} 行的商户订单号缺失或格式不对", line=line)
+            if txn and (len(txn) > 32 or not txn.isdigit()):
+                raise BillError(f"第 {line} 行的微信订单号格式不对", line=line)
+            settled = known.get(settled_t)
+            if settled is None or settled < 0:
+                settled = self._non_negative(
+                    fen(settled_t, line, "应结订单金额"), settled_t, line, "应结订单金额"
+                )
+            refund = known.get(refund_t)
+            if refund is None or refund < 0:
+                refund = self._non_negative(fen(refund_t, line, "退款金额"), refund_t, line, "退款金额")
+            coupon_refund = known.get(coupon_refund_t)
+            if coupon_refund is None or coupon_refund < 0:
+                coupon_refund = self._non_negative(
+                    fen(coupon_refund_t, line, "充值券退款金额"), coupon_refund_t, line, "充值券退款金额"
+                )
+            order = known.get(order_t)
+            if order is None or order < 0:
+                order = self._non_negative(fen(order_t, line, "订单金额"), order_t, line, "订单金额")
+            requested = known.get(requested_t)
+            if requested is None or requested < 0:
+                requested = self._non_negative(
+                    fen(requested_t, line, "申请退款金额"), requested_t, line, "申请退款金额"
+                )
+            coupon = known.get(coupon_t)
+            if coupon is None or coupon < 0:
+                self._non_negative(fen(coupon_t, line, "代金券金额"), coupon_t, line, "代金券金额")
+            fee = known.get(fee_t)
+            if fee is None:
+                fee = fen(fee_t, line, "手续费")
+            rows += 1
+            settled_sum += settled
+            refund_sum += refund
+            coupon_sum += coupon_refund
+            fee_sum += fee
+            order_sum += order
+            requested_sum += requested
+            if state == "SUCCESS":
+                if not txn:
+                    raise BillError(f"第 {line} 行是支付成功，但缺少微信订单号", line=line)
+                payments += 1
+                append((line, "payment", state, txn, out_trade_no, None, None, order, fee))
+            elif state == "REFUND":
+                if not out_refund_no or len(out_refund_no) > 64 or not id_ok(out_refund_no):
+                    raise BillError(f"第 {line} 行是退款，但商户退款单号缺失或格式不对", line=line)
+                if len(refund_id) > 32:
+                    raise BillError(f"第 {line} 行的微信退款单号格式不对", line=line)
+                refunds += 1
+                append((line, "refund", state, txn or None, out_trade_no, refund_id or None, out_refund_no,
+                        refund, fee))  # fmt: skip
+            else:
+                if not _STATE_TEXT.fullmatch(state):
+                    raise BillError(f"第 {line} 行的交易状态不对：{state[:30]!r}", line=line)
+                append((line, "other", state, txn or None, out_trade_no, None, None, order, fee))
+            if len(batch) >= batch_size:
                 yield batch
                 batch = []
+                append = batch.append
         if batch:
             yield batch
+        totals.rows, totals.payment_rows, totals.refund_rows = rows, payments, refunds
+        totals.settled_fen, totals.refund_fen, totals.coupon_refund_fen = settled_sum, refund_sum, coupon_sum
+        totals.fee_fen, totals.order_fen, totals.requested_refund_fen = fee_sum, order_sum, requested_sum
         if summary is None:
             raise BillError(
                 f"账单在第 {reader.line_num} 行后结束，缺少汇总行，文件不完整",
@@ -286,68 +381,26 @@ class BillReader:
             )
         self._check_summary(summary, summary_line, totals)
 
-    def _row(self, row: list[str], line: int) -> BillRow:
-        if len(row) != len(HEADER):
-            raise BillError(f"第 {line} 行应有 {len(HEADER)} 列，实际 {len(row)} 列", line=line)
-        time_text = _field(row[_TIME])
-        if not _TIME_TEXT.fullmatch(time_text):
-            raise BillError(f"第 {line} 行的交易时间格式不对：{time_text[:30]!r}", line=line)
+    @staticmethod
+    def _non_negative(value: int, text: str, line: int, column: str) -> int:
+        if value < 0:
+            raise BillError(f"第 {line} 行「{column}」不能是负数：{text}", line=line)
+        return value
+
+    def _first_day(self, at: str, line: int) -> None:
+        if not _TIME_TEXT.fullmatch(at):
+            raise BillError(f"第 {line} 行的交易时间格式不对：{at[:30]!r}", line=line)
         try:
-            at = datetime.fromisoformat(time_text).replace(tzinfo=SHANGHAI)
+            self.result.bill_date = date.fromisoformat(at[:10])
         except ValueError as exc:
-            raise BillError(f"第 {line} 行的交易时间不存在：{time_text}", line=line) from exc
-        day = at.date()
-        if self.result.bill_date is None:
-            self.result.bill_date = day
-        elif day != self.result.bill_date:
-            raise BillError(
-                f"第 {line} 行的交易时间 {time_text} 不在账单日期 {self.result.bill_date.isoformat()} 内",
-                code="BillWrongDate",
-                line=line,
-            )
-        state = _field(row[_STATE])
-        if not _STATE_TEXT.fullmatch(state):
-            raise BillError(f"第 {line} 行的交易状态不对：{state[:30]!r}", line=line)
-        transaction_id = _field(row[_TXN]) or None
-        out_trade_no = _field(row[_OUT_TRADE_NO])
-        refund_id = _field(row[_REFUND_ID])
-        out_refund_no = _field(row[_OUT_REFUND_NO])
-        if not out_trade_no or len(out_trade_no) > 32 or not _ID_TEXT.fullmatch(out_trade_no):
-            raise BillError(f"第 {line} 行的商户订单号缺失或格式不对", line=line)
-        if transaction_id is not None and (len(transaction_id) > 32 or not transaction_id.isdigit()):
-            raise BillError(f"第 {line} 行的微信订单号格式不对", line=line)
+            raise BillError(f"第 {line} 行的交易时间不存在：{at}", line=line) from exc
 
-        settled = yuan_to_fen(_field(row[_SETTLED]), line=line, column="应结订单金额")
-        refund = yuan_to_fen(_field(row[_REFUND]), line=line, column="退款金额")
-        coupon_refund = yuan_to_fen(_field(row[_COUPON_REFUND]), line=line, column="充值券退款金额")
-        fee = yuan_to_fen(_field(row[_FEE]), line=line, column="手续费", allow_negative=True)
-        order = yuan_to_fen(_field(row[_ORDER]), line=line, column="订单金额")
-        requested = yuan_to_fen(_field(row[_REQUESTED_REFUND]), line=line, column="申请退款金额")
-        yuan_to_fen(_field(row[13]), line=line, column="代金券金额")
-
-        t = self.result.totals
-        t.rows += 1
-        t.settled_fen += settled
-        t.refund_fen += refund
-        t.coupon_refund_fen += coupon_refund
-        t.fee_fen += fee
-        t.order_fen += order
-        t.requested_refund_fen += requested
-
-        if state == "REFUND":
-            if not out_refund_no or len(out_refund_no) > 64 or not _ID_TEXT.fullmatch(out_refund_no):
-                raise BillError(f"第 {line} 行是退款，但商户退款单号缺失或格式不对", line=line)
-            if refund_id and len(refund_id) > 32:
-                raise BillError(f"第 {line} 行的微信退款单号格式不对", line=line)
-            t.refund_rows += 1
-            return (line, "refund", state, at, transaction_id, out_trade_no, refund_id or None,
-                    out_refund_no, refund, fee)  # fmt: skip
-        if state == "SUCCESS":
-            if transaction_id is None:
-                raise BillError(f"第 {line} 行是支付成功，但缺少微信订单号", line=line)
-            t.payment_rows += 1
-            return (line, "payment", state, at, transaction_id, out_trade_no, None, None, order, fee)
-        return (line, "other", state, at, transaction_id, out_trade_no, None, None, order, fee)
+    def _bad_time(self, at: str, line: int, day_text: str) -> None:
+        if not _TIME_TEXT.fullmatch(at):
+            raise BillError(f"第 {line} 行的交易时间格式不对：{at[:30]!r}", line=line)
+        raise BillError(
+            f"第 {line} 行的交易时间 {at} 不在账单日期 {day_text} 内", code="BillWrongDate", line=line
+        )
 
     def _check_summary(self, summary: list[str], line: int, t: BillTotals) -> None:
         if len(summary) != len(SUMMARY_HEADER):

@@ -23,7 +23,6 @@ CREATE TEMP TABLE {BILL_TABLE} (
     line_no integer NOT NULL,
     kind text NOT NULL,
     trade_state text NOT NULL,
-    trade_time timestamptz NOT NULL,
     transaction_id text,
     out_trade_no text NOT NULL,
     refund_id text,
@@ -116,13 +115,14 @@ WITH pay AS (
         id, run_id, kind, ref_key, out_trade_no, transaction_id, out_refund_no, donation_id, refund_id,
         bill_line, bill_amount_fen, ledger_amount_fen, bill_status, ledger_status, detail, status,
         created_at, updated_at)
-    SELECT gen_random_uuid(), :run_id, c.state, c.ref_key, c.out_trade_no, c.transaction_id,
+    SELECT (:id_prefix || lpad(to_hex(row_number() OVER (ORDER BY c.state, c.ref_key)), 12, '0'))::uuid,
+           :run_id, c.state, c.ref_key, c.out_trade_no, c.transaction_id,
            c.out_refund_no, c.donation_id, c.refund_id, c.line_no, c.bill_amount_fen,
            c.ledger_amount_fen, c.bill_status, c.ledger_status, c.detail, 'open', now(), now()
     FROM classified c
     WHERE c.state <> 'matched'
-    ON CONFLICT (run_id, ref_key, kind) DO NOTHING
-    RETURNING 1
+    ORDER BY c.state, c.ref_key
+    ON CONFLICT (run_id, kind, ref_key) DO NOTHING
 )
 SELECT c.state, count(*) FROM classified c GROUP BY c.state
 """
@@ -135,6 +135,8 @@ class ReconciliationRepository:
     # ---------------------------------------------------------------- the bill, in a temporary table
 
     async def create_bill_table(self) -> None:
+        # hash joins and aggregates over a million bill rows stay in memory on the server
+        await self.session.execute(text("SET LOCAL work_mem = '128MB'"))
         await self.session.execute(text(f"DROP TABLE IF EXISTS pg_temp.{BILL_TABLE}"))
         await self.session.execute(text(_CREATE_BILL_TABLE))
 
@@ -240,7 +242,8 @@ class ReconciliationRepository:
         stmt = self._discrepancies(run_id, status, kind)
         if after is not None:
             stmt = stmt.where(
-                tuple_(ReconciliationDiscrepancy.kind, ReconciliationDiscrepancy.ref_key) > tuple_(literal(after[0]), literal(after[1]))
+                tuple_(ReconciliationDiscrepancy.kind, ReconciliationDiscrepancy.ref_key)
+                > tuple_(literal(after[0]), literal(after[1]))
             )
         stmt = stmt.order_by(ReconciliationDiscrepancy.kind, ReconciliationDiscrepancy.ref_key).limit(limit)
         return list((await self.session.execute(stmt)).scalars())

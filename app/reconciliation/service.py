@@ -11,7 +11,10 @@ Lock order: run row → discrepancy row → donation/refund rows → ledger chai
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+import time as clock
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -172,6 +175,15 @@ class ReconciliationService:
         if bill_date is not None:
             self._check_date(bill_date, downloading=False)
         repo = ReconciliationRepository(session)
+        timings: dict[str, float] = {}
+        mark = clock.monotonic()
+
+        def lap(name: str) -> None:
+            nonlocal mark
+            now_ = clock.monotonic()
+            timings[name] = round(now_ - mark, 3)
+            mark = now_
+
         await repo.create_bill_table()
         reader = BillReader(stream, bill_date=bill_date, expected_sha1=expected_sha1)
         batches = reader.batches()
@@ -179,18 +191,27 @@ class ReconciliationService:
         def next_batch() -> list[BillRow] | None:
             return next(batches, None)
 
+        # the next batch is parsed (in a thread) while PostgreSQL takes the current one
+        pending = asyncio.ensure_future(run_in_threadpool(next_batch))
         try:
-            while (batch := await run_in_threadpool(next_batch)) is not None:
+            while (batch := await pending) is not None:
+                pending = asyncio.ensure_future(run_in_threadpool(next_batch))
                 await repo.copy_bill_rows(batch)
         except BillError as exc:
             log.warning("bill_refused", code=exc.code, line=exc.line, message=exc.message)
             raise bill_error(exc) from exc
+        finally:
+            # a failed COPY leaves one batch being parsed: let it finish before the stream is closed
+            with contextlib.suppress(BaseException):
+                await pending
         parsed = reader.result
         if parsed.bill_date is None:
             raise BadRequest("账单里没有任何交易，请同时给出账单日期 bill_date", code="BillDateRequired")
         self._check_date(parsed.bill_date, downloading=False)
+        lap("parse_and_copy")
         await repo.analyze_bill_table()
         duplicate = await repo.duplicate_bill_rows()
+        lap("analyze_and_duplicates")
         if duplicate is not None:
             key, first, second = duplicate
             raise bill_error(
@@ -227,7 +248,9 @@ class ReconciliationService:
             run.run_count += 1
         await repo.delete_open(run.id)
         start, end = day_bounds(day)
+        lap("lock_and_clear")
         counts = await repo.classify(run.id, start, end)
+        lap("match")
         run.matched_count = counts.get("matched", 0)
         for kind in KINDS:
             setattr(run, f"{kind}_count", counts.get(kind, 0))
@@ -245,7 +268,8 @@ class ReconciliationService:
             after=self._audit_state(run),
             channel=actor.channel,
         )
-        log.info("reconciliation_run", bill_date=day.isoformat(), **counts)
+        lap("fees_feed_audit")
+        log.info("reconciliation_run", bill_date=day.isoformat(), seconds=timings, **counts)
         return await self._view(session, run)
 
     @staticmethod

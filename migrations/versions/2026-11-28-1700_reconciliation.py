@@ -102,27 +102,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reconciliation_discrepancies")),
         sa.UniqueConstraint(
-            "run_id", "ref_key", "kind", name=op.f("uq_reconciliation_discrepancies_run_id_ref_key_kind")
+            "run_id", "kind", "ref_key", name=op.f("uq_reconciliation_discrepancies_run_id_kind_ref_key")
         ),
-    )
-    op.create_index(
-        op.f("ix_reconciliation_discrepancies_out_trade_no"),
-        "reconciliation_discrepancies",
-        ["out_trade_no"],
-        unique=False,
-    )
-    op.create_index(
-        "ix_reconciliation_discrepancies_run_status",
-        "reconciliation_discrepancies",
-        ["run_id", "status"],
-        unique=False,
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_reconciliation_discrepancies_run_status", table_name="reconciliation_discrepancies")
-    op.drop_index(
-        op.f("ix_reconciliation_discrepancies_out_trade_no"), table_name="reconciliation_discrepancies"
-    )
     op.drop_table("reconciliation_discrepancies")
     op.drop_table("reconciliation_runs")

