@@ -8,6 +8,9 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app.config import Settings, get_settings
 
@@ -29,8 +32,14 @@ def _fake() -> Any:
 def create_async_redis(settings: Settings | None = None) -> aioredis.Redis:
     settings = settings or get_settings()
     if settings.REDIS_URL:
+        # No retries with backoff: when Redis is down, callers fall back (caches, read limits) or refuse
+        # (money-write limits) at once instead of stalling every request.
         return aioredis.Redis.from_url(
-            settings.REDIS_URL, decode_responses=True, socket_timeout=2, socket_connect_timeout=2
+            settings.REDIS_URL,
+            decode_responses=True,
+            socket_timeout=2,
+            socket_connect_timeout=0.5,
+            retry=AsyncRetry(NoBackoff(), 0),
         )
     import fakeredis
 
@@ -45,7 +54,10 @@ def get_sync_redis(settings: Settings | None = None) -> redis.Redis:
         if _sync_client is None:
             if settings.REDIS_URL:
                 _sync_client = redis.Redis.from_url(
-                    settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
+                    settings.REDIS_URL,
+                    socket_timeout=2,
+                    socket_connect_timeout=0.5,
+                    retry=Retry(NoBackoff(), 0),
                 )
             else:
                 import fakeredis

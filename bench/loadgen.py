@@ -118,7 +118,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 if code >= 400:
                     errors[tag][f"{status}:{_error_code(data)}"] += 1
                 if responses:
-                    responses[i] = [code, data[:2000].decode("utf-8", "replace")]
+                    responses[i] = [code, data.decode("utf-8", "replace")]
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 conn.close()
                 status = type(exc).__name__
@@ -145,6 +145,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             "max_ms": round(values[-1], 2),
             "statuses": dict(statuses[tag]),
             "errors": dict(errors[tag]),
+            "latencies_ms": [round(v, 3) for v in values] if spec.get("keep_latencies") else [],
         }
     return {
         "requests": len(requests),

@@ -9,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.reconciliation.demo import STEPS as RECONCILIATION_STEPS
+from app.settlements.demo import STEPS as MEAL_STEPS
+
 
 def _cmd_qrcodes(args: argparse.Namespace) -> int:
     from app.cli import run_async
@@ -46,6 +49,7 @@ class DemoContext:
     targets: list[dict[str, Any]] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
     donations: list[dict[str, Any]] = field(default_factory=list)
+    meals: dict[str, Any] = field(default_factory=dict)  # app/settlements/demo.py
 
     def call(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> Any:
         headers = kwargs.pop("headers", {})
@@ -127,6 +131,8 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("扫码", step_scan_targets),
     ("捐赠并支付", step_donate_and_pay),
     ("汇总", step_summary),
+    *MEAL_STEPS,
+    *RECONCILIATION_STEPS,
 ]
 
 

@@ -217,16 +217,14 @@ def _committed(session: Session) -> None:
     messages = session.info.pop(_PENDING, None)
     if not messages:
         return
-    try:
-        from sqlalchemy.util import await_only
+    from sqlalchemy.util.concurrency import await_only, in_greenlet
 
-        # inside AsyncSession.commit(): finish publishing before the request returns
-        await_only(publish(messages))
-        return
-    except Exception as exc:
-        if type(exc).__name__ not in ("MissingGreenlet", "InvalidRequestError"):
+    if in_greenlet():  # inside AsyncSession.commit(): finish publishing before the request returns
+        try:
+            await_only(publish(messages))
+        except Exception as exc:  # publish() swallows Redis errors; never fail a committed transaction
             log.warning("feed_publish_failed", error=type(exc).__name__)
-            return
+        return
     try:
         task = asyncio.get_running_loop().create_task(publish(messages))
     except RuntimeError:

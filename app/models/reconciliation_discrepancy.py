@@ -61,8 +61,8 @@ class ReconciliationDiscrepancy(UUIDPK, Timestamps, Base):
     run_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("reconciliation_runs.id", ondelete="CASCADE"), nullable=False
     )
-    kind: Mapped[str] = mapped_column(String(24), nullable=False)
-    ref_key: Mapped[str] = mapped_column(String(80), nullable=False)
+    kind: Mapped[str] = mapped_column(String(24, collation="C"), nullable=False)
+    ref_key: Mapped[str] = mapped_column(String(80, collation="C"), nullable=False)
     out_trade_no: Mapped[str | None] = mapped_column(String(32))
     transaction_id: Mapped[str | None] = mapped_column(String(32))
     out_refund_no: Mapped[str | None] = mapped_column(String(64))

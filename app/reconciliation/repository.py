@@ -111,18 +111,22 @@ WITH pay AS (
     SELECT * FROM pay UNION ALL SELECT * FROM refund UNION ALL SELECT * FROM other
     UNION ALL SELECT * FROM ours_pay UNION ALL SELECT * FROM ours_refund
 ), stored AS (
+    -- the run's open discrepancies were deleted just before; a resolved one that recurs is kept as it is
     INSERT INTO reconciliation_discrepancies (
         id, run_id, kind, ref_key, out_trade_no, transaction_id, out_refund_no, donation_id, refund_id,
         bill_line, bill_amount_fen, ledger_amount_fen, bill_status, ledger_status, detail, status,
         created_at, updated_at)
-    SELECT (:id_prefix || lpad(to_hex(row_number() OVER (ORDER BY c.state, c.ref_key)), 12, '0'))::uuid,
+    SELECT (:id_prefix || lpad(to_hex(row_number() OVER (ORDER BY c.state COLLATE "C", c.ref_key COLLATE "C")),
+                               12, '0'))::uuid,
            :run_id, c.state, c.ref_key, c.out_trade_no, c.transaction_id,
            c.out_refund_no, c.donation_id, c.refund_id, c.line_no, c.bill_amount_fen,
            c.ledger_amount_fen, c.bill_status, c.ledger_status, c.detail, 'open', now(), now()
     FROM classified c
     WHERE c.state <> 'matched'
-    ORDER BY c.state, c.ref_key
-    ON CONFLICT (run_id, kind, ref_key) DO NOTHING
+      AND NOT EXISTS (SELECT 1 FROM reconciliation_discrepancies r
+                      WHERE r.run_id = :run_id AND r.status = 'resolved'
+                        AND r.kind = c.state AND r.ref_key = c.ref_key)
+    ORDER BY c.state COLLATE "C", c.ref_key COLLATE "C"
 )
 SELECT c.state, count(*) FROM classified c GROUP BY c.state
 """
@@ -169,7 +173,13 @@ class ReconciliationRepository:
     async def classify(self, run_id: uuid.UUID, start: datetime, end: datetime) -> dict[str, int]:
         """Store every disagreement as an open discrepancy of ``run_id`` (a resolved one with the same key and
         kind is kept as it is) and return how many rows fell into each state."""
-        result = await self.session.execute(text(_CLASSIFY), {"run_id": run_id, "start": start, "end": end})
+        # ids ascend in (kind, ref_key) order within a run, like the unique index: a million discrepancies
+        # are appended to both indexes instead of being scattered over them
+        p = uuid.uuid4().hex
+        id_prefix = f"{p[:8]}-{p[8:12]}-4{p[13:16]}-8{p[17:20]}-"
+        result = await self.session.execute(
+            text(_CLASSIFY), {"run_id": run_id, "start": start, "end": end, "id_prefix": id_prefix}
+        )
         return {str(state): int(n) for state, n in result.all()}
 
     # ---------------------------------------------------------------- runs

