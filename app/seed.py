@@ -218,9 +218,40 @@ async def seed_accounts(session: AsyncSession) -> list[str]:
     await _ensure_role(session, "demo_operator", Role.operator, canteen_code="DC01")
     for openid in DEMO_ACCOUNTS:
         await AuthRepository(session).get_or_create_user(openid)
-    return [
+    lines = [
         f"演示账号：{openid} — {what}（登录 code：sbx:{openid}）" for openid, what in DEMO_ACCOUNTS.items()
     ]
+    return lines + await seed_staff(session)
+
+
+# Console (password) accounts for the demo. Never created in production: seed-demo refuses to run there.
+DEMO_STAFF = [
+    ("demo_accountant", "慈善总会会计（演示）", "federation_admin", None),
+    ("demo_civil_staff", "德城区民政（演示）", "civil_affairs", "371402"),
+]
+DEMO_STAFF_PASSWORD = "sangyu-demo-2026"
+
+
+async def seed_staff(session: AsyncSession) -> list[str]:
+    from app.console.repository import StaffRepository
+    from app.console.schemas import StaffInput
+    from app.console.service import console_service
+    from app.models.staff_account import StaffRole
+
+    lines = []
+    for username, display_name, role, district in DEMO_STAFF:
+        if await StaffRepository(session).get_by_username(username) is None:
+            await console_service.create_staff(
+                session,
+                StaffInput(
+                    username=username, display_name=display_name, role=StaffRole(role), district_code=district
+                ),
+                DEMO_STAFF_PASSWORD,
+                actor_label="seed-demo",
+                channel="system",
+            )
+        lines.append(f"管理后台 /admin 演示账号：{username} / {DEMO_STAFF_PASSWORD}（{display_name}）")
+    return lines
 
 
 def _extra_seed(path: str) -> Callable[[AsyncSession], Awaitable[list[str]]] | None:
@@ -237,6 +268,10 @@ def _extra_seed(path: str) -> Callable[[AsyncSession], Awaitable[list[str]]] | N
 
 
 async def seed_demo() -> list[str]:
+    from app.config import ConfigurationError, get_settings
+
+    if get_settings().is_production:
+        raise ConfigurationError("seed-demo loads demo accounts with known passwords: refused in production")
     lines: list[str] = []
     async with unit_of_work() as session:
         lines += await seed_base(session)

@@ -6,7 +6,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.auth.auth import AdminSubject, SessionDep, StaffSubject
+from app.auth.auth import AdminSubject, CurrentSubject, SessionDep, StaffSubject
+from app.auth.subject import Subject
+from app.exceptions import NotFound
 from app.kit.pagination import Page
 from app.settlements.export import download
 from app.settlements.schemas import (
@@ -134,3 +136,43 @@ async def subsidy_claims(
         filename=f"subsidy-claims-{month}",
         title=f"{month} 补贴申报",
     )
+
+
+def _require_canteen_reader(subject: Subject, canteen_id: uuid.UUID) -> None:
+    """The canteen's own operators (and federation admins) read its statements; to anyone else it is not there."""
+    if not (subject.is_admin or subject.operates(canteen_id)):
+        raise NotFound("找不到这个食堂的结算单", code="SettlementNotFound")
+
+
+@router.get(
+    "/canteens/{canteen_id}/settlements",
+    response_model=Page[SettlementOut],
+    summary="本食堂的月度结算单（食堂工作人员）",
+)
+async def canteen_settlements(
+    canteen_id: uuid.UUID,
+    subject: CurrentSubject,
+    session: SessionDep,
+    month: Annotated[str | None, Query(pattern=MONTH_PATTERN)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[SettlementOut]:
+    _require_canteen_reader(subject, canteen_id)
+    return await settlement_service.list_settlements(
+        session, month=month, canteen_id=canteen_id, status=None, cursor=cursor, limit=limit
+    )
+
+
+@router.get(
+    "/canteens/{canteen_id}/settlements/{settlement_id}",
+    response_model=SettlementDetail,
+    summary="本食堂的一份结算单（食堂工作人员）",
+)
+async def canteen_settlement(
+    canteen_id: uuid.UUID, settlement_id: uuid.UUID, subject: CurrentSubject, session: SessionDep
+) -> SettlementDetail:
+    _require_canteen_reader(subject, canteen_id)
+    detail = await settlement_service.get(session, settlement_id)
+    if detail.canteen_id != canteen_id:
+        raise NotFound("找不到这个食堂的结算单", code="SettlementNotFound")
+    return detail

@@ -106,8 +106,12 @@ REQUESTS: dict[str, Req] = {
     "GET /api/v1/admin/ledger/check": Req(),
     "GET /api/v1/donation-targets": Req(),
     "GET /api/v1/donation-targets/{code}": Req(),
-    "GET /api/v1/donation-targets/{code}/qrcode.{fmt}": Req(path="/api/v1/donation-targets/{code}/qrcode.svg"),
-    "POST /api/v1/donations": Req(json=lambda ids: {"target_code": ids["target_code"], "meals": 1}, idempotent_key=True),
+    "GET /api/v1/donation-targets/{code}/qrcode.{fmt}": Req(
+        path="/api/v1/donation-targets/{code}/qrcode.svg"
+    ),
+    "POST /api/v1/donations": Req(
+        json=lambda ids: {"target_code": ids["target_code"], "meals": 1}, idempotent_key=True
+    ),
     "GET /api/v1/donations/{donation_id}": Req(),
     "GET /api/v1/me/donations": Req(),
     "GET /api/v1/donations/{donation_id}/receipt": Req(),
@@ -141,7 +145,9 @@ REQUESTS: dict[str, Req] = {
         json=lambda ids: {"decision": "verified", "categories": ["特困"]}
     ),
     "POST /api/v1/admin/elders/roster": Req(
-        content=lambda ids: f"id_number,categories,valid_until\n{ids['id_number']},特困,2030-12-31\n".encode(),
+        content=lambda ids: (
+            f"id_number,categories,valid_until\n{ids['id_number']},特困,2030-12-31\n".encode()
+        ),
         headers={"Content-Type": "text/csv"},
     ),
     "GET /api/v1/canteens": Req(),
@@ -157,12 +163,13 @@ REQUESTS: dict[str, Req] = {
         }
     ),
     "PATCH /api/v1/admin/canteens/{canteen_id}": Req(json=lambda ids: {"name": "改名的食堂"}),
-    "GET /api/v1/canteens/{canteen_id}/menus": Req(
-        params=lambda ids: {"from": ids["day"], "to": ids["day"]}
-    ),
+    "GET /api/v1/canteens/{canteen_id}/menus": Req(params=lambda ids: {"from": ids["day"], "to": ids["day"]}),
     "PUT /api/v1/canteens/{canteen_id}/menus/{service_date}/{slot}": Req(
         path="/api/v1/canteens/{canteen_id}/menus/{next_week}/lunch",
-        json=lambda ids: {"capacity": 50, "items": [{"name": "红烧肉套餐", "kind": "set_meal", "price_fen": 1200}]},
+        json=lambda ids: {
+            "capacity": 50,
+            "items": [{"name": "红烧肉套餐", "kind": "set_meal", "price_fen": 1200}],
+        },
     ),
     "GET /api/v1/admin/subsidy-policies": Req(),
     "POST /api/v1/admin/subsidy-policies": Req(json=_policy),
@@ -240,5 +247,7 @@ REQUESTS: dict[str, Req] = {
     "GET /sandbox/wechatpay/v3/bill/tradebill": Req(),
     "GET /sandbox/wechatpay/v3/billdownload/file": Req(),
     "GET /sandbox/wechatpay/orders/{out_trade_no}": Req(path="/sandbox/wechatpay/orders/nosuchorder"),
-    "POST /sandbox/wechatpay/faults/amount/{out_trade_no}": Req(path="/sandbox/wechatpay/faults/amount/nosuchorder"),
+    "POST /sandbox/wechatpay/faults/amount/{out_trade_no}": Req(
+        path="/sandbox/wechatpay/faults/amount/nosuchorder"
+    ),
 }

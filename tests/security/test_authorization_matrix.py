@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import os
+import time
+import uuid
 from typing import Any
 
 import httpx
@@ -59,7 +60,9 @@ def _fill(template: str, ids: dict[str, str]) -> str:
     return template.format(**values)
 
 
-async def _call(client: httpx.AsyncClient, key: str, req: Req, ids: dict[str, str], headers: dict[str, str]) -> Any:
+async def _call(
+    client: httpx.AsyncClient, key: str, req: Req, ids: dict[str, str], headers: dict[str, str]
+) -> Any:
     method, path = key.split(" ", 1)
     url = _fill(req.path or path, ids)
     hdrs = {**headers, **req.headers}
@@ -174,7 +177,13 @@ async def test_authorization_matrix(
                 if found:
                     leaks[role] = found
         if DISCOVER:
-            print("DISCOVER", json.dumps({"key": key, "got": got, "leaks": leaks, "s": round(time.perf_counter() - started, 2)}, ensure_ascii=False))
+            print(
+                "DISCOVER",
+                json.dumps(
+                    {"key": key, "got": got, "leaks": leaks, "s": round(time.perf_counter() - started, 2)},
+                    ensure_ascii=False,
+                ),
+            )
             continue
         want = {role: row.expect[role] for role in ROLES}
         if row.owner is not None:
@@ -184,3 +193,37 @@ async def test_authorization_matrix(
         if leaks:
             problems.append(f"{key}: victim identifiers in responses to {leaks}")
     assert not problems, "\n".join(problems)
+
+
+async def test_roster_import_across_districts_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """冒领 through the roster: a civil-affairs officer of another district lists the victim's ID number with a
+    richer category. The row is refused and the elder's categories stay as they were."""
+    from app.models import Elder
+
+    world = await build_world(session, client, monkeypatch)
+    elder = await session.get(Elder, uuid.UUID(world.ids["elder_id"]))
+    assert elder is not None
+    before = (list(elder.categories), elder.eligibility_valid_until)
+    csv = f"id_number,categories,valid_until\n{world.ids['id_number']},特困;失能,2030-12-31\n".encode()
+    res = await client.post(
+        "/api/v1/admin/elders/roster",
+        content=csv,
+        headers={**world.headers["civil_affairs"], "Content-Type": "text/csv"},
+    )
+    assert res.status_code == 200, res.text
+    report = res.json()
+    assert report["applied"] == 0 and report["rows"][0]["status"] == "error"
+    assert world.ids["id_number"] not in res.text
+    await session.refresh(elder)
+    assert (list(elder.categories), elder.eligibility_valid_until) == before
+    # the district's own officer can
+    res = await client.post(
+        "/api/v1/admin/elders/roster",
+        content=csv,
+        headers={**world.headers["victim_civil_affairs"], "Content-Type": "text/csv"},
+    )
+    assert res.json()["applied"] == 1
+    await session.refresh(elder)
+    assert sorted(elder.categories) == ["失能", "特困"]

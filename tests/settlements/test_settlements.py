@@ -372,3 +372,37 @@ def test_previous_month_and_schedule() -> None:
     assert settlement_module.month_range("2026-12") == (date(2026, 12, 1), date(2027, 1, 1))
     job = [p for p in SCHEDULE if p.actor_name == "settlements.draft_last_month"]
     assert job and job[0].cron == "30 2 1 * *"
+
+
+async def test_operator_reads_only_their_own_canteens_statements(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = await _arrange(session, monkeypatch)
+    w = a["w"]
+    fam = await login(client, w.family_openid)
+    booking = await _book(client, w, fam, DAY)
+    await _serve(client, monkeypatch, w, booking, DAY)
+    admin = await login(client, a["admin"])
+    drafted = (await client.post("/api/v1/admin/settlements", json={"month": MONTH}, headers=admin)).json()
+    st = next(s for s in drafted["drafted"] if s["canteen_id"] == str(w.canteen.id))
+
+    own = await login(client, w.operator_openid)
+    listed = await client.get(f"/api/v1/canteens/{w.canteen.id}/settlements", headers=own)
+    assert listed.status_code == 200
+    assert [s["id"] for s in listed.json()["items"]] == [st["id"]]
+    detail = await client.get(f"/api/v1/canteens/{w.canteen.id}/settlements/{st['id']}", headers=own)
+    assert detail.status_code == 200 and detail.json()["amount_fen"] == st["amount_fen"]
+
+    stranger_openid = unique("op")
+    await grant(session, stranger_openid, Role.operator, canteen_id=w.other_canteen.id)
+    stranger = await login(client, stranger_openid)
+    for path in (
+        f"/api/v1/canteens/{w.canteen.id}/settlements",
+        f"/api/v1/canteens/{w.canteen.id}/settlements/{st['id']}",
+        # the right statement through the wrong canteen is not there either
+        f"/api/v1/canteens/{w.other_canteen.id}/settlements/{st['id']}",
+    ):
+        res = await client.get(path, headers=stranger)
+        assert res.status_code == 404, (path, res.text)
+        assert res.json()["error"] == "SettlementNotFound"
+    assert (await client.get(f"/api/v1/canteens/{w.canteen.id}/settlements")).status_code == 401
