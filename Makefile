@@ -46,3 +46,21 @@ worker: install
 ## clean-data: delete the embedded database and sandbox keys under ./var (asks no questions)
 clean-data:
 	rm -rf var
+
+.PHONY: chaos chaos-smoke fuzz security-scan
+
+## chaos: fault injection on real processes (scratch PostgreSQL + Redis on free ports, server, worker); figures as JSON
+chaos: install
+	$(BIN)/python -m chaos --json docs/chaos-last-run.json
+
+## chaos-smoke: the CI-sized chaos run (about 1.5 minutes)
+chaos-smoke: install
+	$(BIN)/python -m chaos --smoke
+
+## fuzz: the long schemathesis profile (FUZZ_EXAMPLES per operation and role)
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(BIN)/pytest -q -s tests/security/test_fuzz.py
+
+## security-scan: bandit on app/ and pip-audit on the installed environment
+security-scan: install
+	bash scripts/security_scan.sh

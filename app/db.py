@@ -135,7 +135,7 @@ async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) ->
             raise
         else:
             await session.commit()
-            send_pending_jobs(session)
+            await send_pending_jobs(session)
 
 
 async def get_db_session() -> AsyncIterator[AsyncSession]:

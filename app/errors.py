@@ -136,4 +136,18 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SangyuError, sangyu_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    # Database / network failures are answered here, inside the app, instead of by the outermost
+    # ServerErrorMiddleware, which re-raises after answering and makes uvicorn drop the keep-alive connection
+    # (clients then saw connection resets during a PostgreSQL restart; see docs/reliability.md).
+    import asyncpg
+
+    for unavailable in (
+        DBAPIError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        ConnectionError,
+        TimeoutError,
+        OSError,
+    ):
+        app.add_exception_handler(unavailable, unhandled_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)

@@ -13,6 +13,7 @@ from app.db import get_database
 from app.errors import install_error_handlers
 from app.health import SANDBOX_WARNING
 from app.kit.body_limit import BodySizeLimitMiddleware
+from app.kit.openapi_errors import document_errors
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         debug=settings.DEBUG,
     )
     install_error_handlers(app)
+    document_errors(app)
     app.add_middleware(
         BodySizeLimitMiddleware,
         default_limit=settings.MAX_BODY_BYTES,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -97,12 +98,72 @@ def enqueue(session: AsyncSession, actor: dramatiq.Actor[..., Any], *args: Any, 
     session.info.setdefault(PENDING_KEY, []).append(message)
 
 
-def send_pending_jobs(session: AsyncSession) -> None:
+async def send_pending_jobs(session: AsyncSession) -> None:
+    """After a commit: hand its jobs to the broker. Jobs the broker refuses (Redis down) are parked in the
+    ``job_outbox`` table and re-sent by the scheduler once the broker is back: nothing committed is lost."""
+    failed: list[dramatiq.Message[Any]] = []
     for message in session.info.pop(PENDING_KEY, []):
         try:
             broker.enqueue(message)
-        except Exception:  # the broker being down must not turn a committed request into an error
-            log.exception("job_enqueue_failed", actor=message.actor_name, message_id=message.message_id)
+        except Exception as exc:  # the broker being down must not turn a committed request into an error
+            log.warning("job_enqueue_failed", actor=message.actor_name, error=type(exc).__name__)
+            failed.append(message)
+    if failed:
+        await park_jobs(failed)
+
+
+async def park_jobs(messages: list[dramatiq.Message[Any]]) -> None:
+    from sqlalchemy.dialects.postgresql import insert
+
+    from app.db import get_database
+    from app.models import JobOutbox
+
+    rows = [
+        {"message_id": m.message_id, "actor_name": m.actor_name, "message": json.loads(m.encode())}
+        for m in messages
+    ]
+    try:
+        async with get_database().sessionmaker() as s:
+            await s.execute(
+                insert(JobOutbox).values(rows).on_conflict_do_nothing(index_elements=["message_id"])
+            )
+            await s.commit()
+        log.warning("jobs_parked_in_outbox", count=len(rows))
+    except Exception:
+        log.exception("jobs_lost", actors=[m.actor_name for m in messages])
+
+
+async def relay_outbox(limit: int = 100) -> int:
+    """Re-send parked jobs, oldest first. Stops at the first refusal (the broker is still down)."""
+    from sqlalchemy import delete, select
+
+    from app.db import get_database
+    from app.models import JobOutbox
+
+    sent = 0
+    async with get_database().sessionmaker() as s:
+        rows = (
+            (
+                await s.execute(
+                    select(JobOutbox).order_by(JobOutbox.id).limit(limit).with_for_update(skip_locked=True)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for row in rows:
+            try:
+                broker.enqueue(dramatiq.Message.decode(json.dumps(row.message).encode()))
+            except Exception as exc:
+                row.attempts += 1
+                row.last_error = type(exc).__name__
+                break
+            await s.execute(delete(JobOutbox).where(JobOutbox.id == row.id))
+            sent += 1
+        await s.commit()
+    if sent:
+        log.info("outbox_jobs_resent", count=sent)
+    return sent
 
 
 def discard_pending_jobs(session: AsyncSession) -> None:
@@ -157,11 +218,24 @@ class Scheduler:
         return fired
 
     def run_forever(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.tick()
-            except Exception:
-                log.exception("scheduler_tick_failed")
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        from app.db import get_database
+
+        try:
+            while not self._stop.is_set():
+                await asyncio.sleep(self.interval)
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("scheduler_tick_failed")
+                try:
+                    await relay_outbox()
+                except Exception:
+                    log.exception("outbox_relay_failed")
+        finally:
+            await get_database().dispose_current()
 
     def start_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="sangyu-scheduler", daemon=True)

@@ -271,7 +271,6 @@ class Harness:
         fields: dict[str, Any],
     ) -> dict[str, Any]:
         stats = measured["by_tag"][tag] if tag else {}
-        throughput = measured["throughput_rps"]
         out: dict[str, Any] = {"scenario": self.scenario, "ok": ok, "quick": self.quick}
         if tag:
             throughput = round(stats["count"] / measured["wall_seconds"], 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -114,3 +115,37 @@ def test_broker_is_stub_in_tests() -> None:
     from dramatiq.brokers.stub import StubBroker
 
     assert isinstance(broker, StubBroker)
+
+
+async def test_jobs_refused_by_a_down_broker_are_parked_and_resent(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis down after a commit: the job waits in job_outbox, then the scheduler's relay sends it."""
+    from app.models import JobOutbox
+    from app.worker import relay_outbox
+
+    drain()
+    marker = f"parked-{uuid.uuid4().hex}"
+    real_enqueue = broker.enqueue
+
+    def refuse(message: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(broker, "enqueue", refuse)
+    async with unit_of_work() as s:
+        enqueue(s, probe, marker=marker)
+    async with unit_of_work() as s:
+        parked = (await s.execute(select(JobOutbox))).scalars().all()
+    assert [p.actor_name for p in parked] == ["tests.probe"]
+
+    # still down: the relay keeps it and counts the attempt
+    assert await relay_outbox() == 0
+    async with unit_of_work() as s:
+        assert (await s.execute(select(JobOutbox.attempts))).scalar_one() == 1
+
+    monkeypatch.setattr(broker, "enqueue", real_enqueue)
+    assert await relay_outbox() == 1
+    drain()
+    assert marker in RAN
+    async with unit_of_work() as s:
+        assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 0

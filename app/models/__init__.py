@@ -23,6 +23,7 @@ from app.models.feed_aggregate import FeedAggregate
 from app.models.feed_event import FeedEvent
 from app.models.fund import Fund, FundPurpose
 from app.models.idempotency_key import IdempotencyKey
+from app.models.job_outbox import JobOutbox
 from app.models.journal_entry import JournalEntry
 from app.models.ledger_account import LedgerAccount
 from app.models.ledger_digest import LedgerDigest
@@ -85,6 +86,7 @@ __all__ = [
     "FundPurpose",
     "HoldStatus",
     "IdempotencyKey",
+    "JobOutbox",
     "JournalEntry",
     "LedgerAccount",
     "LedgerDigest",

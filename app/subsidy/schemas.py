@@ -17,6 +17,12 @@ class TierIn(BaseModel):
     categories: list[ElderCategory] = Field(default_factory=list, max_length=7)
     amount_fen: int = Field(ge=0, le=100_000)
 
+    @model_validator(mode="after")
+    def _ages(self) -> TierIn:
+        if self.max_age is not None and self.max_age < self.min_age:
+            raise ValueError("最大年龄不能小于最小年龄")
+        return self
+
 
 class CharityRule(BaseModel):
     category: ElderCategory

@@ -50,6 +50,13 @@ def signed_in(others: int, *, admin: int, owner: tuple[str, int] | None = None) 
 MOUNTS = {"/static/public", "/admin"}  # the staff console has its own password login (tests/console)
 
 EXPECTED: dict[str, Row] = {
+    # a canteen's own statements: its operators (and admins); everyone else 404. The settlement id is unknown.
+    "GET /api/v1/canteens/{canteen_id}/settlements": signed_in(
+        404, admin=200, owner=("victim_operator", 200)
+    ),
+    "GET /api/v1/canteens/{canteen_id}/settlements/{settlement_id}": signed_in(
+        404, admin=404, owner=("victim_operator", 404)
+    ),
     "GET /": same(307),
     "GET /api/v1/admin/canteens/{canteen_id}/pool-statement": admin_only(200),
     "GET /api/v1/admin/funds/{fund_id}/statement": admin_only(404),

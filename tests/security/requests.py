@@ -226,6 +226,8 @@ REQUESTS: dict[str, Req] = {
     "GET /api/v1/admin/subsidy-claims": Req(
         params=lambda ids: {"month": ids["day"][:7], "district": ids["district"]}
     ),
+    "GET /api/v1/canteens/{canteen_id}/settlements": Req(),
+    "GET /api/v1/canteens/{canteen_id}/settlements/{settlement_id}": Req(),
     "GET /q/{code}": Req(),
     "GET /t": Req(),
     "GET /t/screen": Req(),
