@@ -14,7 +14,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 # Modules with a ``register(subparsers)`` function that adds more commands.
-COMMAND_MODULES: list[str] = ["app.ledger.cli", "app.donations.cli", "app.console.cli", "app.reconciliation.cli"]
+COMMAND_MODULES: list[str] = [
+    "app.ledger.cli",
+    "app.donations.cli",
+    "app.console.cli",
+    "app.reconciliation.cli",
+]
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:

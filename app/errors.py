@@ -117,8 +117,28 @@ def _is_unavailable(exc: BaseException) -> bool:
     return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "InterfaceError"}
 
 
+# Text PostgreSQL cannot store (a NUL character, say) is bad input, whatever field it came in.
+_BAD_TEXT_ERRORS = {"CharacterNotInRepertoireError", "UntranslatableCharacterError"}
+
+
+def _is_bad_text(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if type(seen).__name__ in _BAD_TEXT_ERRORS:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
     request_id = request_id_var.get()
+    if _is_bad_text(exc):
+        return JSONResponse(
+            _body("InvalidCharacters", "填写的内容里有无法识别的字符（例如空字符），请删掉后再试"),
+            status_code=422,
+        )
     if _is_unavailable(exc):
         log.warning("dependency_unavailable", error=type(exc).__name__)
         return JSONResponse(

@@ -26,6 +26,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+LOGS = Path(tempfile.gettempdir()) / "sangyu-bench"  # server logs: big, per machine, never committed
 DEFAULT_REDIS = "redis://127.0.0.1:6379/2"
 
 
@@ -130,8 +131,9 @@ class Harness:
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        log_path = RESULTS / f"{self.scenario}-server.log"
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log_path = LOGS / f"{self.scenario}-server.log"
+        self.extra["server_log"] = str(log_path)
         with open(log_path, "wb") as log:
             self.server = subprocess.Popen(
                 [
@@ -167,7 +169,7 @@ class Harness:
             assert self.server is not None
             if self.server.poll() is not None:
                 raise RuntimeError(
-                    f"server exited with {self.server.returncode}; see bench/results/*-server.log"
+                    f"server exited with {self.server.returncode}; see {LOGS}/{self.scenario}-server.log"
                 )
             try:
                 if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
@@ -294,6 +296,8 @@ class Harness:
             if ceiling:
                 out["ceiling_p99_ms"] = ceiling["by_tag"]["healthz"]["p99_ms"]
                 out["ceiling_client_cpu_util"] = ceiling["client_cpu_util"]
+        if "server_log" in self.extra:
+            out["server_log"] = self.extra["server_log"]
         out["machine"] = _machine()
         out["total_seconds"] = round(time.perf_counter() - self.started, 1)
         return out

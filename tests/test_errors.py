@@ -75,3 +75,32 @@ async def test_error_responses_carry_request_id(client: httpx.AsyncClient) -> No
     res = await client.get("/api/v1/me")
     assert res.status_code == 401
     assert res.headers.get("x-request-id")
+
+
+async def test_nul_character_reaching_postgres_is_a_clean_422(client: httpx.AsyncClient, session) -> None:  # type: ignore[no-untyped-def]
+    from app.models.role_grant import Role
+    from tests.fixtures.client import login
+    from tests.fixtures.factories import create_district, grant, unique
+
+    district = await create_district(session)
+    admin = unique("admin")
+    await grant(session, admin, Role.federation_admin)
+    headers = await login(client, admin)
+    res = await client.post(
+        "/api/v1/admin/canteens",
+        json={
+            "code": unique("N")[:10],
+            "name": "空字符\u0000食堂",
+            "type": "urban_community",
+            "district_code": district.code,
+            "address": "x",
+            "lat": 37.45,
+            "lng": 116.3,
+        },
+        headers=headers,
+    )
+    assert res.status_code == 422, res.text
+    assert res.json()["error"] == "InvalidCharacters"
+    assert "字符" in res.json()["message"]
+    listed = await client.get("/api/v1/canteens", params={"district": district.code})
+    assert listed.status_code == 200 and listed.json()["items"] == []

@@ -53,7 +53,20 @@ from app.models import FeedEvent
 
 log = structlog.get_logger("app.feed")
 
-CHANNEL = "sangyu:feed:events"
+
+def _channel_name() -> str:
+    """Pub/sub ignores Redis database numbers, so two deployments sharing one Redis server on different
+    databases would hear each other's events: name the channel after the database."""
+    from urllib.parse import urlsplit
+
+    from app.config import get_settings
+
+    url = get_settings().REDIS_URL
+    db = (urlsplit(url).path.strip("/") or "0") if url else "local"
+    return f"sangyu:feed:events:{db}"
+
+
+CHANNEL = _channel_name()
 VERSION_KEY = "sangyu:feed:version"
 CACHE_PREFIX = "sangyu:feed:cache"
 PAGE_TTL_SECONDS = 60

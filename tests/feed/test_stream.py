@@ -54,8 +54,18 @@ async def _events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
             event[key] = value.lstrip(" ")
 
 
-async def _next_event(stream: AsyncIterator[dict[str, Any]], wait: float = 10) -> dict[str, Any]:
-    return await asyncio.wait_for(anext(stream), wait)  # type: ignore[arg-type]
+async def _next_event(
+    stream: AsyncIterator[dict[str, Any]], wait: float = 10, kind: str | None = None
+) -> dict[str, Any]:
+    """The next event (of ``kind``, when given: events other tests' servers publish are skipped)."""
+
+    async def find() -> dict[str, Any]:
+        while True:
+            got = await anext(stream)  # type: ignore[call-overload]
+            if kind is None or got.get("event", {}).get("kind") == kind:
+                return got
+
+    return await asyncio.wait_for(find(), wait)
 
 
 async def _wait_subscribed(client: aioredis.Redis, wait: float = 5) -> None:
@@ -79,7 +89,7 @@ async def test_stream_delivers_an_event_committed_elsewhere_and_replays_after_re
                 await feed_service.record_ledger_root(
                     session, day=date(2026, 3, 5), merkle_root="ab" * 32, entry_count=7
                 )
-            got = await _next_event(events)
+            got = await _next_event(events, kind="ledger_root")
             assert got["sse_event"] == "feed" and got["op"] == "new"
             assert got["event"]["kind"] == "ledger_root" and got["event"]["data"]["entry_count"] == 7
             first_id = int(got["sse_id"])
@@ -88,7 +98,7 @@ async def test_stream_delivers_an_event_committed_elsewhere_and_replays_after_re
                 await feed_service.record_ledger_root(
                     session, day=date(2026, 3, 5), merkle_root="cd" * 32, entry_count=8
                 )
-            updated = await _next_event(events)
+            updated = await _next_event(events, kind="ledger_root")
             assert updated["op"] == "update" and int(updated["sse_id"]) == first_id
             assert updated["event"]["data"]["merkle_root"] == "cd" * 32
         # a wall screen that dropped off gets what it missed from PostgreSQL
@@ -143,6 +153,8 @@ async def test_stream_delivers_an_event_published_by_another_process(
         return clients[key]
 
     monkeypatch.setattr(app_redis, "get_redis", real_redis)
+    # the publishing process derives its channel from its REDIS_URL (database 0); listen on the same one
+    monkeypatch.setattr(feed_module, "CHANNEL", "sangyu:feed:events:0")
     script = textwrap.dedent(
         """
         import asyncio
