@@ -224,12 +224,14 @@ def _submitted_csrf(scope: Scope, body: bytes) -> str | None:
     header = _header(scope, CSRF_HEADER.encode())
     if header:
         return header
-    content_type = (_header(scope, b"content-type") or "").lower()
+    raw_content_type = _header(scope, b"content-type") or ""
+    content_type = raw_content_type.lower()
     if content_type.startswith("application/x-www-form-urlencoded"):
         values = parse_qs(body.decode("utf-8", "replace")).get(CSRF_FIELD)
         return values[0] if values else None
     if content_type.startswith("multipart/form-data"):
-        return _multipart_field(content_type, body, CSRF_FIELD)
+        # the boundary is case-sensitive (browsers use mixed case): parse it from the header as sent
+        return _multipart_field(raw_content_type, body, CSRF_FIELD)
     return None
 
 

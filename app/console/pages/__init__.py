@@ -22,7 +22,13 @@ from app.models.staff_account import StaffRole
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-PAGE_MODULES: list[str] = ["app.console.pages.audit_log", "app.console.pages.reconciliation"]
+PAGE_MODULES: list[str] = [
+    "app.console.pages.audit_log",
+    "app.console.pages.reconciliation",
+    "app.console.pages.settlements",
+    "app.console.pages.fund_statements",
+    "app.console.pages.elder_verification",
+]
 
 
 @dataclass(frozen=True)
