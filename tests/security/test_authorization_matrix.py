@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import time
 import uuid
 from typing import Any
@@ -155,6 +156,12 @@ def _order(keys: list[str]) -> list[str]:
     return first + [k for k in LAST if k in keys]
 
 
+def _contains_token(text: str, value: str) -> bool:
+    """``value`` standing on its own in ``text``: a 6-digit serve code inside a longer number (a metric, a
+    timestamp) is a coincidence, not a leak."""
+    return re.search(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", text) is not None
+
+
 async def test_authorization_matrix(
     client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -173,7 +180,7 @@ async def test_authorization_matrix(
             status, text = await _call(client, key, req, ids, world.headers[role])
             got[role] = status
             if role in ATTACKERS and role not in row.may_see:
-                found = [name for name, value in secrets.items() if value in text]
+                found = [name for name, value in secrets.items() if _contains_token(text, value)]
                 if found:
                     leaks[role] = found
         if DISCOVER:
