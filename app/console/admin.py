@@ -38,7 +38,7 @@ from app.console.schemas import ROLE_LABELS, StaffInput, StaffPrincipal
 from app.console.service import _flush, console_service
 from app.exceptions import Conflict, Forbidden, NotFound
 from app.kit.time import utcnow
-from app.models import Canteen, District, Fund, RoleGrant, StaffAccount
+from app.models import Canteen, District, Fund, RoleGrant, StaffAccount, SubsidyPolicy, SubsidyTier
 from app.models.canteen import CanteenType
 from app.models.fund import FundPurpose
 from app.models.role_grant import Role
@@ -290,6 +290,70 @@ class DistrictAdmin(ModelView, model=District):
     column_default_sort = [(District.code, False)]
 
 
+# ---------------------------------------------------------------------- subsidy policy (read-only)
+# Policies are versioned: a new version is published through POST /api/v1/admin/subsidy-policies (validated,
+# audited), never edited in place, because bookings keep the price they were quoted under a version.
+
+
+class SubsidyPolicyAdmin(ModelView, model=SubsidyPolicy):
+    name = "补贴政策"
+    name_plural = "补贴政策（版本）"
+    icon = "fa-solid fa-scale-balanced"
+    identity = "subsidy-policy"
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_import = False
+    column_list = [
+        SubsidyPolicy.name,
+        SubsidyPolicy.city,
+        SubsidyPolicy.district_code,
+        SubsidyPolicy.effective_from,
+        SubsidyPolicy.effective_to,
+        SubsidyPolicy.min_self_pay_fen,
+        SubsidyPolicy.charity_cap_fen,
+        SubsidyPolicy.is_active,
+    ]
+    column_labels = {
+        SubsidyPolicy.name: "名称",
+        SubsidyPolicy.city: "城市",
+        SubsidyPolicy.district_code: "区县（空=全市）",
+        SubsidyPolicy.effective_from: "生效日期",
+        SubsidyPolicy.effective_to: "失效日期",
+        SubsidyPolicy.min_self_pay_fen: "最低自付（分）",
+        SubsidyPolicy.charity_cap_fen: "爱心补贴上限（分/餐）",
+        SubsidyPolicy.is_active: "启用",
+    }
+    column_default_sort = [(SubsidyPolicy.effective_from, True)]
+
+
+class SubsidyTierAdmin(ModelView, model=SubsidyTier):
+    name = "补贴档位"
+    name_plural = "补贴档位"
+    icon = "fa-solid fa-layer-group"
+    identity = "subsidy-tier"
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_import = False
+    column_list = [
+        SubsidyTier.policy_id,
+        SubsidyTier.name,
+        SubsidyTier.min_age,
+        SubsidyTier.max_age,
+        SubsidyTier.categories,
+        SubsidyTier.amount_fen,
+    ]
+    column_labels = {
+        SubsidyTier.policy_id: "政策",
+        SubsidyTier.name: "档位",
+        SubsidyTier.min_age: "最低年龄",
+        SubsidyTier.max_age: "最高年龄",
+        SubsidyTier.categories: "适用类别",
+        SubsidyTier.amount_fen: "政府补贴（分/餐）",
+    }
+
+
 # ---------------------------------------------------------------------- staff accounts
 
 
@@ -485,4 +549,12 @@ class RoleGrantAdmin(ModelView, model=RoleGrant):
         )
 
 
-VIEWS: list[type[ModelView]] = [CanteenAdmin, FundAdmin, DistrictAdmin, StaffAccountAdmin, RoleGrantAdmin]
+VIEWS: list[type[ModelView]] = [
+    CanteenAdmin,
+    FundAdmin,
+    DistrictAdmin,
+    SubsidyPolicyAdmin,
+    SubsidyTierAdmin,
+    StaffAccountAdmin,
+    RoleGrantAdmin,
+]

@@ -293,6 +293,10 @@ CIVIL_AFFAIRS_GRANTS = {
     ("district", "details"),
     ("fund", "list"),
     ("fund", "details"),
+    ("subsidy-policy", "list"),
+    ("subsidy-policy", "details"),
+    ("subsidy-tier", "list"),
+    ("subsidy-tier", "details"),
 }
 
 

@@ -313,3 +313,34 @@ async def test_pages_need_a_login(client: httpx.AsyncClient) -> None:
     assert res.status_code == 303
     assert res.headers["location"].startswith("/admin/login")
     assert (await client.get("/admin/canteen/list")).status_code == 302
+
+
+async def test_subsidy_policies_are_shown_read_only(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    """Policy versions are published through the API (validated, versioned); the console only shows them."""
+    from datetime import date
+
+    from app.models import SubsidyPolicy, SubsidyTier
+
+    policy = SubsidyPolicy(
+        name=unique("政策"),
+        city="德州市",
+        effective_from=date(2026, 1, 1),
+        min_self_pay_fen=100,
+        charity_cap_fen=500,
+    )
+    session.add(policy)
+    await session.flush()
+    session.add(SubsidyTier(policy_id=policy.id, name="80岁以上", min_age=80, amount_fen=900, categories=[]))
+    await session.flush()
+    _, token = await _admin(client, session)
+
+    listing = await client.get("/admin/subsidy-policy/list")
+    assert listing.status_code == 200 and policy.name in listing.text
+    assert (await client.get(f"/admin/subsidy-policy/details/{policy.id}")).status_code == 200
+    assert "80岁以上" in (await client.get("/admin/subsidy-tier/list")).text
+    for path in ("/admin/subsidy-policy/create", f"/admin/subsidy-policy/edit/{policy.id}"):
+        assert (await client.get(path)).status_code in (403, 404)
+        res = await client.post(path, data={"name": "改掉", "csrf_token": token})
+        assert res.status_code in (403, 404)
+    await session.refresh(policy)
+    assert policy.min_self_pay_fen == 100
