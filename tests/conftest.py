@@ -4,4 +4,4 @@ from tests.fixtures.environment import prepare
 
 DATABASE_URL, SIMULATOR_PORT = prepare()
 
-pytest_plugins = ["tests.fixtures.database", "tests.fixtures.client"]
+pytest_plugins = ["tests.fixtures.database", "tests.fixtures.client", "tests.fixtures.browser"]

@@ -5,21 +5,16 @@ turns "reconciled". Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from app.config import PROJECT_ROOT
-from app.db import Database, unit_of_work
-from app.main import create_app
+from app.db import unit_of_work
 from app.models import AuditLog, ReconciliationDiscrepancy
 from tests.console.conftest import PASSWORD
-from tests.fixtures.client import ServerThread
-from tests.fixtures.environment import free_port
+from tests.fixtures.browser import ARTIFACTS, chromium_page, requires_browser
 from tests.fixtures.factories import create_staff_account
 from tests.reconciliation.helpers import (
     BILL_DAY,
@@ -31,54 +26,18 @@ from tests.reconciliation.helpers import (
     txn_id,
 )
 
-CHROMIUM = next(
-    (
-        p
-        for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-        if p and Path(p).exists()
-    ),
-    None,
-)
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-
-try:
-    from playwright.async_api import async_playwright
-except ImportError:  # pragma: no cover - the dev extras install it
-    async_playwright = None  # type: ignore[assignment]
-
-pytestmark = [
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="no system Chromium (apt-get install -y chromium); browsers are never downloaded",
-    ),
-    pytest.mark.skipif(
-        async_playwright is None, reason="the playwright package is not installed (pip install -e '.[dev]')"
-    ),
-]
+pytestmark = requires_browser
 
 
 @pytest.fixture
-def server(committed: Database) -> Iterator[str]:
-    port = free_port()
-    thread = ServerThread(create_app(), port)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    thread.stop()
+def server(live_server: str) -> str:
+    return live_server
 
 
 @pytest.fixture
 async def tab(server: str) -> AsyncIterator[Any]:
-    assert async_playwright is not None and CHROMIUM is not None
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-        page = await context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+    async with chromium_page(width=1280, height=900) as page:
         yield page
-        await browser.close()
-        assert not errors, errors
 
 
 async def _arrange() -> tuple[str, str, bytes]:

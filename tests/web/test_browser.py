@@ -5,72 +5,31 @@ proof with Web Crypto in the page, and saves screenshots under test-artifacts/."
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from app.config import PROJECT_ROOT
-from app.db import Database, unit_of_work
+from app.db import unit_of_work
 from app.kit.time import business_date
-from app.main import create_app
 from tests.feed.helpers import create_target, pay, serve_meal
-from tests.fixtures.client import ServerThread
-from tests.fixtures.environment import free_port
+from tests.fixtures.browser import ARTIFACTS, chromium_page, requires_browser
 from tests.fixtures.factories import create_canteen, create_district, create_menu
 
-CHROMIUM = next(
-    (
-        p
-        for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-        if p and Path(p).exists()
-    ),
-    None,
-)
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-
-try:
-    from playwright.async_api import Page, async_playwright
-except ImportError:  # pragma: no cover - the dev extras install it
-    async_playwright = None  # type: ignore[assignment]
-
-pytestmark = [
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="no system Chromium (apt-get install -y chromium); browsers are never downloaded",
-    ),
-    pytest.mark.skipif(
-        async_playwright is None, reason="the playwright package is not installed (pip install -e '.[dev]')"
-    ),
-]
+pytestmark = requires_browser
 
 
 @pytest.fixture
-def server(committed: Database) -> Iterator[str]:
-    port = free_port()
-    thread = ServerThread(create_app(), port)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    thread.stop()
+def server(live_server: str) -> str:
+    return live_server
 
 
 @pytest.fixture
 async def page(server: str) -> AsyncIterator[Any]:
-    assert async_playwright is not None and CHROMIUM is not None
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        context = await browser.new_context(viewport={"width": 430, "height": 932}, locale="zh-CN")
-        tab = await context.new_page()
-        errors: list[str] = []
-        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    async with chromium_page(width=430, height=932) as tab:
         yield tab
-        await browser.close()
-        assert not errors, errors
 
 
 async def _arrange() -> dict[str, Any]:
@@ -89,7 +48,7 @@ async def _arrange() -> dict[str, Any]:
     return {"canteen_code": canteen.code, "target_code": target.code, "donation_id": str(gift.id)}
 
 
-async def _stat(tab: Page, selector: str) -> int:
+async def _stat(tab: Any, selector: str) -> int:
     return int(
         await tab.get_attribute(selector, "data-fen")
         or await tab.get_attribute(selector, "data-count")
@@ -97,7 +56,7 @@ async def _stat(tab: Page, selector: str) -> int:
     )
 
 
-async def test_public_pages_in_chromium(server: str, page: Page) -> None:
+async def test_public_pages_in_chromium(server: str, page: Any) -> None:
     data = await _arrange()
     async with httpx.AsyncClient(base_url=server) as api:
         stats = (await api.get("/api/v1/feed/stats")).json()
@@ -147,7 +106,7 @@ async def test_public_pages_in_chromium(server: str, page: Page) -> None:
     await page.screenshot(path=str(ARTIFACTS / "q.png"), full_page=True)
 
 
-async def test_wall_screen_shows_a_new_donation_without_reloading(server: str, page: Page) -> None:
+async def test_wall_screen_shows_a_new_donation_without_reloading(server: str, page: Any) -> None:
     data = await _arrange()
     await page.set_viewport_size({"width": 1920, "height": 1080})
     await page.goto(f"{server}/t/screen")
