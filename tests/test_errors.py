@@ -7,6 +7,8 @@ import logging
 import httpx
 import pytest
 
+from app.auth.auth import SessionDep
+
 
 def _has_chinese(text: str) -> bool:
     return any("\u4e00" <= ch <= "\u9fff" for ch in text)
@@ -104,3 +106,32 @@ async def test_nul_character_reaching_postgres_is_a_clean_422(client: httpx.Asyn
     assert "字符" in res.json()["message"]
     listed = await client.get("/api/v1/canteens", params={"district": district.code})
     assert listed.status_code == 200 and listed.json()["items"] == []
+
+
+async def test_a_failed_commit_is_never_reported_as_success() -> None:
+    """The session dependency's commit runs before the response is sent: if it fails, the caller is told."""
+    from collections.abc import AsyncIterator
+
+    from fastapi import FastAPI
+    from sqlalchemy.exc import OperationalError
+
+    from app.db import get_db_session
+    from app.errors import install_error_handlers
+
+    probe = FastAPI()
+    install_error_handlers(probe)
+
+    @probe.post("/write")
+    async def write(session: SessionDep) -> dict[str, bool]:
+        return {"saved": True}
+
+    async def failing_commit() -> AsyncIterator[object]:
+        yield object()
+        raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+    probe.dependency_overrides[get_db_session] = failing_commit
+    transport = httpx.ASGITransport(app=probe, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        res = await c.post("/write")
+    assert res.status_code == 503, res.text
+    assert res.json()["error"] == "ServiceUnavailable"

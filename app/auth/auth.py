@@ -22,7 +22,9 @@ from app.models.role_grant import Role
 
 _bearer = HTTPBearer(auto_error=False, description="POST /api/v1/auth/wechat/login 返回的 access_token")
 
-SessionDep = Annotated[AsyncSession, Depends(get_db_session)]
+# scope="function": the transaction commits when the endpoint returns and BEFORE the response is sent, so a
+# failed commit becomes an error response instead of a 200 for something that was never saved.
+SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 
 
 async def _load_subject(session: AsyncSession, token: str) -> Subject | None:
