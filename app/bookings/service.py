@@ -43,7 +43,7 @@ from app.feed.service import feed_service
 from app.kit import idempotency
 from app.kit.crypto import mask_name
 from app.kit.money import format_yuan
-from app.kit.pagination import Page, decode_cursor, encode_cursor
+from app.kit.pagination import Page, decode_cursor_as, encode_cursor
 from app.kit.time import SHANGHAI, business_date, shanghai_datetime, utcnow
 from app.menus.repository import MenuRepository
 from app.menus.service import require_operated_canteen
@@ -540,13 +540,14 @@ class BookingService:
     ) -> Page[BookingOut]:
         if elder_id is not None and await ElderRepository(session).get_actable(subject, elder_id) is None:
             raise NotFound("找不到这位长者", code="ElderNotFound")
-        raw = decode_cursor(cursor)
-        after = None
-        if raw is not None:
-            try:
-                after = (date.fromisoformat(raw["d"]), datetime.fromisoformat(raw["t"]), uuid.UUID(raw["id"]))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor") from exc
+        after = decode_cursor_as(
+            cursor,
+            lambda raw: (
+                date.fromisoformat(raw["d"]),
+                datetime.fromisoformat(raw["t"]),
+                uuid.UUID(raw["id"]),
+            ),
+        )
         repo = BookingRepository(session)
         rows = await repo.list_for_elders(subject, elder_id=elder_id, limit=limit + 1, after=after)
         page = list(rows[:limit])

@@ -11,7 +11,7 @@ from app.auth.subject import Subject
 from app.canteens.repository import CanteenRepository
 from app.canteens.schemas import CanteenCreate, CanteenOut, CanteenPatch, SlotIn, SlotOut
 from app.exceptions import BadRequest, Conflict, NotFound
-from app.kit.pagination import Page, decode_cursor, encode_cursor
+from app.kit.pagination import Page, decode_cursor, encode_cursor, invalid_cursor
 from app.models import Canteen, CanteenSlot, District
 
 
@@ -65,7 +65,7 @@ class CanteenService:
         state = decode_cursor(cursor) or {}
         offset = state.get("o", 0)
         if not isinstance(offset, int) or offset < 0 or offset > 100_000:
-            raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor")
+            raise invalid_cursor()
         repo = CanteenRepository(session)
         rows = await repo.search(
             lat=lat, lng=lng, district=district, radius_m=radius_m, offset=offset, limit=limit + 1

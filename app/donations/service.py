@@ -38,7 +38,7 @@ from app.exceptions import Conflict, NotFound, Unprocessable, WeChatUnavailable
 from app.kit import idempotency
 from app.kit.crypto import encrypt_pii, mask_id_number, mask_name
 from app.kit.money import fen_to_yuan_text
-from app.kit.pagination import Page, decode_cursor, encode_cursor
+from app.kit.pagination import Page, decode_cursor_as, encode_cursor
 from app.kit.time import SHANGHAI, shanghai_datetime, utcnow
 from app.models import Donation, DonationInvoiceRequest, DonationRefund, DonationTarget, Fund
 from app.models.donation import DonationChannel, DonationStatus
@@ -267,14 +267,7 @@ class DonationService:
         self, session: AsyncSession, subject: Subject, cursor: str | None, limit: int
     ) -> Page[DonationOut]:
         after = None
-        decoded = decode_cursor(cursor)
-        if decoded is not None:
-            try:
-                after = (datetime.fromisoformat(decoded["t"]), uuid.UUID(decoded["id"]))
-            except (KeyError, ValueError, TypeError) as exc:
-                from app.exceptions import BadRequest
-
-                raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor") from exc
+        after = decode_cursor_as(cursor, lambda raw: (datetime.fromisoformat(raw["t"]), uuid.UUID(raw["id"])))
         rows = await DonationRepository(session).list_for_donor(subject.user_id, after=after, limit=limit + 1)
         items = [await self.view(session, d) for d in rows[:limit]]
         next_cursor = None

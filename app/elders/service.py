@@ -36,7 +36,7 @@ from app.kit.crypto import (
     mask_phone,
     pii_lookup_hash,
 )
-from app.kit.pagination import Page, decode_cursor, encode_cursor
+from app.kit.pagination import Page, decode_cursor_as, encode_cursor
 from app.kit.time import age_on, business_date, utcnow
 from app.models import District, Elder, ElderInvite, FamilyBinding, RoleGrant
 from app.models.elder import ElderCategory
@@ -212,13 +212,9 @@ class ElderService:
     async def list_elders(
         self, session: AsyncSession, subject: Subject, *, cursor: str | None, limit: int
     ) -> Page[ElderOut]:
-        after_raw = decode_cursor(cursor)
-        after = None
-        if after_raw is not None:
-            try:
-                after = (datetime.fromisoformat(str(after_raw["t"])), uuid.UUID(str(after_raw["id"])))
-            except (KeyError, ValueError) as exc:
-                raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor") from exc
+        after = decode_cursor_as(
+            cursor, lambda raw: (datetime.fromisoformat(str(raw["t"])), uuid.UUID(str(raw["id"])))
+        )
         rows = await ElderRepository(session).list_readable(subject, limit=limit + 1, after=after)
         items = [to_out(e, subject) for e in rows[:limit]]
         next_cursor = None

@@ -47,7 +47,7 @@ from app.feed.schemas import (
 )
 from app.kit.crypto import mask_id_number, mask_phone
 from app.kit.money import format_yuan
-from app.kit.pagination import Page, decode_cursor, encode_cursor
+from app.kit.pagination import Page, decode_cursor, encode_cursor, invalid_cursor
 from app.kit.time import business_date, shanghai_datetime, utcnow
 from app.models import FeedEvent
 
@@ -344,7 +344,7 @@ class FeedService:
             return None
         before = decoded.get("before")
         if type(before) is not int or before < 1:
-            raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor")
+            raise invalid_cursor()
         return before
 
     async def page_json(

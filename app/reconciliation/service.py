@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.audit import service as audit
 from app.exceptions import BadRequest, Conflict, NotFound
-from app.kit.pagination import decode_cursor, encode_cursor
+from app.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
 from app.kit.time import business_date, shanghai_datetime, utcnow
 from app.ledger.service import Posting, account_spec, ledger_service
 from app.models import ReconciliationDiscrepancy, ReconciliationRun
@@ -384,7 +384,7 @@ class ReconciliationService:
         if decoded is not None:
             k, r = decoded.get("k"), decoded.get("r")
             if not isinstance(k, str) or not isinstance(r, str):
-                raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor")
+                raise invalid_cursor()
             after = (k, r)
         rows = await repo.page_discrepancies(run.id, status=status, kind=kind, after=after, limit=limit + 1)
         next_cursor = None

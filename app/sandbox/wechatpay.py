@@ -380,32 +380,28 @@ async def _find_order(**where: Any) -> SandboxWeChatPayOrder | None:
         return (await session.execute(stmt)).scalar_one_or_none()
 
 
-@router.get("/v3/pay/transactions/out-trade-no/{out_trade_no}")
-async def query_by_out_trade_no(request: Request, out_trade_no: str, mchid: str | None = None) -> Response:
+async def _query(request: Request, mchid: str | None, **where: Any) -> Response:
     _, problem = await authenticate(request)
     if problem:
         return problem
     if mchid != get_settings().WECHATPAY_MCHID:
         return error(400, "PARAM_ERROR", "mchid 缺失或与签名不一致")
-    order = await _find_order(out_trade_no=out_trade_no)
+    order = await _find_order(**where)
     if order is None:
         return error(404, "ORDER_NOT_EXIST", "订单不存在")
     return signed(_transaction_view(order))
+
+
+@router.get("/v3/pay/transactions/out-trade-no/{out_trade_no}")
+async def query_by_out_trade_no(request: Request, out_trade_no: str, mchid: str | None = None) -> Response:
+    return await _query(request, mchid, out_trade_no=out_trade_no)
 
 
 @router.get("/v3/pay/transactions/id/{transaction_id}")
 async def query_by_transaction_id(
     request: Request, transaction_id: str, mchid: str | None = None
 ) -> Response:
-    _, problem = await authenticate(request)
-    if problem:
-        return problem
-    if mchid != get_settings().WECHATPAY_MCHID:
-        return error(400, "PARAM_ERROR", "mchid 缺失或与签名不一致")
-    order = await _find_order(transaction_id=transaction_id)
-    if order is None:
-        return error(404, "ORDER_NOT_EXIST", "订单不存在")
-    return signed(_transaction_view(order))
+    return await _query(request, mchid, transaction_id=transaction_id)
 
 
 @router.post("/v3/pay/transactions/out-trade-no/{out_trade_no}/close")

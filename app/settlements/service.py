@@ -19,7 +19,7 @@ from app.audit import service as audit
 from app.auth.subject import Subject
 from app.exceptions import BadRequest, Conflict, Forbidden, NotFound
 from app.feed.service import feed_service
-from app.kit.pagination import Page, decode_cursor, encode_cursor
+from app.kit.pagination import Page, decode_cursor_as, encode_cursor
 from app.kit.time import business_date, utcnow
 from app.ledger.service import Posting, canteen_payable, ledger_service
 from app.models import Canteen, Settlement
@@ -201,13 +201,7 @@ class SettlementService:
         cursor: str | None,
         limit: int,
     ) -> Page[SettlementOut]:
-        after = None
-        raw = decode_cursor(cursor)
-        if raw is not None:
-            try:
-                after = (str(raw["m"]), str(raw["c"]), int(raw["s"]))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BadRequest("分页参数 cursor 无效，请从第一页重新加载", code="InvalidCursor") from exc
+        after = decode_cursor_as(cursor, lambda raw: (str(raw["m"]), str(raw["c"]), int(raw["s"])))
         rows = await MealRepository(session).list_settlements(
             month=month, canteen_id=canteen_id, status=status, after=after, limit=limit + 1
         )
