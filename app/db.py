@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.config import Settings, get_settings
 
+log = structlog.get_logger("app.db")
 _embedded_lock = threading.Lock()
 _embedded_servers: dict[str, Any] = {}
 
@@ -120,6 +122,30 @@ def set_database(database: Database | None) -> None:
     _database = database
 
 
+AFTER_COMMIT_KEY = "sangyu.after_commit"
+AfterCommitHook = Callable[[AsyncSession], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, key: str, hook: AfterCommitHook) -> None:
+    """Run ``hook(session)`` once after ``session``'s transaction commits (registering the same ``key`` twice
+    runs it once); dropped if it rolls back. The hook runs in a new transaction on the same session and
+    commits it itself; its failure is logged and never undoes or fails what was committed."""
+    session.info.setdefault(AFTER_COMMIT_KEY, {})[key] = hook
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    hooks: dict[str, AfterCommitHook] = session.info.pop(AFTER_COMMIT_KEY, {})
+    for key, hook in hooks.items():
+        try:
+            await hook(session)
+        except Exception:
+            log.exception("after_commit_failed", hook=key)
+            try:
+                await session.rollback()
+            except Exception:  # the connection is gone: nothing more to do
+                log.warning("after_commit_rollback_failed", hook=key)
+
+
 @asynccontextmanager
 async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) -> AsyncIterator[AsyncSession]:
     """One transaction: commit on success (then send the jobs it enqueued), roll back on any error."""
@@ -132,10 +158,12 @@ async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) ->
         except BaseException:
             await session.rollback()
             discard_pending_jobs(session)
+            session.info.pop(AFTER_COMMIT_KEY, None)
             raise
         else:
             await session.commit()
             await send_pending_jobs(session)
+            await run_after_commit(session)
 
 
 async def get_db_session() -> AsyncIterator[AsyncSession]:

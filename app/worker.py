@@ -53,6 +53,7 @@ def _build_broker() -> dramatiq.Broker:
 
 broker = _build_broker()
 dramatiq.set_broker(broker)
+_redis_broker = not isinstance(broker, StubBroker)
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,24 @@ def enqueue(session: AsyncSession, actor: dramatiq.Actor[..., Any], *args: Any, 
 async def send_pending_jobs(session: AsyncSession) -> None:
     """After a commit: hand its jobs to the broker. Jobs the broker refuses (Redis down) are parked in the
     ``job_outbox`` table and re-sent by the scheduler once the broker is back: nothing committed is lost."""
+    messages: list[dramatiq.Message[Any]] = session.info.pop(PENDING_KEY, [])
+    if not messages:
+        return
+    # Dramatiq's Redis broker is synchronous: talk to it from a thread, never block the event loop on Redis
+    failed = await asyncio.to_thread(_hand_over, messages) if _redis_broker else _hand_over(messages)
+    if failed:
+        await park_jobs(failed)
+
+
+def _hand_over(messages: list[dramatiq.Message[Any]]) -> list[dramatiq.Message[Any]]:
     failed: list[dramatiq.Message[Any]] = []
-    for message in session.info.pop(PENDING_KEY, []):
+    for message in messages:
         try:
             broker.enqueue(message)
         except Exception as exc:  # the broker being down must not turn a committed request into an error
             log.warning("job_enqueue_failed", actor=message.actor_name, error=type(exc).__name__)
             failed.append(message)
-    if failed:
-        await park_jobs(failed)
+    return failed
 
 
 async def park_jobs(messages: list[dramatiq.Message[Any]]) -> None:

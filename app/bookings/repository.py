@@ -94,6 +94,18 @@ class BookingRepository:
         )
         return (await self.session.execute(stmt)).first() is not None
 
+    async def slot_has_room(self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int) -> bool:
+        """A plain read (no lock): whether the slot had room for ``meals`` as of the last commit."""
+        stmt = select(
+            exists().where(
+                SlotDay.canteen_id == canteen_id,
+                SlotDay.service_date == service_date,
+                SlotDay.slot == slot,
+                SlotDay.booked_meals + meals <= SlotDay.capacity,
+            )
+        )
+        return bool((await self.session.execute(stmt)).scalar())
+
     async def release_capacity(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int
     ) -> None:

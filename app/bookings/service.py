@@ -146,6 +146,10 @@ def cutoff_for(slot: CanteenSlot, service_date: date) -> datetime:
     return shanghai_datetime(service_date - timedelta(days=slot.cutoff_days_before), slot.cutoff_time)
 
 
+def _slot_full() -> Conflict:
+    return Conflict("这一餐已经订满了，请选择其他餐次或食堂", code="SlotFull")
+
+
 def _fmt(at: datetime) -> str:
     return at.astimezone(SHANGHAI).strftime("%m月%d日 %H:%M")
 
@@ -434,16 +438,10 @@ class BookingService:
     ) -> Booking:
         repo = BookingRepository(session)
         meals = sum(q for _, q in ctx.items)
-        # Lock order everywhere: the slot's capacity row, then items by id, then the booking insert.
-        if not await repo.reserve_capacity(ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals):
-            raise Conflict("这一餐已经订满了，请选择其他餐次或食堂", code="SlotFull")
-        for item, qty in sorted(ctx.items, key=lambda p: p[0].id):
-            if not await repo.take_stock(item.id, qty):
-                raise Conflict(
-                    f"“{item.name}”已经订完了，请换一个菜品",
-                    code="ItemSoldOut",
-                    detail={"menu_item_id": str(item.id)},
-                )
+        # A full slot is refused from a plain read, without waiting for its row lock (most of a rush's
+        # refusals); the conditional UPDATE below is what actually guards capacity.
+        if not await repo.slot_has_room(ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals):
+            raise _slot_full()
         already = await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date)
         priced = await price(session, ctx, already_subsidized=already)
         booking: Booking | None = None
@@ -489,6 +487,7 @@ class BookingService:
             break
         if booking is None:
             raise Conflict("系统繁忙，请稍后再试", code="BookingRetry")
+        lines: list[tuple[PricedLine, BookingLine]] = []
         for pl in priced.lines:
             line = BookingLine(
                 booking_id=booking.id,
@@ -504,7 +503,20 @@ class BookingService:
                 self_pay_fen=pl.self_pay_fen + pl.charity_subsidy_fen,
             )
             repo.add(line)
-            await session.flush()
+            lines.append((pl, line))
+        await session.flush()
+        # The shared rows last, so their locks are held from here to the commit only. Lock order everywhere:
+        # the slot's capacity row, then items by id, then the charity pools (ledger order).
+        if not await repo.reserve_capacity(ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals):
+            raise _slot_full()
+        for item, qty in sorted(ctx.items, key=lambda p: p[0].id):
+            if not await repo.take_stock(item.id, qty):
+                raise Conflict(
+                    f"“{item.name}”已经订完了，请换一个菜品",
+                    code="ItemSoldOut",
+                    detail={"menu_item_id": str(item.id)},
+                )
+        for pl, line in lines:
             if pl.charity_subsidy_fen > 0:
                 held = await charity.place_hold(
                     session,

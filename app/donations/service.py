@@ -299,7 +299,6 @@ class DonationService:
         donation.closed_at = None
         if source == "wechatpay":
             donation.transaction_id = external_ref
-        await session.flush()
         await _ledger().record_donation_payment(
             session,
             donation_id=donation.id,
@@ -321,7 +320,8 @@ class DonationService:
             },
             paid_at,
         )
-        # last, so the year's counter row is locked for as short a time as possible
+        # last, so the year's counter row is locked for as short a time as possible (until the donation's one
+        # UPDATE and the commit)
         year = paid_at.astimezone(SHANGHAI).year
         seq = await repo.next_receipt_seq(year)
         donation.receipt_year, donation.receipt_seq = year, seq

@@ -9,8 +9,10 @@ changes) and ``record_ledger_root`` (one per day).
 Publishing: every feed event inserted or grown in a transaction is published on Redis (channel
 ``sangyu:feed:events``) and the cache version is bumped **after** that transaction commits, never before and
 never for a rolled-back one (SQLAlchemy ``after_commit``). Feed pages and stats are cached under that version, so
-a new event invalidates them at once; a short TTL bounds staleness if a publish is lost. With Redis down every
-read comes from PostgreSQL and writes still succeed.
+a new event invalidates them at once; a short TTL bounds staleness if a publish is lost. In front of Redis each
+process keeps what it served for ``LOCAL_TTL_SECONDS`` (one second), so a burst of public reads costs neither
+Redis nor PostgreSQL; a process drops that copy as soon as it publishes a change itself, and another process's
+copy is at most one second old. With Redis down every read comes from PostgreSQL and writes still succeed.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ CHANNEL = _channel_name()
 VERSION_KEY = "sangyu:feed:version"
 CACHE_PREFIX = "sangyu:feed:cache"
 PAGE_TTL_SECONDS = 60
+LOCAL_TTL_SECONDS = 1.0
+LOCAL_MAX_ENTRIES = 2048
 STATS_TTL_SECONDS = 30
 REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not hold up a public read or a committed write
 ANONYMOUS = "爱心人士"
@@ -273,6 +277,7 @@ breaker = _Breaker()
 
 async def publish(messages: list[dict[str, Any]]) -> None:
     """Bump the cache version and publish each message. Never raises: a committed change stays committed."""
+    local_cache.clear()
     try:
         client = app_redis.get_redis()
         async with client.pipeline(transaction=False) as pipe:
@@ -291,6 +296,33 @@ async def wait_published() -> None:
 
 
 # ---------------------------------------------------------------- cache
+
+
+class _LocalCache:
+    """This process's copy of recently served bodies, each kept ``LOCAL_TTL_SECONDS``."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[float, str]] = {}
+
+    def get(self, key: str) -> str | None:
+        hit = self.entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= time.monotonic():
+            self.entries.pop(key, None)
+            return None
+        return hit[1]
+
+    def put(self, key: str, body: str) -> None:
+        if len(self.entries) >= LOCAL_MAX_ENTRIES:
+            self.entries.clear()
+        self.entries[key] = (time.monotonic() + LOCAL_TTL_SECONDS, body)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+local_cache = _LocalCache()
 
 
 async def _cache_get(version: str, key: str) -> str | None:
@@ -355,14 +387,16 @@ class FeedService:
             raise BadRequest("不认识的动态类型", code="UnknownFeedKind", detail={"kinds": list(FEED_KINDS)})
         before = self._before(cursor)
         key = f"page:{before or 0}:{limit}:{kind or ''}"
+        body = local_cache.get(key)
+        if body is not None:
+            return body
         version = await _cache_version()
-        if version is not None:
-            cached = await _cache_get(version, key)
-            if cached is not None:
-                return cached
-        page = await self.page(session, before=before, limit=limit, kind=kind)
-        body = page.model_dump_json()
-        await _cache_set(version, key, body, PAGE_TTL_SECONDS)
+        body = await _cache_get(version, key) if version is not None else None
+        if body is None:
+            page = await self.page(session, before=before, limit=limit, kind=kind)
+            body = page.model_dump_json()
+            await _cache_set(version, key, body, PAGE_TTL_SECONDS)
+        local_cache.put(key, body)
         return body
 
     async def page(
@@ -379,13 +413,15 @@ class FeedService:
         return [item_of(r) for r in await FeedRepository(session).after(after_id, limit)]
 
     async def stats_json(self, session: AsyncSession) -> str:
+        body = local_cache.get("stats")
+        if body is not None:
+            return body
         version = await _cache_version()
-        if version is not None:
-            cached = await _cache_get(version, "stats")
-            if cached is not None:
-                return cached
-        body = (await self.stats(session)).model_dump_json()
-        await _cache_set(version, "stats", body, STATS_TTL_SECONDS)
+        body = await _cache_get(version, "stats") if version is not None else None
+        if body is None:
+            body = (await self.stats(session)).model_dump_json()
+            await _cache_set(version, "stats", body, STATS_TTL_SECONDS)
+        local_cache.put("stats", body)
         return body
 
     async def stats(self, session: AsyncSession, *, days: int = 30) -> FeedStats:

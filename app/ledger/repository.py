@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from app.models import (
     Allocation,
@@ -26,6 +27,8 @@ from app.models import (
 
 # pg_advisory_xact_lock key serializing appends to the hash chain ("SANGYULG").
 CHAIN_LOCK_KEY = 0x53414E4759554C47
+# pg_advisory_xact_lock(class, key) namespace for per-donation locks ("SYDN")
+DONATION_LOCK_CLASS = 0x5359444E
 
 
 class LedgerRepository:
@@ -37,10 +40,66 @@ class LedgerRepository:
     async def lock_chain(self) -> None:
         await self.session.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
 
+    async def lock_donation(self, donation_id: uuid.UUID) -> None:
+        """Serialize the ledger's writes for one donation (payment, refunds), not the whole ledger."""
+        await self.session.execute(
+            select(func.pg_advisory_xact_lock(DONATION_LOCK_CLASS, func.hashtext(str(donation_id))))
+        )
+
+    async def try_lock_chain(self) -> bool:
+        return bool(await self.session.scalar(select(func.pg_try_advisory_xact_lock(CHAIN_LOCK_KEY))))
+
+    async def unsealed(self, limit: int) -> list[JournalEntry]:
+        stmt = (
+            select(JournalEntry)
+            .where(JournalEntry.seq.is_(None))
+            .order_by(JournalEntry.created_at, JournalEntry.id)
+            .limit(limit)
+        )
+        return list((await self.session.execute(stmt.execution_options(populate_existing=True))).scalars())
+
+    async def has_unsealed(self, entry_ids: Sequence[uuid.UUID] | None = None) -> bool:
+        stmt = select(JournalEntry.id).where(JournalEntry.seq.is_(None))
+        if entry_ids is not None:
+            stmt = stmt.where(JournalEntry.id.in_(entry_ids))
+        return (await self.session.execute(stmt.limit(1))).first() is not None
+
+    async def seal_rows(self, rows: Sequence[tuple[uuid.UUID, int, str, str]]) -> None:
+        """One UPDATE for a batch: ``(entry id, seq, prev_hash, hash)``; the trigger lets only this through."""
+        await self.session.execute(
+            text(
+                """
+                UPDATE journal_entries AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash
+                FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[]), CAST(:prevs AS text[]),
+                            CAST(:hashes AS text[])) AS v(id, seq, prev_hash, hash)
+                WHERE e.id = v.id AND e.seq IS NULL
+                """
+            ),
+            {
+                "ids": [r[0] for r in rows],
+                "seqs": [r[1] for r in rows],
+                "prevs": [r[2] for r in rows],
+                "hashes": [r[3] for r in rows],
+            },
+        )
+
+    async def unsealed_sums(self, codes: Sequence[str]) -> dict[str, int]:
+        """Σ postings of entries not sealed yet, per account (what a deferred balance has still to add)."""
+        stmt = (
+            select(Posting.account_code, func.sum(Posting.amount_fen))
+            .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+            .where(JournalEntry.seq.is_(None), Posting.account_code.in_(codes))
+            .group_by(Posting.account_code)
+        )
+        return {code: int(total) for code, total in (await self.session.execute(stmt)).all()}
+
     async def chain_head(self) -> tuple[int, str] | None:
         row = (
             await self.session.execute(
-                select(JournalEntry.seq, JournalEntry.hash).order_by(JournalEntry.seq.desc()).limit(1)
+                select(JournalEntry.seq, JournalEntry.hash)
+                .where(JournalEntry.seq.is_not(None))
+                .order_by(JournalEntry.seq.desc())
+                .limit(1)
             )
         ).first()
         return (row[0], row[1]) if row else None
@@ -55,11 +114,28 @@ class LedgerRepository:
 
     async def entries_by_ids(self, entry_ids: Sequence[uuid.UUID]) -> list[JournalEntry]:
         stmt = select(JournalEntry).where(JournalEntry.id.in_(entry_ids)).order_by(JournalEntry.seq)
-        return list((await self.session.execute(stmt)).scalars())
+        return list((await self.session.execute(stmt.execution_options(populate_existing=True))).scalars())
 
-    async def add_entry(self, entry: JournalEntry, postings: Sequence[tuple[str, int]]) -> None:
+    async def insert_entry(self, entry: JournalEntry, postings: Sequence[tuple[str, int]]) -> bool:
+        """Insert an unsealed entry and its postings; False (nothing written) when its business key exists,
+        having waited for a concurrent transaction holding that key to finish."""
+        values = {
+            c.key: getattr(entry, c.key)
+            for c in JournalEntry.__table__.columns
+            if c.key not in ("seq", "prev_hash", "hash")
+        }
+        inserted = await self.session.scalar(
+            insert(JournalEntry)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[JournalEntry.business_key])
+            .returning(JournalEntry.id)
+        )
+        if inserted is None:
+            return False
+        make_transient_to_detached(
+            entry
+        )  # the row exists now: the object joins the session without an INSERT
         self.session.add(entry)
-        await self.session.flush([entry])
         await self.session.execute(
             insert(Posting),
             [
@@ -67,6 +143,7 @@ class LedgerRepository:
                 for i, (account, amount) in enumerate(postings, start=1)
             ],
         )
+        return True
 
     async def postings_of(self, entry_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[tuple[str, int]]]:
         out: dict[uuid.UUID, list[tuple[str, int]]] = {eid: [] for eid in entry_ids}
@@ -86,7 +163,7 @@ class LedgerRepository:
     async def day_hashes(self, day: date) -> list[tuple[uuid.UUID, int, str]]:
         stmt = (
             select(JournalEntry.id, JournalEntry.seq, JournalEntry.hash)
-            .where(JournalEntry.day == day)
+            .where(JournalEntry.day == day, JournalEntry.seq.is_not(None))
             .order_by(JournalEntry.seq)
         )
         return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]
@@ -174,6 +251,22 @@ class LedgerRepository:
             update(LedgerAccount)
             .where(LedgerAccount.code == code)
             .values(balance_fen=LedgerAccount.balance_fen + delta)
+        )
+
+    async def add_to_balances(self, deltas: dict[str, int]) -> None:
+        """Several accounts in one statement (the sealer's deferred balances), in code order."""
+        items = sorted((code, delta) for code, delta in deltas.items() if delta)
+        if not items:
+            return
+        await self.session.execute(
+            text(
+                """
+                UPDATE ledger_accounts AS a SET balance_fen = a.balance_fen + v.delta
+                FROM unnest(CAST(:codes AS text[]), CAST(:deltas AS bigint[])) AS v(code, delta)
+                WHERE a.code = v.code
+                """
+            ),
+            {"codes": [c for c, _ in items], "deltas": [d for _, d in items]},
         )
 
     async def add_to_held(self, code: str, delta: int) -> None:
@@ -364,8 +457,12 @@ class LedgerRepository:
     async def canteen(self, canteen_id: uuid.UUID) -> Canteen | None:
         return await self.session.get(Canteen, canteen_id)
 
-    async def account_posting_sums(self) -> dict[str, int]:
+    async def account_posting_sums(self, *, sealed_only: bool = False) -> dict[str, int]:
         stmt = select(Posting.account_code, func.sum(Posting.amount_fen)).group_by(Posting.account_code)
+        if sealed_only:
+            stmt = stmt.join(JournalEntry, JournalEntry.id == Posting.entry_id).where(
+                JournalEntry.seq.is_not(None)
+            )
         return {r[0]: int(r[1]) for r in (await self.session.execute(stmt)).all()}
 
     async def all_accounts(self) -> list[LedgerAccount]:

@@ -6,16 +6,25 @@ Sign convention: **debit positive, credit negative**; every entry's postings sum
 payable:canteen −X``; a refund is ``pool +X / clearing −X``. What a pool can still give is
 ``-balance_fen - held_fen`` and is never negative.
 
-``ledger_service.post`` is the only writer of entries. It takes the chain lock (a transaction-scoped advisory
-lock), so entries get consecutive ``seq`` numbers and ``hash = SHA-256(prev_hash || canonical entry)``
-(see ``app/ledger/chain.py``). A business key names each entry: the same key with the same content returns the
-existing entry, with different content it is ``LedgerKeyReused``.
+``ledger_service.post`` is the only writer of entries. It writes an entry *unsealed*, in the business
+transaction, without any ledger-wide lock. The sealer (``seal``: after each committing transaction that posted,
+on demand before a proof, a digest or ``ledger-check``, and every minute as a job) takes the chain lock in a
+short transaction of its own and chains the committed entries in batches: consecutive ``seq`` numbers and
+``hash = SHA-256(prev_hash || canonical entry)`` (see ``app/ledger/chain.py``). A business key names each entry:
+the same key with the same content returns the existing entry, with different content it is
+``LedgerKeyReused``.
+
+Balances: pools and funds (``no_overdraft``) are kept by the posting transaction under their row lock, because
+every spend is checked against them; every other account (clearing, bank, payables, fees) is a sum the sealer
+adds up per batch, so that no single hot row serialises all payments. ``balances()`` gives exact figures either
+way.
 
 Donation lots: each paid donation is one lot on its target account. Holds reserve fen from lots FIFO
 (the canteen's pool first, then the general meal pool, oldest payment first) under row locks; a hold is then
 posted (meal served) or voided (cancelled / no-show), exactly once. Refunds come only from a lot's remainder.
 
-Lock order everywhere: chain lock → hold row → accounts (by code) → lots (by fifo_no).
+Lock order everywhere: donation lock or hold row → accounts (by code) → lots (by fifo_no). The chain lock is
+taken only by the sealer, in a transaction of its own that touches nothing else.
 """
 
 from __future__ import annotations
@@ -25,16 +34,17 @@ import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import after_commit
 from app.exceptions import BadRequest, Conflict, NotFound
 from app.kit.time import business_date, utcnow
 from app.ledger import chain
 from app.ledger.repository import LedgerRepository
-from app.models import CharityHold, DonationLot, JournalEntry, LedgerAccount, LedgerDigest
+from app.models import CharityHold, DonationLot, JournalEntry, LedgerDigest
 from app.models.charity_hold import HoldStatus
 
 GENERAL_MEAL_POOL = "pool:general_meal"
@@ -54,6 +64,7 @@ _SCOPED_ACCOUNTS = [
     (re.compile(rf"^payable:canteen:({_UUID})$"), "payable", False, "canteen"),
 ]
 _MAX_FEN = 10**15
+DIGEST_GRACE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,14 @@ class Posting:
 
     account: str
     amount_fen: int
+
+
+@dataclass(frozen=True)
+class AccountBalance:
+    code: str
+    kind: str
+    balance_fen: int
+    held_fen: int
 
 
 @dataclass(frozen=True)
@@ -121,9 +140,16 @@ def _check_text(value: Any, field: str, max_len: int) -> str:
     return value
 
 
+def sealed(entry: JournalEntry) -> tuple[int, str, str]:
+    """``(seq, prev_hash, hash)`` of an entry the sealer has chained."""
+    if entry.seq is None or entry.prev_hash is None or entry.hash is None:
+        raise ValueError(f"entry {entry.id} is not sealed yet")
+    return entry.seq, entry.prev_hash, entry.hash
+
+
 def entry_document(entry: JournalEntry, postings: list[tuple[str, int]]) -> dict[str, Any]:
     return chain.entry_document(
-        seq=entry.seq,
+        seq=sealed(entry)[0],
         business_key=entry.business_key,
         kind=entry.kind,
         memo=entry.memo,
@@ -199,53 +225,110 @@ class LedgerService:
         fingerprint = chain.content_hash(kind, lines)
 
         repo = LedgerRepository(session)
-        await repo.lock_chain()
         existing = await repo.entry_by_key(business_key)
         if existing is not None:
-            if existing.content_hash != fingerprint:
-                raise Conflict(
-                    "这笔账已经记过，内容却不一样",
-                    code="LedgerKeyReused",
-                    detail={"business_key": business_key, "entry_id": str(existing.id)},
-                )
-            return existing
+            return self._replayed_entry(existing, fingerprint)
 
         codes = sorted({a for a, _ in lines})
         await self._ensure_accounts(repo, codes)
-        accounts = await repo.lock_accounts(codes)
         deltas: dict[str, int] = defaultdict(int)
         for account, amount in lines:
             deltas[account] += amount
-        for code, delta in sorted(deltas.items()):
-            acc = accounts[code]
-            if acc.no_overdraft and -(acc.balance_fen + delta) - acc.held_fen < 0:
+        # pools and funds: balance kept in this transaction, under the row lock, so no one overdraws them;
+        # every other account's balance is added up by the sealer (no hot row such as the clearing account)
+        checked = [code for code in sorted(deltas) if account_spec(code).no_overdraft]
+        accounts = await repo.lock_accounts(checked) if checked else {}
+        for code in checked:
+            acc, delta = accounts[code], deltas[code]
+            if -(acc.balance_fen + delta) - acc.held_fen < 0:
                 raise Conflict(
                     "资金池余额不足",
                     code="InsufficientFunds",
                     detail={"account": code, "available_fen": -acc.balance_fen - acc.held_fen},
                 )
 
-        head = await repo.chain_head()
-        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, chain.GENESIS_HASH)
         created_at = utcnow()
         entry = JournalEntry(
             id=uuid.uuid4(),
-            seq=seq,
+            seq=None,
             business_key=business_key,
             kind=kind,
             memo=memo,
             refs=_json_safe(refs),
             content_hash=fingerprint,
-            prev_hash=prev_hash,
+            prev_hash=None,
+            hash=None,
             day=business_date(created_at),
             created_at=created_at,
         )
-        entry.hash = chain.entry_hash(prev_hash, entry_document(entry, lines))
-        await repo.add_entry(entry, lines)
-        for code, delta in sorted(deltas.items()):
-            if delta:
-                await repo.add_to_balance(code, delta)
+        if not await repo.insert_entry(entry, lines):
+            # the same key was committed by a concurrent transaction while this one waited on it
+            existing = await repo.entry_by_key(business_key)
+            assert existing is not None
+            return self._replayed_entry(existing, fingerprint)
+        for code in checked:
+            if deltas[code]:
+                await repo.add_to_balance(code, deltas[code])
+        after_commit(session, "ledger.seal", seal_after_commit)
         return entry
+
+    @staticmethod
+    def _replayed_entry(existing: JournalEntry, fingerprint: str) -> JournalEntry:
+        if existing.content_hash != fingerprint:
+            raise Conflict(
+                "这笔账已经记过，内容却不一样",
+                code="LedgerKeyReused",
+                detail={"business_key": existing.business_key, "entry_id": str(existing.id)},
+            )
+        return existing
+
+    # ================================================================ the sealer
+
+    async def seal(self, session: AsyncSession, *, wait: bool = True, batch: int = 2000) -> int:
+        """Chain every committed entry that is not sealed yet (consecutive ``seq``, ``prev_hash``, ``hash``)
+        and add their postings to the balances that are not kept in the posting transaction. Holds the chain
+        lock (transaction-scoped) until the caller commits. ``wait=False`` gives up at once when another
+        transaction is sealing: that one, or the next, picks these entries up. Returns how many it sealed."""
+        repo = LedgerRepository(session)
+        if wait:
+            await repo.lock_chain()
+        elif not await repo.try_lock_chain():
+            return 0
+        head = await repo.chain_head()
+        seq, prev_hash = head if head else (0, chain.GENESIS_HASH)
+        sealed = 0
+        while True:
+            entries = await repo.unsealed(batch)
+            if not entries:
+                break
+            postings = await repo.postings_of([e.id for e in entries])
+            rows: list[tuple[uuid.UUID, int, str, str]] = []
+            deferred: dict[str, int] = defaultdict(int)
+            for entry in entries:
+                seq += 1
+                lines = postings[entry.id]
+                document = chain.entry_document(
+                    seq=seq,
+                    business_key=entry.business_key,
+                    kind=entry.kind,
+                    memo=entry.memo,
+                    refs=entry.refs,
+                    day=entry.day,
+                    created_at=entry.created_at,
+                    postings=lines,
+                )
+                entry_hash = chain.entry_hash(prev_hash, document)
+                rows.append((entry.id, seq, prev_hash, entry_hash))
+                prev_hash = entry_hash
+                for account, amount in lines:
+                    if not account_spec(account).no_overdraft:
+                        deferred[account] += amount
+            await repo.seal_rows(rows)
+            await repo.add_to_balances(deferred)
+            sealed += len(entries)
+            if len(entries) < batch:
+                break
+        return sealed
 
     async def _ensure_accounts(self, repo: LedgerRepository, codes: list[str]) -> None:
         existing = await repo.existing_account_codes(codes)
@@ -295,7 +378,7 @@ class LedgerService:
             raise BadRequest("付款时间不对", code="LedgerBadInput", detail={"field": "paid_at"})
 
         repo = LedgerRepository(session)
-        await repo.lock_chain()
+        await repo.lock_donation(donation_id)
         lot = await repo.lot_for_donation(donation_id)
         if lot is None:
             lot = await repo.lot_by_external_ref(source, external_ref)
@@ -364,7 +447,7 @@ class LedgerService:
             raise BadRequest("退款渠道不对", code="LedgerBadInput", detail={"field": "source"})
         _check_text(external_ref, "external_ref", 128)
         repo = LedgerRepository(session)
-        await repo.lock_chain()
+        await repo.lock_donation(donation_id)
         lot = await repo.lot_for_donation(donation_id)
         if lot is None:
             raise NotFound("这笔捐款还没有入账", code="DonationNotInLedger")
@@ -500,7 +583,6 @@ class LedgerService:
         nothing was held for this key. Posting twice returns the same entry; posting a voided hold is a
         ``HoldAlreadyVoided`` conflict."""
         repo = LedgerRepository(session)
-        await repo.lock_chain()
         hold = await repo.hold_by_key(hold_key, lock=True)
         if hold is None:
             return None
@@ -650,6 +732,8 @@ class LedgerService:
     async def proof_for_entries(self, session: AsyncSession, entry_ids: list[uuid.UUID]) -> dict[str, Any]:
         """Entries with everything needed to recompute their day's Merkle root (``chain.verify_proof``)."""
         repo = LedgerRepository(session)
+        if await repo.has_unsealed(entry_ids):  # written moments ago: chain them now
+            await self.seal(session)
         entries = await repo.entries_by_ids(list(dict.fromkeys(entry_ids)))
         if not entries or len(entries) != len(set(entry_ids)):
             raise NotFound("找不到这些账目", code="LedgerEntryNotFound")
@@ -672,7 +756,7 @@ class LedgerService:
                     "entry": entry_document(entry, postings[entry.id]),
                     "prev_hash": entry.prev_hash,
                     "hash": entry.hash,
-                    "path": chain.merkle_path(leaves, leaves.index(entry.hash)),
+                    "path": chain.merkle_path(leaves, leaves.index(entry.hash or "")),
                     "root": chain.merkle_root(leaves),
                 }
             )
@@ -682,7 +766,7 @@ class LedgerService:
 
     async def publish_digest(self, session: AsyncSession, *, day: date) -> LedgerDigest:
         """Compute and store the Merkle root of a finished day (idempotent)."""
-        if day >= business_date():
+        if not digest_ready(day):
             raise Conflict(
                 "当天的账目还没有结束，次日公布", code="DigestNotReady", detail={"date": day.isoformat()}
             )
@@ -690,7 +774,7 @@ class LedgerService:
         existing = await repo.digest(day)
         if existing is not None:
             return existing
-        await repo.lock_chain()  # entries of the day still being committed finish first
+        await self.seal(session)  # chain what has been committed, and keep the chain still while counting
         await repo.insert_digest(self._digest_values(day, await repo.day_hashes(day)))
         digest = await repo.digest(day)
         assert digest is not None
@@ -718,10 +802,12 @@ class LedgerService:
         repo = LedgerRepository(session)
         digest = await repo.digest(day)
         if digest is None:
-            if day >= business_date():
+            if not digest_ready(day):
                 raise NotFound(
                     "当天的账目还没有结束，次日公布", code="DigestNotReady", detail={"date": day.isoformat()}
                 )
+            if await repo.has_unsealed():
+                await self.seal(session)
             rows = await repo.day_hashes(day)
             if not rows:
                 return {**self._digest_values(day, rows), "day": day.isoformat(), "computed_at": None}
@@ -739,7 +825,7 @@ class LedgerService:
     async def publish_missing_digests(self, session: AsyncSession) -> list[date]:
         """Every finished day that has entries but no digest yet (normally just yesterday)."""
         repo = LedgerRepository(session)
-        days = await repo.days_without_digest(business_date())
+        days = [day for day in await repo.days_without_digest(business_date()) if digest_ready(day)]
         for day in days:
             await self.publish_digest(session, day=day)
         return days
@@ -750,6 +836,7 @@ class LedgerService:
         """Verify the chain, the published roots and every invariant. Each problem names what is wrong and,
         for entries, which entry."""
         repo = LedgerRepository(session)
+        await self.seal(session)  # everything committed gets chained, and the chain stays still meanwhile
         problems: list[dict[str, Any]] = []
 
         def problem(check: str, message: str, entry: JournalEntry | None = None, **extra: Any) -> None:
@@ -771,11 +858,12 @@ class LedgerService:
             for entry in batch:
                 checked += 1
                 lines = postings[entry.id]
-                if entry.seq != prev_seq + 1:
-                    problem("chain", f"序号不连续：期望 {prev_seq + 1}，实际 {entry.seq}", entry)
-                if entry.prev_hash != prev_hash:
+                seq, entry_prev, entry_hash = sealed(entry)
+                if seq != prev_seq + 1:
+                    problem("chain", f"序号不连续：期望 {prev_seq + 1}，实际 {seq}", entry)
+                if entry_prev != prev_hash:
                     problem("chain", "prev_hash 与上一笔分录的 hash 不一致", entry)
-                if chain.entry_hash(entry.prev_hash, entry_document(entry, lines)) != entry.hash:
+                if chain.entry_hash(entry_prev, entry_document(entry, lines)) != entry_hash:
                     problem("hash", "分录内容与其 hash 不符（分录或其记账行被改动）", entry)
                 if chain.content_hash(entry.kind, lines) != entry.content_hash:
                     problem("hash", "分录的内容指纹与记账行不符", entry)
@@ -783,8 +871,8 @@ class LedgerService:
                     problem("balance", f"记账行合计不为零：{sum(a for _, a in lines)} 分", entry)
                 if business_date(entry.created_at) != entry.day:
                     problem("day", "分录日期与记账时间不符", entry)
-                day_leaves[entry.day].append(entry.hash)
-                prev_seq, prev_hash = entry.seq, entry.hash
+                day_leaves[entry.day].append(entry_hash)
+                prev_seq, prev_hash = seq, entry_hash
 
         # 2. published daily roots
         digests = await repo.all_digests()
@@ -795,6 +883,7 @@ class LedgerService:
 
         # 3. accounts: cached balances re-derived; no pool or fund overdrawn
         sums = await repo.account_posting_sums()
+        sealed_sums = await repo.account_posting_sums(sealed_only=True)
         accounts = await repo.all_accounts()
         held_by_account: dict[str, int] = defaultdict(int)
         held_by_lot: dict[uuid.UUID, int] = defaultdict(int)
@@ -811,10 +900,12 @@ class LedgerService:
                 posted_by_lot[lot_id] += total
                 live_by_hold[hold_id] += total
         for acc in accounts:
-            if acc.balance_fen != sums.get(acc.code, 0):
+            # pools and funds are kept by the posting transaction; the others by the sealer
+            expected = (sums if acc.no_overdraft else sealed_sums).get(acc.code, 0)
+            if acc.balance_fen != expected:
                 problem(
                     "account",
-                    f"账户余额缓存 {acc.balance_fen} 与记账合计 {sums.get(acc.code, 0)} 不符",
+                    f"账户余额缓存 {acc.balance_fen} 与记账合计 {expected} 不符",
                     account=acc.code,
                 )
             if acc.held_fen != held_by_account.get(acc.code, 0):
@@ -872,8 +963,28 @@ class LedgerService:
             "problems": problems,
         }
 
-    async def balances(self, session: AsyncSession, codes: list[str]) -> dict[str, LedgerAccount]:
-        return {a.code: a for a in await LedgerRepository(session).accounts(codes)}
+    async def balances(self, session: AsyncSession, codes: list[str]) -> dict[str, AccountBalance]:
+        """Exact balances, whether or not the latest entries are sealed yet."""
+        repo = LedgerRepository(session)
+        accounts = await repo.accounts(codes)
+        pending = await repo.unsealed_sums([a.code for a in accounts if not a.no_overdraft])
+        return {
+            a.code: AccountBalance(a.code, a.kind, a.balance_fen + pending.get(a.code, 0), a.held_fen)
+            for a in accounts
+        }
+
+
+async def seal_after_commit(session: AsyncSession) -> None:
+    """After a transaction that posted entries: chain them now unless another transaction is sealing (its run,
+    the next one, or the minutely ``ledger.seal`` job takes them)."""
+    await ledger_service.seal(session, wait=False)
+    await session.commit()
+
+
+def digest_ready(day: date) -> bool:
+    """A day's root is published once the day is over plus ``DIGEST_GRACE``: an entry dated 23:59:59 whose
+    transaction commits just after midnight is still in it."""
+    return day < business_date(utcnow() - DIGEST_GRACE)
 
 
 ledger_service = LedgerService()

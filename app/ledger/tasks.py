@@ -14,3 +14,11 @@ async def publish_daily_digest(session: AsyncSession) -> None:
     """Just after midnight (Asia/Shanghai): publish yesterday's Merkle root, and any day still missing one."""
     days = await ledger_service.publish_missing_digests(session)
     log.info("ledger_digests_published", days=[d.isoformat() for d in days])
+
+
+@task("ledger.seal", cron="* * * * *")
+async def seal_ledger(session: AsyncSession) -> None:
+    """Every minute: chain any committed entry the after-commit sealing skipped (it yields when busy)."""
+    sealed = await ledger_service.seal(session)
+    if sealed:
+        log.info("ledger_sealed", entries=sealed)

@@ -78,6 +78,8 @@ class PaymentService:
         if problem:
             log.error("notification_mismatch", donation_id=str(donation.id), problem=problem)
             raise NotificationRejected(problem, 400)
+        # before the payment: completing it ends with the year's receipt counter, locked until commit
+        await inbox.mark_handled(inbox_id, utcnow())
         done = await donation_service.complete_payment(
             session,
             donation,
@@ -85,7 +87,6 @@ class PaymentService:
             external_ref=str(tx["transaction_id"]),
             paid_at=parse_success_time(tx.get("success_time")),
         )
-        await inbox.mark_handled(inbox_id, utcnow())
         return "paid" if done else "already_paid"
 
     async def handle_refund_notification(

@@ -109,6 +109,23 @@ async def test_redis_down_reads_and_writes_still_work(
     finally:
         monkeypatch.undo()
         feed_module.breaker.reset()
-    # Redis is back: the page cached before the outage is not served (the lost publish is made up for)
+    # Redis is back: the page cached before the outage is not served (the lost publish is made up for);
+    # this process's one-second copy (read from PostgreSQL during the outage) has run out meanwhile
+    feed_module.local_cache.clear()
     assert (await _amounts(client))[:2] == [600, 500]
     assert not feed_module.breaker.stale
+
+
+async def test_local_copy_lasts_one_second_and_goes_with_own_publish(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = feed_module._LocalCache()
+    clock = [1000.0]
+    monkeypatch.setattr(feed_module.time, "monotonic", lambda: clock[0])
+    cache.put("page:0:20:", "body")
+    clock[0] += feed_module.LOCAL_TTL_SECONDS - 0.01
+    assert cache.get("page:0:20:") == "body"
+    clock[0] += 0.02
+    assert cache.get("page:0:20:") is None
+    # a publish from this process drops the process-wide copy at once
+    feed_module.local_cache.put("stats", "old")
+    await feed_module.publish([])
+    assert feed_module.local_cache.get("stats") is None

@@ -30,6 +30,12 @@ async def test_post_writes_balanced_chained_entry(session: AsyncSession) -> None
         kind="test",
         postings=[Posting("wechatpay_clearing", 300), Posting("external:donors", -300)],
     )
+    # written unsealed, chained by the sealer in the order they were written
+    assert first.seq is None and first.hash is None
+    assert await ledger_service.seal(session) >= 2
+    await session.refresh(first)
+    await session.refresh(second)
+    assert first.seq is not None and first.prev_hash is not None and first.hash is not None
     assert second.seq == first.seq + 1
     assert second.prev_hash == first.hash
     assert first.refs == {"x": str(uuid.UUID(int=1))}
@@ -55,8 +61,9 @@ async def test_replay_same_key_same_content_is_one_entry(session: AsyncSession) 
     b = await ledger_service.post(session, business_key=key, kind="test", postings=list(reversed(postings)))
     assert a.id == b.id
     assert await entry_count(session, key) == 1
-    donors = await session.get(LedgerAccount, "external:donors", populate_existing=True)
-    assert donors is not None and donors.balance_fen <= -100
+    assert (await ledger_service.balances(session, ["external:donors"]))[
+        "external:donors"
+    ].balance_fen <= -100
 
 
 async def test_same_key_different_amount_is_conflict_and_changes_nothing(session: AsyncSession) -> None:
@@ -164,8 +171,8 @@ async def test_donation_payment_creates_lot_and_is_idempotent(session: AsyncSess
         .all()
     )
     assert len(lots) == 1 and lots[0].amount_fen == 1000 and lots[0].account_code == pool
-    clearing = await session.get(LedgerAccount, "wechatpay_clearing", populate_existing=True)
-    assert clearing is not None and clearing.balance_fen >= 1000
+    clearing = (await ledger_service.balances(session, ["wechatpay_clearing"]))["wechatpay_clearing"]
+    assert clearing.balance_fen >= 1000
     assert await pool_free(session, pool) == 1000
     assert await ledger_service.refundable_fen(session, donation_id=donation_id) == 1000
 

@@ -26,13 +26,17 @@ from tests.ledger.helpers import donate
 
 
 async def _entry(session: AsyncSession, amount: int = 700) -> JournalEntry:
-    return await ledger_service.post(
+    """A sealed entry."""
+    entry = await ledger_service.post(
         session,
         business_key=unique("k"),
         kind="test",
         postings=[Posting("expense:wechat_fee", amount), Posting("wechatpay_clearing", -amount)],
         memo="测试",
     )
+    assert await ledger_service.seal(session) >= 1
+    await session.refresh(entry)
+    return entry
 
 
 @pytest.mark.parametrize(
@@ -51,6 +55,42 @@ async def test_database_refuses_update_and_delete(session: AsyncSession, stateme
             await session.execute(text(statement), {"id": entry.id})
     report = await ledger_service.check(session)
     assert report["ok"], report["problems"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # sealing again, or sealing while changing the content, is still an edit
+        "UPDATE journal_entries SET seq = seq + 1000000 WHERE id = :id",
+        "UPDATE journal_entries SET seq = NULL, prev_hash = NULL, hash = NULL WHERE id = :id",
+    ],
+)
+async def test_sealed_entry_cannot_be_resealed(session: AsyncSession, statement: str) -> None:
+    entry = await _entry(session)
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with session.begin_nested():
+            await session.execute(text(statement), {"id": entry.id})
+
+
+async def test_sealing_cannot_change_an_unsealed_entry(session: AsyncSession) -> None:
+    entry = await ledger_service.post(
+        session,
+        business_key=unique("k"),
+        kind="test",
+        postings=[Posting("expense:wechat_fee", 5), Posting("wechatpay_clearing", -5)],
+    )
+    assert entry.seq is None
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with session.begin_nested():
+            await session.execute(
+                text(
+                    "UPDATE journal_entries SET seq = 99999999, prev_hash = repeat('0', 64), "
+                    "hash = repeat('1', 64), memo = 'x' WHERE id = :id"
+                ),
+                {"id": entry.id},
+            )
+    assert await ledger_service.seal(session) >= 1
+    assert (await ledger_service.check(session))["ok"]
 
 
 async def _force(session: AsyncSession, statement: str, params: dict[str, Any]) -> None:
