@@ -23,7 +23,15 @@ COMMAND_MODULES: list[str] = [
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-    return asyncio.run(fn(*args))
+    async def main() -> Any:
+        from app.ledger.service import sealer
+
+        try:
+            return await fn(*args)
+        finally:
+            await sealer.drain()  # entries the command posted are chained before its loop ends
+
+    return asyncio.run(main())
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from sqlalchemy import Date, String, and_, cast, distinct, func, or_, select, up
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.ledger.repository import LedgerRepository
 from app.models import (
     Allocation,
     Canteen,
@@ -154,11 +155,14 @@ class FeedRepository:
         return int((await self.session.execute(stmt)).scalar_one())
 
     async def account_balances(self) -> list[tuple[str, str, int, int]]:
-        """(code, kind, balance, held) of every pool, fund and fee account."""
+        """(code, kind, balance, held) of every pool, fund and fee account, exact whether or not the latest
+        entries are sealed yet (the fee account's balance is summed by the sealer)."""
         stmt = select(
             LedgerAccount.code, LedgerAccount.kind, LedgerAccount.balance_fen, LedgerAccount.held_fen
         ).where(or_(LedgerAccount.kind.in_(("pool", "fund")), LedgerAccount.code == FEE_ACCOUNT))
-        return [(r[0], r[1], int(r[2]), int(r[3])) for r in await self.session.execute(stmt)]
+        rows = [(r[0], r[1], int(r[2]), int(r[3])) for r in await self.session.execute(stmt)]
+        pending = await LedgerRepository(self.session).unsealed_sums([FEE_ACCOUNT])
+        return [(code, kind, bal + pending.get(code, 0), held) for code, kind, bal, held in rows]
 
     async def meals_funded(self) -> tuple[int, int]:
         stmt = select(func.count(CharityHold.id), func.coalesce(func.sum(CharityHold.held_fen), 0)).where(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
@@ -269,6 +269,20 @@ class LedgerRepository:
             {"codes": [c for c, _ in items], "deltas": [d for _, d in items]},
         )
 
+    async def add_to_balance_within_funds(self, code: str, delta: int) -> bool:
+        """A pool's or fund's balance moves only while it stays covered: ``-(balance + delta) - held >= 0``.
+        The row stays locked until commit. False when it would not be covered (or the row is missing)."""
+        stmt = (
+            update(LedgerAccount)
+            .where(
+                LedgerAccount.code == code,
+                -(LedgerAccount.balance_fen + delta) - LedgerAccount.held_fen >= 0,
+            )
+            .values(balance_fen=LedgerAccount.balance_fen + delta)
+            .returning(LedgerAccount.code)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
     async def add_to_held(self, code: str, delta: int) -> None:
         await self.session.execute(
             update(LedgerAccount)
@@ -286,9 +300,20 @@ class LedgerRepository:
             await self.session.execute(stmt.execution_options(populate_existing=True))
         ).scalar_one_or_none()
 
-    async def lot_by_external_ref(self, source: str, external_ref: str) -> DonationLot | None:
-        stmt = select(DonationLot).where(
-            DonationLot.source == source, DonationLot.external_ref == external_ref
+    async def lot_for_donation_or_ref(
+        self, donation_id: uuid.UUID, source: str, external_ref: str
+    ) -> DonationLot | None:
+        """The lot of this donation, else the lot already holding this payment (for another donation)."""
+        stmt = (
+            select(DonationLot)
+            .where(
+                or_(
+                    DonationLot.donation_id == donation_id,
+                    and_(DonationLot.source == source, DonationLot.external_ref == external_ref),
+                )
+            )
+            .order_by((DonationLot.donation_id == donation_id).desc())
+            .limit(1)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 

@@ -29,14 +29,16 @@ taken only by the sealer, in a transaction of its own that touches nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import after_commit
@@ -64,6 +66,7 @@ _SCOPED_ACCOUNTS = [
     (re.compile(rf"^payable:canteen:({_UUID})$"), "payable", False, "canteen"),
 ]
 _MAX_FEN = 10**15
+log = structlog.get_logger("app.ledger")
 DIGEST_GRACE = timedelta(minutes=5)
 
 
@@ -225,27 +228,29 @@ class LedgerService:
         fingerprint = chain.content_hash(kind, lines)
 
         repo = LedgerRepository(session)
-        existing = await repo.entry_by_key(business_key)
-        if existing is not None:
-            return self._replayed_entry(existing, fingerprint)
-
         codes = sorted({a for a, _ in lines})
         await self._ensure_accounts(repo, codes)
         deltas: dict[str, int] = defaultdict(int)
         for account, amount in lines:
             deltas[account] += amount
-        # pools and funds: balance kept in this transaction, under the row lock, so no one overdraws them;
-        # every other account's balance is added up by the sealer (no hot row such as the clearing account)
-        checked = [code for code in sorted(deltas) if account_spec(code).no_overdraft]
-        accounts = await repo.lock_accounts(checked) if checked else {}
+        # Pools and funds: balance kept in this transaction by a conditional UPDATE (row-locked to commit), so
+        # no one overdraws them; every other account's balance is added up by the sealer (no hot row such as
+        # the clearing account). A replayed key is found by the insert below, which then undoes these.
+        checked = [code for code in sorted(deltas) if account_spec(code).no_overdraft and deltas[code]]
+        applied: list[str] = []
         for code in checked:
-            acc, delta = accounts[code], deltas[code]
-            if -(acc.balance_fen + delta) - acc.held_fen < 0:
+            if not await repo.add_to_balance_within_funds(code, deltas[code]):
+                await self._undo_balances(repo, applied, deltas)
+                existing = await repo.entry_by_key(business_key)
+                if existing is not None:  # a replay of an entry that already spent this money
+                    return self._replayed_entry(existing, fingerprint)
+                acc = (await repo.accounts([code]))[0]
                 raise Conflict(
                     "资金池余额不足",
                     code="InsufficientFunds",
                     detail={"account": code, "available_fen": -acc.balance_fen - acc.held_fen},
                 )
+            applied.append(code)
 
         created_at = utcnow()
         entry = JournalEntry(
@@ -262,15 +267,18 @@ class LedgerService:
             created_at=created_at,
         )
         if not await repo.insert_entry(entry, lines):
-            # the same key was committed by a concurrent transaction while this one waited on it
+            # the key exists (written earlier, or committed by a concurrent transaction this insert waited on)
+            await self._undo_balances(repo, applied, deltas)
             existing = await repo.entry_by_key(business_key)
             assert existing is not None
             return self._replayed_entry(existing, fingerprint)
-        for code in checked:
-            if deltas[code]:
-                await repo.add_to_balance(code, deltas[code])
         after_commit(session, "ledger.seal", seal_after_commit)
         return entry
+
+    @staticmethod
+    async def _undo_balances(repo: LedgerRepository, codes: list[str], deltas: dict[str, int]) -> None:
+        for code in reversed(codes):
+            await repo.add_to_balance(code, -deltas[code])
 
     @staticmethod
     def _replayed_entry(existing: JournalEntry, fingerprint: str) -> JournalEntry:
@@ -284,16 +292,22 @@ class LedgerService:
 
     # ================================================================ the sealer
 
-    async def seal(self, session: AsyncSession, *, wait: bool = True, batch: int = 2000) -> int:
+    @overload
+    async def seal(self, session: AsyncSession, *, wait: Literal[True] = True, batch: int = 2000) -> int: ...
+
+    @overload
+    async def seal(self, session: AsyncSession, *, wait: bool, batch: int = 2000) -> int | None: ...
+
+    async def seal(self, session: AsyncSession, *, wait: bool = True, batch: int = 2000) -> int | None:
         """Chain every committed entry that is not sealed yet (consecutive ``seq``, ``prev_hash``, ``hash``)
         and add their postings to the balances that are not kept in the posting transaction. Holds the chain
-        lock (transaction-scoped) until the caller commits. ``wait=False`` gives up at once when another
-        transaction is sealing: that one, or the next, picks these entries up. Returns how many it sealed."""
+        lock (transaction-scoped) until the caller commits. Returns how many it sealed; with ``wait=False``,
+        None at once when another transaction holds the chain lock."""
         repo = LedgerRepository(session)
         if wait:
             await repo.lock_chain()
         elif not await repo.try_lock_chain():
-            return 0
+            return None
         head = await repo.chain_head()
         seq, prev_hash = head if head else (0, chain.GENESIS_HASH)
         sealed = 0
@@ -379,9 +393,7 @@ class LedgerService:
 
         repo = LedgerRepository(session)
         await repo.lock_donation(donation_id)
-        lot = await repo.lot_for_donation(donation_id)
-        if lot is None:
-            lot = await repo.lot_by_external_ref(source, external_ref)
+        lot = await repo.lot_for_donation_or_ref(donation_id, source, external_ref)
         if lot is not None:
             same = (
                 lot.donation_id == donation_id
@@ -974,11 +986,62 @@ class LedgerService:
         }
 
 
+class BackgroundSealer:
+    """One per process: chains entries shortly after their transactions commit, off the request path.
+
+    ``poke()`` (after a commit that posted) starts or re-arms one task on the running loop. It waits
+    ``window`` seconds so that a burst of commits is sealed in one batch, then seals with ``wait=False``. When
+    another process holds the chain lock it tries again a little later (that process may have scanned before
+    these entries committed), up to ``max_busy_retries`` times; the minutely ``ledger.seal`` job covers the rest.
+    """
+
+    def __init__(self, window: float = 0.02, max_busy_retries: int = 50) -> None:
+        self.window = window
+        self.max_busy_retries = max_busy_retries
+        self.wanted = False
+        self.task: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        self.wanted = True
+        if self.task is not None and not self.task.done():
+            return
+        try:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        except RuntimeError:  # no loop (synchronous caller): the minutely job seals
+            self.task = None
+
+    async def _run(self) -> None:
+        from app.db import get_database
+
+        busy = 0
+        while self.wanted:
+            self.wanted = False
+            await asyncio.sleep(self.window)
+            try:
+                async with get_database().sessionmaker() as session:
+                    sealed = await ledger_service.seal(session, wait=False)
+                    await session.commit()
+            except Exception as exc:  # PostgreSQL away: the next poke or the minutely job seals
+                log.warning("ledger_seal_failed", error=type(exc).__name__)
+                return
+            if sealed is None:  # another process is sealing
+                busy += 1
+                if busy <= self.max_busy_retries:
+                    self.wanted = True
+            else:
+                busy = 0
+
+    async def drain(self) -> None:
+        """Wait for a running seal (CLI commands before their loop ends; tests)."""
+        while self.task is not None and not self.task.done():
+            await asyncio.shield(self.task)
+
+
+sealer = BackgroundSealer()
+
+
 async def seal_after_commit(session: AsyncSession) -> None:
-    """After a transaction that posted entries: chain them now unless another transaction is sealing (its run,
-    the next one, or the minutely ``ledger.seal`` job takes them)."""
-    await ledger_service.seal(session, wait=False)
-    await session.commit()
+    sealer.poke()
 
 
 def digest_ready(day: date) -> bool:

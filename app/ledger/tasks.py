@@ -19,6 +19,6 @@ async def publish_daily_digest(session: AsyncSession) -> None:
 @task("ledger.seal", cron="* * * * *")
 async def seal_ledger(session: AsyncSession) -> None:
     """Every minute: chain any committed entry the after-commit sealing skipped (it yields when busy)."""
-    sealed = await ledger_service.seal(session)
+    sealed = await ledger_service.seal(session, wait=True)
     if sealed:
         log.info("ledger_sealed", entries=sealed)
