@@ -24,12 +24,14 @@ COMMAND_MODULES: list[str] = [
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
     async def main() -> Any:
-        from app.ledger.service import sealer
+        import app.donations.service
+        import app.ledger.service  # noqa: F401  (their post-commit batches exist before the command runs)
+        from app.kit.background import drain_all
 
         try:
             return await fn(*args)
         finally:
-            await sealer.drain()  # entries the command posted are chained before its loop ends
+            await drain_all()  # what the command committed is sealed and numbered before its loop ends
 
     return asyncio.run(main())
 

@@ -118,11 +118,13 @@ class BookingRepository:
         )
 
     async def take_stock(self, item_id: uuid.UUID, quantity: int) -> bool:
+        """Count ``quantity`` against a limited item's stock (unlimited items are not counted at all)."""
         stmt = (
             update(MenuItem)
             .where(
                 MenuItem.id == item_id,
-                or_(MenuItem.stock.is_(None), MenuItem.sold + quantity <= MenuItem.stock),
+                MenuItem.stock.is_not(None),
+                MenuItem.sold + quantity <= MenuItem.stock,
             )
             .values(sold=MenuItem.sold + quantity)
             .returning(MenuItem.id)
@@ -131,7 +133,9 @@ class BookingRepository:
 
     async def release_stock(self, item_id: uuid.UUID, quantity: int) -> None:
         await self.session.execute(
-            update(MenuItem).where(MenuItem.id == item_id).values(sold=MenuItem.sold - quantity)
+            update(MenuItem)
+            .where(MenuItem.id == item_id, MenuItem.stock.is_not(None))
+            .values(sold=MenuItem.sold - quantity)
         )
 
     async def has_subsidized_meal(self, elder_id: uuid.UUID, service_date: date) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -418,10 +419,15 @@ class BookingService:
             mode=payload.mode.value,
             at=at,
         )
-        booking = await self._create(session, ctx, actor_id=subject.user_id, channel=channel)
-        await idempotency.complete(session, claim, booking.id)
-        if channel in STAFF_CHANNELS:
-            await self._audit_booking(session, subject, booking, "booking.create")
+
+        async def record(booking: Booking) -> None:  # before the shared rows are locked
+            await idempotency.complete(session, claim, booking.id)
+            if channel in STAFF_CHANNELS:
+                await self._audit_booking(session, subject, booking, "booking.create")
+
+        booking = await self._create(
+            session, ctx, actor_id=subject.user_id, channel=channel, before_reserving=record
+        )
         await queue_booking_messages(
             session, kind="booking_confirmed", booking=booking, canteen=ctx.canteen, elder=elder
         )
@@ -435,7 +441,11 @@ class BookingService:
         actor_id: uuid.UUID | None,
         channel: str,
         standing_order_id: uuid.UUID | None = None,
+        before_reserving: Callable[[Booking], Awaitable[None]] | None = None,
     ) -> Booking:
+        """Insert the booking and its lines, then take the slot's capacity, the items' stock and the charity
+        hold (the rows every booking of the slot shares, locked from there to the commit).
+        ``before_reserving`` runs the caller's own writes for the booking before those locks are taken."""
         repo = BookingRepository(session)
         meals = sum(q for _, q in ctx.items)
         # A full slot is refused from a plain read, without waiting for its row lock (most of a rush's
@@ -505,11 +515,17 @@ class BookingService:
             repo.add(line)
             lines.append((pl, line))
         await session.flush()
+        if before_reserving is not None:
+            await before_reserving(booking)
         # The shared rows last, so their locks are held from here to the commit only. Lock order everywhere:
         # the slot's capacity row, then items by id, then the charity pools (ledger order).
         if not await repo.reserve_capacity(ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals):
             raise _slot_full()
         for item, qty in sorted(ctx.items, key=lambda p: p[0].id):
+            if (
+                item.stock is None
+            ):  # unlimited: nothing to count, no row to lock (a menu item's stock is fixed)
+                continue
             if not await repo.take_stock(item.id, qty):
                 raise Conflict(
                     f"“{item.name}”已经订完了，请换一个菜品",

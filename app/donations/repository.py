@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,9 @@ from app.models import (
     ReceiptCounter,
 )
 from app.models.donation import DonationStatus
+
+# pg_advisory_xact_lock key of the receipt numberer ("SYRECEPT")
+RECEIPT_LOCK_KEY = 0x5359524543455054
 
 
 class DonationRepository:
@@ -156,19 +159,49 @@ class DonationRepository:
         )
         return list((await self.session.execute(stmt)).scalars().all())
 
-    async def next_receipt_seq(self, year: int) -> int:
-        """The next receipt number of ``year``. The upsert locks the year's counter row until commit, so
-        numbers are gap-free and in commit order."""
-        seq = await self.session.scalar(
+    async def lock_receipts(self, *, wait: bool) -> bool:
+        fn = func.pg_advisory_xact_lock if wait else func.pg_try_advisory_xact_lock
+        got = await self.session.scalar(select(fn(RECEIPT_LOCK_KEY)))
+        return wait or bool(got)
+
+    async def receipts_pending(self, limit: int) -> list[tuple[uuid.UUID, datetime]]:
+        """Paid donations without a receipt number, in payment order."""
+        stmt = (
+            select(Donation.id, Donation.paid_at)
+            .where(Donation.receipt_no.is_(None), Donation.paid_at.is_not(None))
+            .order_by(Donation.paid_at, Donation.id)
+            .limit(limit)
+        )
+        return [(r[0], r[1]) for r in (await self.session.execute(stmt)).all()]
+
+    async def advance_receipt_counter(self, year: int, count: int) -> int:
+        """Reserve ``count`` numbers of ``year``; returns the last of them."""
+        last = await self.session.scalar(
             insert(ReceiptCounter)
-            .values(year=year, last_seq=1)
+            .values(year=year, last_seq=count)
             .on_conflict_do_update(
-                index_elements=[ReceiptCounter.year], set_={"last_seq": ReceiptCounter.last_seq + 1}
+                index_elements=[ReceiptCounter.year], set_={"last_seq": ReceiptCounter.last_seq + count}
             )
             .returning(ReceiptCounter.last_seq)
         )
-        assert seq is not None
-        return int(seq)
+        assert last is not None
+        return int(last)
+
+    async def set_receipts(self, rows: list[tuple[uuid.UUID, int, int]]) -> None:
+        """``(donation id, year, seq)`` for each, in one statement."""
+        await self.session.execute(
+            text(
+                """
+                UPDATE donations AS d
+                SET receipt_year = v.year, receipt_seq = v.seq,
+                    receipt_no = 'SY' || v.year || lpad(v.seq::text, 8, '0'), updated_at = now()
+                FROM unnest(CAST(:ids AS uuid[]), CAST(:years AS integer[]), CAST(:seqs AS integer[]))
+                     AS v(id, year, seq)
+                WHERE d.id = v.id AND d.receipt_no IS NULL
+                """
+            ),
+            {"ids": [r[0] for r in rows], "years": [r[1] for r in rows], "seqs": [r[2] for r in rows]},
+        )
 
     async def voucher_exists(self, voucher_no: str) -> bool:
         count = await self.session.scalar(select(func.count()).where(Donation.voucher_no == voucher_no))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import service as audit
 from app.auth.subject import Subject
 from app.config import get_settings
+from app.db import after_commit
 from app.donations.repository import DonationRepository
 from app.donations.schemas import (
     MAX_DONATION_FEN,
@@ -36,6 +37,7 @@ from app.donations.schemas import (
 )
 from app.exceptions import Conflict, NotFound, Unprocessable, WeChatUnavailable
 from app.kit import idempotency
+from app.kit.background import PostCommitBatch
 from app.kit.crypto import encrypt_pii, mask_id_number, mask_name
 from app.kit.money import fen_to_yuan_text
 from app.kit.pagination import Page, decode_cursor_as, encode_cursor
@@ -136,6 +138,7 @@ class DonationService:
     # ---------------------------------------------------------------- orders
 
     async def view(self, session: AsyncSession, donation: Donation) -> DonationOut:
+        donation = await self._with_receipt(session, donation)
         target = await DonationRepository(session).get_target_by_id(donation.target_id)
         assert target is not None
         return DonationOut(
@@ -287,8 +290,9 @@ class DonationService:
         external_ref: str,
         paid_at: datetime,
     ) -> bool:
-        """Mark a locked donation paid, post it to the ledger, emit the feed event and hand out the receipt
-        number — all in the caller's transaction. False (and nothing changes) when it is already paid."""
+        """Mark a locked donation paid, post it to the ledger and emit the feed event, all in the caller's
+        transaction; the receipt number follows right after the commit (``number_receipts``). False (and
+        nothing changes) when it is already paid."""
         if donation.status not in (DonationStatus.pending, DonationStatus.closed):
             return False
         repo = DonationRepository(session)
@@ -299,6 +303,7 @@ class DonationService:
         donation.closed_at = None
         if source == "wechatpay":
             donation.transaction_id = external_ref
+        await session.flush()
         await _ledger().record_donation_payment(
             session,
             donation_id=donation.id,
@@ -320,13 +325,7 @@ class DonationService:
             },
             paid_at,
         )
-        # last, so the year's counter row is locked for as short a time as possible (until the donation's one
-        # UPDATE and the commit)
-        year = paid_at.astimezone(SHANGHAI).year
-        seq = await repo.next_receipt_seq(year)
-        donation.receipt_year, donation.receipt_seq = year, seq
-        donation.receipt_no = f"SY{year}{seq:08d}"
-        await session.flush()
+        after_commit(session, receipts.name, receipts.after_commit)
         log.info("donation_paid", donation_id=str(donation.id), source=source, amount_fen=donation.amount_fen)
         return True
 
@@ -386,11 +385,51 @@ class DonationService:
 
     # ---------------------------------------------------------------- receipts
 
+    @overload
+    async def number_receipts(self, session: AsyncSession, *, wait: Literal[True] = True) -> int: ...
+
+    @overload
+    async def number_receipts(self, session: AsyncSession, *, wait: bool) -> int | None: ...
+
+    async def number_receipts(self, session: AsyncSession, *, wait: bool = True) -> int | None:
+        """Give every paid donation that has none its receipt number, ``SY<year><8 digits>``, gap-free per
+        year, in the order payments commit (by payment time within a batch). One numberer at a time (a transaction-scoped lock held to the caller's
+        commit); with ``wait=False``, None at once when another transaction is numbering. The year's counter
+        row is touched once per batch, here and nowhere else, so no payment waits for it."""
+        repo = DonationRepository(session)
+        if not await repo.lock_receipts(wait=wait):
+            return None
+        numbered = 0
+        while True:
+            pending = await repo.receipts_pending(limit=1000)
+            if not pending:
+                return numbered
+            by_year: dict[int, list[uuid.UUID]] = {}
+            for donation_id, paid_at in pending:
+                by_year.setdefault(paid_at.astimezone(SHANGHAI).year, []).append(donation_id)
+            rows: list[tuple[uuid.UUID, int, int]] = []
+            for year, ids in sorted(by_year.items()):
+                last = await repo.advance_receipt_counter(year, len(ids))
+                first = last - len(ids) + 1
+                rows += [(donation_id, year, first + i) for i, donation_id in enumerate(ids)]
+            await repo.set_receipts(rows)
+            numbered += len(rows)
+            if len(pending) < 1000:
+                return numbered
+
+    async def _with_receipt(self, session: AsyncSession, donation: Donation) -> Donation:
+        """A paid donation read in the moment between its payment and its numbering gets its number now."""
+        if donation.paid_at is not None and donation.receipt_no is None:
+            await self.number_receipts(session)
+            await session.refresh(donation)
+        return donation
+
     async def receipt(self, session: AsyncSession, subject: Subject, donation_id: uuid.UUID) -> ReceiptOut:
         repo = DonationRepository(session)
         donation = await repo.get_for_donor(donation_id, subject.user_id)
         if donation is None:
             raise _not_found()
+        donation = await self._with_receipt(session, donation)
         if donation.receipt_no is None or donation.paid_at is None:
             raise Conflict("这笔捐赠还没有支付成功，暂时没有收据", code="DonationNotPaid")
         target = await repo.get_target_by_id(donation.target_id)
@@ -417,6 +456,7 @@ class DonationService:
         donation = await repo.get_for_donor(donation_id, subject.user_id, lock=True)
         if donation is None:
             raise _not_found()
+        donation = await self._with_receipt(session, donation)
         if donation.receipt_no is None:
             raise Conflict("这笔捐赠还没有支付成功，不能申请捐赠票据", code="DonationNotPaid")
         if await repo.get_invoice_request(donation.id) is not None:
@@ -697,3 +737,11 @@ class DonationService:
 
 
 donation_service = DonationService()
+
+
+async def _number_without_waiting(session: AsyncSession) -> int | None:
+    return await donation_service.number_receipts(session, wait=False)
+
+
+# Numbers receipts shortly after the payments commit (see app/kit/background.py).
+receipts = PostCommitBatch("donations.receipts", _number_without_waiting)

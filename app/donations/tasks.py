@@ -26,3 +26,11 @@ async def close_expired(session: AsyncSession) -> None:
     counts = await donation_service.check_pending(session, get_wechatpay(), close_expired=True)
     if counts["checked"]:
         log.info("donations_closed", **counts)
+
+
+@task("donations.number_receipts", cron="* * * * *")
+async def number_receipts(session: AsyncSession) -> None:
+    """Every minute: number any paid donation the after-commit numbering left (it yields when busy)."""
+    numbered = await donation_service.number_receipts(session)
+    if numbered:
+        log.info("receipts_numbered", count=numbered)

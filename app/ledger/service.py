@@ -29,7 +29,6 @@ taken only by the sealer, in a transaction of its own that touches nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -43,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import after_commit
 from app.exceptions import BadRequest, Conflict, NotFound
+from app.kit.background import PostCommitBatch
 from app.kit.time import business_date, utcnow
 from app.ledger import chain
 from app.ledger.repository import LedgerRepository
@@ -272,7 +272,7 @@ class LedgerService:
             existing = await repo.entry_by_key(business_key)
             assert existing is not None
             return self._replayed_entry(existing, fingerprint)
-        after_commit(session, "ledger.seal", seal_after_commit)
+        after_commit(session, sealer.name, sealer.after_commit)
         return entry
 
     @staticmethod
@@ -986,62 +986,12 @@ class LedgerService:
         }
 
 
-class BackgroundSealer:
-    """One per process: chains entries shortly after their transactions commit, off the request path.
-
-    ``poke()`` (after a commit that posted) starts or re-arms one task on the running loop. It waits
-    ``window`` seconds so that a burst of commits is sealed in one batch, then seals with ``wait=False``. When
-    another process holds the chain lock it tries again a little later (that process may have scanned before
-    these entries committed), up to ``max_busy_retries`` times; the minutely ``ledger.seal`` job covers the rest.
-    """
-
-    def __init__(self, window: float = 0.02, max_busy_retries: int = 50) -> None:
-        self.window = window
-        self.max_busy_retries = max_busy_retries
-        self.wanted = False
-        self.task: asyncio.Task[None] | None = None
-
-    def poke(self) -> None:
-        self.wanted = True
-        if self.task is not None and not self.task.done():
-            return
-        try:
-            self.task = asyncio.get_running_loop().create_task(self._run())
-        except RuntimeError:  # no loop (synchronous caller): the minutely job seals
-            self.task = None
-
-    async def _run(self) -> None:
-        from app.db import get_database
-
-        busy = 0
-        while self.wanted:
-            self.wanted = False
-            await asyncio.sleep(self.window)
-            try:
-                async with get_database().sessionmaker() as session:
-                    sealed = await ledger_service.seal(session, wait=False)
-                    await session.commit()
-            except Exception as exc:  # PostgreSQL away: the next poke or the minutely job seals
-                log.warning("ledger_seal_failed", error=type(exc).__name__)
-                return
-            if sealed is None:  # another process is sealing
-                busy += 1
-                if busy <= self.max_busy_retries:
-                    self.wanted = True
-            else:
-                busy = 0
-
-    async def drain(self) -> None:
-        """Wait for a running seal (CLI commands before their loop ends; tests)."""
-        while self.task is not None and not self.task.done():
-            await asyncio.shield(self.task)
+async def _seal_without_waiting(session: AsyncSession) -> int | None:
+    return await ledger_service.seal(session, wait=False)
 
 
-sealer = BackgroundSealer()
-
-
-async def seal_after_commit(session: AsyncSession) -> None:
-    sealer.poke()
+# Chains entries shortly after the transactions that posted them commit (see app/kit/background.py).
+sealer = PostCommitBatch("ledger.seal", _seal_without_waiting)
 
 
 def digest_ready(day: date) -> bool:

@@ -54,6 +54,13 @@ class Donation(UUIDPK, Timestamps, Base):
         ),
         Index("ix_donations_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),
         Index("ix_donations_target_paid", "target_id", "status"),
+        # paid donations still waiting for their receipt number (numbered right after the payment commits)
+        Index(
+            "ix_donations_receipt_pending",
+            "paid_at",
+            "id",
+            postgresql_where=text("receipt_no IS NULL AND paid_at IS NOT NULL"),
+        ),
     )
 
     target_id: Mapped[uuid.UUID] = mapped_column(

@@ -1,0 +1,79 @@
+"""Batch work that follows commits, done off the request path by one task per process.
+
+A request (or job) that commits work of this kind registers ``batch.poke`` as an after-commit hook
+(``app.db.after_commit``). The task waits ``window`` seconds so that a burst of commits is handled in one go,
+then runs ``run_once(session)`` in a transaction of its own and commits it. ``run_once`` takes its own
+transaction-scoped lock without waiting and returns None when another process holds it; the task then tries
+again a little later (that process may have looked before these commits), up to ``max_busy_retries`` times.
+Whatever is still left is picked up by the batch's minutely job and by readers that need it done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+log = structlog.get_logger("app.background")
+
+RunOnce = Callable[[AsyncSession], Awaitable[int | None]]
+_batches: list[PostCommitBatch] = []
+
+
+class PostCommitBatch:
+    def __init__(
+        self, name: str, run_once: RunOnce, *, window: float = 0.02, max_busy_retries: int = 50
+    ) -> None:
+        self.name = name
+        self.run_once = run_once
+        self.window = window
+        self.max_busy_retries = max_busy_retries
+        self.wanted = False
+        self.task: asyncio.Task[None] | None = None
+        _batches.append(self)
+
+    def poke(self) -> None:
+        self.wanted = True
+        if self.task is not None and not self.task.done():
+            return
+        try:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        except RuntimeError:  # no running loop: the minutely job does it
+            self.task = None
+
+    async def after_commit(self, session: AsyncSession) -> None:
+        """For ``app.db.after_commit``: the session is not used."""
+        self.poke()
+
+    async def _run(self) -> None:
+        from app.db import get_database
+
+        busy = 0
+        while self.wanted:
+            self.wanted = False
+            await asyncio.sleep(self.window)
+            try:
+                async with get_database().sessionmaker() as session:
+                    done = await self.run_once(session)
+                    await session.commit()
+            except Exception as exc:  # PostgreSQL away: the next poke or the minutely job does it
+                log.warning("post_commit_batch_failed", batch=self.name, error=type(exc).__name__)
+                return
+            if done is None:  # another process holds the lock
+                busy += 1
+                if busy <= self.max_busy_retries:
+                    self.wanted = True
+            else:
+                busy = 0
+
+    async def drain(self) -> None:
+        """Wait for a running batch (CLI commands before their loop ends; tests)."""
+        while self.task is not None and not self.task.done():
+            await asyncio.shield(self.task)
+
+
+async def drain_all() -> None:
+    for batch in _batches:
+        await batch.drain()

@@ -1,0 +1,60 @@
+"""Receipt numbers: given right after the payment commits, by one numberer, gap-free per year."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from sqlalchemy import select
+
+from app.db import AFTER_COMMIT_KEY, Database, unit_of_work
+from app.donations.service import donation_service, receipts
+from app.models import Donation, DonationTarget
+from tests.feed.helpers import pay
+
+
+async def _paid(target_id: uuid.UUID, amount_fen: int) -> uuid.UUID:
+    async with unit_of_work() as s:
+        target = await s.get(DonationTarget, target_id)
+        assert target is not None
+        return (await pay(s, target, amount_fen)).id
+
+
+async def test_forty_concurrent_payments_get_forty_consecutive_numbers(committed: Database) -> None:
+    from tests.donations.helpers import committed_target
+
+    target = await committed_target()
+    ids = await asyncio.gather(*(_paid(target.id, 1000 + i) for i in range(40)))
+    await receipts.drain()
+    async with unit_of_work() as s:
+        rows = (
+            await s.execute(
+                select(Donation.id, Donation.paid_at, Donation.receipt_seq, Donation.receipt_no)
+                .where(Donation.id.in_(ids))
+                .order_by(Donation.receipt_seq)
+            )
+        ).all()
+    assert len(rows) == 40
+    assert [r.receipt_seq for r in rows] == list(range(1, 41))  # no gap, no repeat
+    assert all(r.receipt_no == f"SY{r.paid_at.year}{r.receipt_seq:08d}" for r in rows)
+
+
+async def test_a_paid_donation_read_before_numbering_gets_its_number_then(committed: Database) -> None:
+    from tests.donations.helpers import committed_target
+
+    target = await committed_target()
+    async with unit_of_work() as s:
+        t = await s.get(DonationTarget, target.id)
+        assert t is not None
+        donation = await pay(s, t, 1000)
+        # same transaction, before any commit: not numbered yet
+        assert donation.receipt_no is None
+        s.info.pop(AFTER_COMMIT_KEY, None)  # as if the process died right after the commit
+    async with unit_of_work() as s:
+        d = await s.get(Donation, donation.id)
+        assert d is not None and d.receipt_no is None
+        out = await donation_service.view(s, d)
+        assert out.receipt_no is not None and out.receipt_no.endswith("00000001")
+    # and the numberer has nothing left to do
+    async with unit_of_work() as s:
+        assert await donation_service.number_receipts(s) == 0
