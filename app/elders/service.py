@@ -388,15 +388,11 @@ class ElderService:
                 )
                 continue
             elder = await repo.get_by_id_hmac(id_hmac(parsed.value), for_update=True)
-            if elder is None:
-                results.append(
-                    RosterRowResult(row=index, status="error", id_number=masked, message="该身份证号尚未登记")
-                )
-                continue
-            if not (subject.is_admin or subject.governs(elder.hukou_district_code)):
+            if elder is None or not (subject.is_admin or subject.governs(elder.hukou_district_code)):
+                # one answer for both: staff of one district cannot learn who is registered in another
                 results.append(
                     RosterRowResult(
-                        row=index, status="error", id_number=masked, message="该长者不在您管辖的区县"
+                        row=index, status="error", id_number=masked, message="您管辖的区县没有登记这位长者"
                     )
                 )
                 continue

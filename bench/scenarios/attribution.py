@@ -51,18 +51,13 @@ async def _pay_in(donations: list[dict[str, Any]]) -> None:
 
 async def _arrange(donations: int) -> tuple[list[Any], list[dict[str, Any]]]:
     from app.db import unit_of_work
-    from app.models import Canteen, Donation, DonationTarget, Fund
+    from app.models import Canteen, Donation, DonationTarget
 
     async with unit_of_work() as s:
         made = await create_pending_donations(s, donations, prefix="BENCHAT")
         # every gift is exactly one meal unit (10 yuan) to the general meal pool, which every canteen draws on
         general = (
-            await s.execute(
-                select(DonationTarget.id)
-                .join(Fund, Fund.id == DonationTarget.fund_id)
-                .where(Fund.is_general_meal_pool.is_(True))
-                .limit(1)
-            )
+            await s.execute(select(DonationTarget.id).where(DonationTarget.kind == "general").limit(1))
         ).scalar_one()
         await s.execute(
             update(Donation)

@@ -11,7 +11,7 @@ from app.elders.idcard import IdNumberError, make_id_number, parse_id_number
 from app.models import AuditLog, Elder, FamilyBinding
 from app.models.role_grant import Role
 from tests.fixtures.client import login
-from tests.fixtures.factories import create_district, grant, unique
+from tests.fixtures.factories import create_district, create_elder, grant, unique
 
 
 def _payload(district: str, **kw: object) -> dict[str, object]:
@@ -184,3 +184,29 @@ async def test_invite_bind_verify_and_roster(client: httpx.AsyncClient, session:
         .all()
     )
     assert str(payload["id_number"]) not in str(logs)
+
+
+async def test_roster_import_does_not_reveal_who_is_registered_elsewhere(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    mine, theirs = await create_district(session), await create_district(session)
+    _, elsewhere_id = await create_elder(session, district_code=theirs.code)
+    civil = unique("civil")
+    headers = await login(client, civil)
+    await grant(session, civil, Role.civil_affairs, district=mine.code)
+    unregistered = make_id_number("371402", date(1941, 2, 3), 5)
+    csv_text = (
+        f"id_number,categories,valid_until\n{elsewhere_id},低保,2027-12-31\n{unregistered},低保,2027-12-31\n"
+    )
+    report = await client.post(
+        "/api/v1/admin/elders/roster",
+        content=csv_text.encode(),
+        headers=headers | {"Content-Type": "text/csv"},
+    )
+    assert report.status_code == 200, report.text
+    rows = report.json()["rows"]
+    assert [r["status"] for r in rows] == ["error", "error"]
+    # registered in another district and not registered at all read the same
+    assert rows[0]["message"] == rows[1]["message"]
+    elder = await session.scalar(select(Elder).where(Elder.hukou_district_code == theirs.code))
+    assert elder is not None and elder.verification_note != "名单导入"  # and nothing changed there
