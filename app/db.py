@@ -10,7 +10,7 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import structlog
@@ -164,6 +164,15 @@ async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) ->
             await session.commit()
             await send_pending_jobs(session)
             await run_after_commit(session)
+
+
+SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+async def get_session_factory() -> SessionFactory:
+    """For endpoints that need the database only sometimes (a public read that misses its cache): they open
+    a unit of work when they need one, and pay nothing for a session otherwise."""
+    return unit_of_work
 
 
 async def get_db_session() -> AsyncIterator[AsyncSession]:

@@ -22,7 +22,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, object_session
 
 from app import redis as app_redis
+from app.db import SessionFactory
 from app.donations.schemas import DonationOut
 from app.exceptions import BadRequest
 from app.feed.repository import FEE_ACCOUNT, GENERAL_MEAL_POOL, FeedRepository
@@ -323,6 +324,39 @@ class _LocalCache:
 
 
 local_cache = _LocalCache()
+_building: dict[tuple[int, str], asyncio.Future[str]] = {}
+
+
+async def _cached(
+    key: str, build: Callable[[AsyncSession], Awaitable[str]], ttl: int, open_session: SessionFactory
+) -> str:
+    """This process's copy, else Redis's (under the current version), else built from PostgreSQL and kept in
+    both. Concurrent misses of one key in one process wait for a single build instead of each running it."""
+    body = local_cache.get(key)
+    if body is not None:
+        return body
+    flight = (id(asyncio.get_running_loop()), key)
+    pending = _building.get(flight)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    _building[flight] = future
+    try:
+        version = await _cache_version()
+        body = await _cache_get(version, key) if version is not None else None
+        if body is None:
+            async with open_session() as session:
+                body = await build(session)
+            await _cache_set(version, key, body, ttl)
+        local_cache.put(key, body)
+        future.set_result(body)
+        return body
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: waiters (if any) re-raise it, nobody else has to
+        raise
+    finally:
+        _building.pop(flight, None)
 
 
 async def _cache_get(version: str, key: str) -> str | None:
@@ -380,24 +414,21 @@ class FeedService:
         return before
 
     async def page_json(
-        self, session: AsyncSession, *, cursor: str | None, limit: int, kind: str | None = None
+        self, open_session: SessionFactory, *, cursor: str | None, limit: int, kind: str | None = None
     ) -> str:
-        """A feed page as JSON text (what the endpoint sends), from the cache when it is fresh."""
+        """A feed page as JSON text (what the endpoint sends), from the cache when it is fresh. PostgreSQL is
+        asked (in a read transaction of its own) only when neither this process nor Redis has it."""
         if kind is not None and kind not in FEED_KINDS:
             raise BadRequest("不认识的动态类型", code="UnknownFeedKind", detail={"kinds": list(FEED_KINDS)})
         before = self._before(cursor)
-        key = f"page:{before or 0}:{limit}:{kind or ''}"
-        body = local_cache.get(key)
-        if body is not None:
-            return body
-        version = await _cache_version()
-        body = await _cache_get(version, key) if version is not None else None
-        if body is None:
+
+        async def build(session: AsyncSession) -> str:
             page = await self.page(session, before=before, limit=limit, kind=kind)
-            body = page.model_dump_json()
-            await _cache_set(version, key, body, PAGE_TTL_SECONDS)
-        local_cache.put(key, body)
-        return body
+            return page.model_dump_json()
+
+        return await _cached(
+            f"page:{before or 0}:{limit}:{kind or ''}", build, PAGE_TTL_SECONDS, open_session
+        )
 
     async def page(
         self, session: AsyncSession, *, before: int | None, limit: int, kind: str | None = None
@@ -412,17 +443,11 @@ class FeedService:
     async def events_after(self, session: AsyncSession, after_id: int, limit: int = 100) -> list[FeedItem]:
         return [item_of(r) for r in await FeedRepository(session).after(after_id, limit)]
 
-    async def stats_json(self, session: AsyncSession) -> str:
-        body = local_cache.get("stats")
-        if body is not None:
-            return body
-        version = await _cache_version()
-        body = await _cache_get(version, "stats") if version is not None else None
-        if body is None:
-            body = (await self.stats(session)).model_dump_json()
-            await _cache_set(version, "stats", body, STATS_TTL_SECONDS)
-        local_cache.put("stats", body)
-        return body
+    async def stats_json(self, open_session: SessionFactory) -> str:
+        async def build(session: AsyncSession) -> str:
+            return (await self.stats(session)).model_dump_json()
+
+        return await _cached("stats", build, STATS_TTL_SECONDS, open_session)
 
     async def stats(self, session: AsyncSession, *, days: int = 30) -> FeedStats:
         repo = FeedRepository(session)

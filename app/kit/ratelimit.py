@@ -1,5 +1,9 @@
 """Sliding-window rate limits in Redis (a sorted set of request timestamps per key).
 
+One round trip per request: a Lua script trims the window, counts, and records the request only if it is
+allowed (refused requests do not count). Where the server cannot run scripts (the in-process stand-in used
+when ``REDIS_URL`` is unset) the same steps go as one MULTI/EXEC pipeline.
+
 When Redis cannot be reached a limit either lets the request through (``fail_open=True``: reads, logins — better an
 unthrottled read than an elder locked out) or refuses it with 503 (``fail_open=False``: writes that move money, where
 an unthrottled burst is worse than a short refusal). See docs/reliability.md.
@@ -15,6 +19,8 @@ from typing import Any
 
 import structlog
 from fastapi import Request
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
 from app.exceptions import ServiceUnavailable, TooManyRequests
 
@@ -29,11 +35,41 @@ class Limit:
     fail_open: bool = True
 
 
+_SLIDING_WINDOW = """
+local key, now, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, 0, now - window)
+if redis.call('ZCARD', key) < limit then
+    redis.call('ZADD', key, now, ARGV[4])
+    redis.call('EXPIRE', key, window + 1)
+    return ''
+end
+return redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+"""
+_script = AsyncScript(None, _SLIDING_WINDOW.encode())  # type: ignore[arg-type]  # client given per call
+_no_scripting: set[int] = set()  # clients (by id) whose server refused EVAL
+
+
 async def hit(redis: Any, limit: Limit, identity: str, now: float | None = None) -> int | None:
     """Count one request for ``identity``. Returns None when allowed, else seconds until a slot frees up."""
     now = time.time() if now is None else now
     key = f"sangyu:rl:{limit.name}:{identity}"
     member = f"{now:.6f}:{uuid.uuid4().hex[:8]}"
+    if id(redis) not in _no_scripting:
+        try:
+            oldest = await _script(
+                keys=[key], args=[f"{now:.6f}", limit.window_seconds, limit.limit, member], client=redis
+            )
+        except ResponseError as exc:  # no scripting on this server; connection errors propagate
+            log.info("rate_limit_without_scripting", error=str(exc)[:80])
+            _no_scripting.add(id(redis))
+        else:
+            if not oldest:
+                return None
+            return max(1, int(float(oldest) + limit.window_seconds - now) + 1)
+    return await _hit_pipelined(redis, limit, key, member, now)
+
+
+async def _hit_pipelined(redis: Any, limit: Limit, key: str, member: str, now: float) -> int | None:
     window_start = now - limit.window_seconds
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zremrangebyscore(key, 0, window_start)

@@ -3,6 +3,10 @@ served from PostgreSQL when Redis is down."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from typing import Any
+
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -129,3 +133,40 @@ async def test_local_copy_lasts_one_second_and_goes_with_own_publish(monkeypatch
     feed_module.local_cache.put("stats", "old")
     await feed_module.publish([])
     assert feed_module.local_cache.get("stats") is None
+
+
+async def test_concurrent_misses_build_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextlib import asynccontextmanager
+
+    feed_module.local_cache.clear()
+    monkeypatch.setattr(feed_module, "_cache_version", _no_version)
+    builds = 0
+
+    @asynccontextmanager
+    async def no_session() -> Any:
+        yield None
+
+    async def build(session: Any) -> str:
+        nonlocal builds
+        builds += 1
+        await asyncio.sleep(0.05)
+        return '{"built": true}'
+
+    key = f"test:{uuid.uuid4().hex}"
+    bodies = await asyncio.gather(*(feed_module._cached(key, build, 5, no_session) for _ in range(20)))
+    assert bodies == ['{"built": true}'] * 20
+    assert builds == 1
+
+    async def broken(session: Any) -> str:
+        raise RuntimeError("database away")
+
+    other = f"test:{uuid.uuid4().hex}"
+    results = await asyncio.gather(
+        *(feed_module._cached(other, broken, 5, no_session) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert not feed_module._building  # nothing left waiting
+
+
+async def _no_version() -> None:
+    return None
