@@ -149,7 +149,7 @@ async def run_after_commit(session: AsyncSession) -> None:
 @asynccontextmanager
 async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) -> AsyncIterator[AsyncSession]:
     """One transaction: commit on success (then send the jobs it enqueued), roll back on any error."""
-    from app.worker import discard_pending_jobs, send_pending_jobs
+    from app.worker import discard_pending_jobs, send_pending_jobs, stage_pending_jobs
 
     maker = maker or get_database().sessionmaker
     async with maker() as session:
@@ -161,6 +161,7 @@ async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) ->
             session.info.pop(AFTER_COMMIT_KEY, None)
             raise
         else:
+            await stage_pending_jobs(session)
             await session.commit()
             await send_pending_jobs(session)
             await run_after_commit(session)

@@ -25,7 +25,7 @@ import dramatiq
 import structlog
 from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import AsyncIO
+from dramatiq.middleware import AsyncIO, CurrentMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Environment, get_settings
@@ -35,6 +35,8 @@ log = structlog.get_logger("app.worker")
 
 P = ParamSpec("P")
 PENDING_KEY = "sangyu.pending_jobs"
+RELAY_GRACE = timedelta(minutes=10)  # past Dramatiq's own retries (5, from 2 s, doubling)
+MAX_RELAYS = 5
 
 
 def _build_broker() -> dramatiq.Broker:
@@ -48,6 +50,7 @@ def _build_broker() -> dramatiq.Broker:
         broker = StubBroker()
         broker.emit_after("process_boot")
     broker.add_middleware(AsyncIO())
+    broker.add_middleware(CurrentMessage())
     return broker
 
 
@@ -79,6 +82,7 @@ def task(
             try:
                 async with unit_of_work() as session:
                     await fn(session, *args, **kwargs)
+                    await _ran(session)
             finally:
                 structlog.contextvars.unbind_contextvars("job")
 
@@ -93,22 +97,58 @@ def task(
     return decorate
 
 
+async def _ran(session: AsyncSession) -> None:
+    """In the job's own transaction: its outbox row goes with its effects (kept if the job fails)."""
+    from sqlalchemy import delete
+
+    from app.models import JobOutbox
+
+    message = CurrentMessage.get_current_message()
+    if message is not None:
+        await session.execute(delete(JobOutbox).where(JobOutbox.message_id == message.message_id))
+
+
 def enqueue(session: AsyncSession, actor: dramatiq.Actor[..., Any], *args: Any, **kwargs: Any) -> None:
     """Send ``actor(*args, **kwargs)`` once ``session``'s transaction commits; dropped if it rolls back."""
     message = actor.message(*args, **kwargs)
     session.info.setdefault(PENDING_KEY, []).append(message)
 
 
+async def stage_pending_jobs(session: AsyncSession) -> None:
+    """Before the commit: write the transaction's jobs to ``job_outbox`` in the same transaction, due for a
+    re-send only after ``RELAY_GRACE`` (by then the job has normally run and deleted its row)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    from app.models import JobOutbox
+
+    messages: list[dramatiq.Message[Any]] = session.info.get(PENDING_KEY, [])
+    if not messages:
+        return
+    send_after = utcnow() + RELAY_GRACE
+    rows = [
+        {
+            "message_id": m.message_id,
+            "actor_name": m.actor_name,
+            "message": json.loads(m.encode()),
+            "send_after": send_after,
+        }
+        for m in messages
+    ]
+    await session.execute(
+        insert(JobOutbox).values(rows).on_conflict_do_nothing(index_elements=["message_id"])
+    )
+
+
 async def send_pending_jobs(session: AsyncSession) -> None:
-    """After a commit: hand its jobs to the broker. Jobs the broker refuses (Redis down) are parked in the
-    ``job_outbox`` table and re-sent by the scheduler once the broker is back: nothing committed is lost."""
+    """After the commit: hand its jobs to the broker. A job the broker refuses (Redis down) is due at once in
+    the outbox, so the scheduler's relay sends it when the broker is back: nothing committed is lost."""
     messages: list[dramatiq.Message[Any]] = session.info.pop(PENDING_KEY, [])
     if not messages:
         return
     # Dramatiq's Redis broker is synchronous: talk to it from a thread, never block the event loop on Redis
     failed = await asyncio.to_thread(_hand_over, messages) if _redis_broker else _hand_over(messages)
     if failed:
-        await park_jobs(failed)
+        await _due_now([m.message_id for m in failed])
 
 
 def _hand_over(messages: list[dramatiq.Message[Any]]) -> list[dramatiq.Message[Any]]:
@@ -122,53 +162,58 @@ def _hand_over(messages: list[dramatiq.Message[Any]]) -> list[dramatiq.Message[A
     return failed
 
 
-async def park_jobs(messages: list[dramatiq.Message[Any]]) -> None:
-    from sqlalchemy.dialects.postgresql import insert
+async def _due_now(message_ids: list[str]) -> None:
+    from sqlalchemy import update
 
     from app.db import get_database
     from app.models import JobOutbox
 
-    rows = [
-        {"message_id": m.message_id, "actor_name": m.actor_name, "message": json.loads(m.encode())}
-        for m in messages
-    ]
     try:
         async with get_database().sessionmaker() as s:
             await s.execute(
-                insert(JobOutbox).values(rows).on_conflict_do_nothing(index_elements=["message_id"])
+                update(JobOutbox).where(JobOutbox.message_id.in_(message_ids)).values(send_after=utcnow())
             )
             await s.commit()
-        log.warning("jobs_parked_in_outbox", count=len(rows))
-    except Exception:
-        log.exception("jobs_lost", actors=[m.actor_name for m in messages])
+        log.warning("jobs_due_for_relay", count=len(message_ids))
+    except Exception as exc:  # they stay in the outbox and fall due after RELAY_GRACE anyway
+        log.warning("jobs_due_later", count=len(message_ids), error=type(exc).__name__)
 
 
-async def relay_outbox(limit: int = 100) -> int:
-    """Re-send parked jobs, oldest first. Stops at the first refusal (the broker is still down)."""
-    from sqlalchemy import delete, select
+async def relay_outbox(limit: int = 100, *, now: datetime | None = None) -> int:
+    """Send the jobs that are due again (never ran), oldest first; each stays in the outbox, due again after
+    ``RELAY_GRACE``, until the job deletes it. Stops at the first refusal (the broker is still down). A job
+    relayed ``MAX_RELAYS`` times stays for an operator (logged), it is not sent again."""
+    from sqlalchemy import select
 
     from app.db import get_database
     from app.models import JobOutbox
 
+    now = now or utcnow()
     sent = 0
     async with get_database().sessionmaker() as s:
         rows = (
             (
                 await s.execute(
-                    select(JobOutbox).order_by(JobOutbox.id).limit(limit).with_for_update(skip_locked=True)
+                    select(JobOutbox)
+                    .where(JobOutbox.send_after <= now, JobOutbox.attempts < MAX_RELAYS)
+                    .order_by(JobOutbox.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
                 )
             )
             .scalars()
             .all()
         )
         for row in rows:
+            row.attempts += 1
             try:
                 broker.enqueue(dramatiq.Message.decode(json.dumps(row.message).encode()))
             except Exception as exc:
-                row.attempts += 1
                 row.last_error = type(exc).__name__
                 break
-            await s.execute(delete(JobOutbox).where(JobOutbox.id == row.id))
+            row.send_after = now + RELAY_GRACE
+            if row.attempts >= MAX_RELAYS:
+                log.error("outbox_job_given_up", actor=row.actor_name, message_id=row.message_id)
             sent += 1
         await s.commit()
     if sent:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,7 +277,10 @@ class Harness:
         tag: str | None,
         ceiling: dict[str, Any] | None,
         fields: dict[str, Any],
+        targets: Callable[[dict[str, Any]], dict[str, bool]] | None = None,
     ) -> dict[str, Any]:
+        """``ok``: every correctness field holds. ``targets``: each DESIGN.md performance target, checked on
+        this result (time targets only at full size); ``targets_met`` is all of them."""
         stats = measured["by_tag"][tag] if tag else {}
         out: dict[str, Any] = {"scenario": self.scenario, "ok": ok, "quick": self.quick}
         if tag:
@@ -306,6 +309,9 @@ class Harness:
             out["server_log"] = self.extra["server_log"]
         out["machine"] = _machine()
         out["total_seconds"] = round(time.perf_counter() - self.started, 1)
+        checked = targets(out) if targets else {}
+        out["targets"] = checked
+        out["targets_met"] = all(checked.values()) if checked else None
         return out
 
 

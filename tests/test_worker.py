@@ -120,7 +120,7 @@ def test_broker_is_stub_in_tests() -> None:
 async def test_jobs_refused_by_a_down_broker_are_parked_and_resent(
     committed: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Redis down after a commit: the job waits in job_outbox, then the scheduler's relay sends it."""
+    """Redis down after a commit: the job waits in job_outbox, due at once; the scheduler's relay sends it."""
     from app.models import JobOutbox
     from app.worker import relay_outbox
 
@@ -137,6 +137,7 @@ async def test_jobs_refused_by_a_down_broker_are_parked_and_resent(
     async with unit_of_work() as s:
         parked = (await s.execute(select(JobOutbox))).scalars().all()
     assert [p.actor_name for p in parked] == ["tests.probe"]
+    assert parked[0].send_after <= utcnow()
 
     # still down: the relay keeps it and counts the attempt
     assert await relay_outbox() == 0
@@ -147,5 +148,49 @@ async def test_jobs_refused_by_a_down_broker_are_parked_and_resent(
     assert await relay_outbox() == 1
     drain()
     assert marker in RAN
+    async with unit_of_work() as s:  # the job deleted its row when it ran
+        assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 0
+
+
+async def test_job_survives_a_crash_between_commit_and_hand_off(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies after the commit, before the broker got the job: the outbox row (written in the
+    transaction) falls due after the grace period and the relay sends it; once run, it is gone."""
+    from app.models import JobOutbox
+    from app.worker import RELAY_GRACE, relay_outbox
+
+    drain()
+    marker = f"crash-{uuid.uuid4().hex}"
+
+    async def died(session: AsyncSession) -> None:  # the hand-off never happens
+        session.info.clear()
+
+    monkeypatch.setattr("app.worker.send_pending_jobs", died)  # unit_of_work looks it up at each commit
+    async with unit_of_work() as s:
+        enqueue(s, probe, marker=marker)
+    monkeypatch.undo()
+    drain()
+    assert marker not in RAN
+    assert await relay_outbox() == 0  # not due yet: it may still be on its way
+    assert await relay_outbox(now=utcnow() + RELAY_GRACE + timedelta(seconds=1)) == 1
+    drain()
+    assert marker in RAN
     async with unit_of_work() as s:
         assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 0
+
+
+async def test_a_job_that_ran_leaves_nothing_to_relay(committed: Database) -> None:
+    from app.models import JobOutbox
+    from app.worker import RELAY_GRACE, relay_outbox
+
+    drain()
+    marker = f"normal-{uuid.uuid4().hex}"
+    async with unit_of_work() as s:
+        enqueue(s, probe, marker=marker)
+        assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 0  # written at commit
+    async with unit_of_work() as s:
+        assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 1
+    drain()
+    assert RAN.count(marker) == 1
+    assert await relay_outbox(now=utcnow() + RELAY_GRACE * 3) == 0

@@ -146,4 +146,11 @@ def run(h: Harness) -> dict[str, Any]:
         and errors_5xx == 0
         and unexpected_4xx == 0
     )
-    return h.result(ok=ok, measured=measured, tag="book", ceiling=ceiling, fields=fields)
+    return h.result(
+        ok=ok,
+        measured=measured,
+        tag="book",
+        ceiling=ceiling,
+        fields=fields,
+        targets=lambda r: {"ratio >= 0.25": (r["ratio"] or 0) >= 0.25},
+    )

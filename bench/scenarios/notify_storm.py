@@ -102,4 +102,11 @@ def run(h: Harness) -> dict[str, Any]:
         and errors_5xx == 0
         and rejected == 0
     )
-    return h.result(ok=ok, measured=measured, tag="notify", ceiling=ceiling, fields=fields)
+    return h.result(
+        ok=ok,
+        measured=measured,
+        tag="notify",
+        ceiling=ceiling,
+        fields=fields,
+        targets=lambda r: {"ratio >= 0.25": (r["ratio"] or 0) >= 0.25},
+    )
