@@ -342,7 +342,8 @@ def run_worker(processes_threads: int = 4) -> None:
 
 
 def drain(timeout_ms: int = 30_000) -> None:
-    """Tests: run every queued message to completion on a temporary worker (stub broker only)."""
+    """Tests: run every queued message to completion on a temporary worker (stub broker only). It blocks the
+    calling thread's event loop meanwhile; from async code use ``drain_async``."""
     assert isinstance(broker, StubBroker)
     worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1)
     worker.start()
@@ -352,6 +353,15 @@ def drain(timeout_ms: int = 30_000) -> None:
         worker.join()
     finally:
         worker.stop()
+
+
+async def drain_async(timeout_ms: int = 30_000) -> None:
+    """Tests: ``drain`` with the calling loop kept running, so that its post-commit batches (ledger sealing,
+    receipt numbering), which may hold the locks the jobs need, finish instead of waiting for ``drain``."""
+    from app.kit.background import drain_all
+
+    await drain_all()
+    await asyncio.to_thread(drain, timeout_ms)
 
 
 def run_sync(coro: Awaitable[Any]) -> Any:

@@ -30,29 +30,32 @@ class PostCommitBatch:
         self.run_once = run_once
         self.window = window
         self.max_busy_retries = max_busy_retries
-        self.wanted = False
-        self.task: asyncio.Task[None] | None = None
+        # one task per event loop (a web process that also runs jobs has two loops)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._wanted: dict[int, bool] = {}
         _batches.append(self)
 
     def poke(self) -> None:
-        self.wanted = True
-        if self.task is not None and not self.task.done():
-            return
         try:
-            self.task = asyncio.get_running_loop().create_task(self._run())
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no running loop: the minutely job does it
-            self.task = None
+            return
+        key = id(loop)
+        self._wanted[key] = True
+        task = self._tasks.get(key)
+        if task is None or task.done():
+            self._tasks[key] = loop.create_task(self._run(key))
 
     async def after_commit(self, session: AsyncSession) -> None:
         """For ``app.db.after_commit``: the session is not used."""
         self.poke()
 
-    async def _run(self) -> None:
+    async def _run(self, key: int) -> None:
         from app.db import get_database
 
         busy = 0
-        while self.wanted:
-            self.wanted = False
+        while self._wanted.get(key):
+            self._wanted[key] = False
             await asyncio.sleep(self.window)
             try:
                 async with get_database().sessionmaker() as session:
@@ -64,14 +67,16 @@ class PostCommitBatch:
             if done is None:  # another process holds the lock
                 busy += 1
                 if busy <= self.max_busy_retries:
-                    self.wanted = True
+                    self._wanted[key] = True
             else:
                 busy = 0
 
     async def drain(self) -> None:
-        """Wait for a running batch (CLI commands before their loop ends; tests)."""
-        while self.task is not None and not self.task.done():
-            await asyncio.shield(self.task)
+        """Wait until this loop's batch has nothing left to do (CLI commands before their loop ends; tests
+        before they block their loop, e.g. to run queued jobs synchronously)."""
+        key = id(asyncio.get_running_loop())
+        while (task := self._tasks.get(key)) is not None and not task.done():
+            await asyncio.shield(task)
 
 
 async def drain_all() -> None:

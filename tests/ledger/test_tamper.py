@@ -291,3 +291,14 @@ async def test_admin_check_endpoint(session: AsyncSession, client: httpx.AsyncCl
     assert res.status_code == 200, res.text
     body = res.json()
     assert body["ok"] is True and body["entries_checked"] >= 1 and body["problems"] == []
+
+
+async def test_a_day_is_published_only_after_its_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry dated 23:59:59 whose transaction commits just after midnight must still be in its day's root."""
+    from app.kit.time import SHANGHAI
+
+    day = date(2026, 3, 4)
+    midnight = datetime(2026, 3, 5, tzinfo=SHANGHAI).astimezone(UTC)
+    for offset, ready in ((timedelta(minutes=1), False), (ledger_module.DIGEST_GRACE, True)):
+        monkeypatch.setattr(ledger_module, "utcnow", lambda at=midnight + offset: at)
+        assert ledger_module.digest_ready(day) is ready

@@ -23,7 +23,7 @@ from app.models import AuditLog, FeedEvent, JournalEntry, Settlement, Settlement
 from app.models.role_grant import Role
 from app.settlements import service as settlement_module
 from app.settlements import tasks as settlement_tasks
-from app.worker import SCHEDULE, drain
+from app.worker import SCHEDULE, drain_async
 from tests.bookings.helpers import DAY, MORNING, arrange, body, key, set_now
 from tests.fixtures.client import login
 from tests.fixtures.factories import create_district, create_menu, grant, unique
@@ -323,7 +323,7 @@ async def test_concurrent_drafts_and_payments_settle_once(
     # the monthly job drafts last month's statement (the 1st, Asia/Shanghai) ...
     monkeypatch.setattr(settlement_tasks, "previous_month", lambda: MONTH)
     settlement_tasks.draft_last_month.send()
-    drain()
+    await drain_async()
     async with unit_of_work() as session:
         assert (
             await session.scalar(
