@@ -138,7 +138,7 @@ class DonationService:
     # ---------------------------------------------------------------- orders
 
     async def view(self, session: AsyncSession, donation: Donation) -> DonationOut:
-        donation = await self._with_receipt(session, donation)
+        donation = await self._with_receipt(session, donation, wait=False)
         target = await DonationRepository(session).get_target_by_id(donation.target_id)
         assert target is not None
         return DonationOut(
@@ -417,10 +417,13 @@ class DonationService:
             if len(pending) < 1000:
                 return numbered
 
-    async def _with_receipt(self, session: AsyncSession, donation: Donation) -> Donation:
-        """A paid donation read in the moment between its payment and its numbering gets its number now."""
-        if donation.paid_at is not None and donation.receipt_no is None:
-            await self.number_receipts(session)
+    async def _with_receipt(
+        self, session: AsyncSession, donation: Donation, *, wait: bool = True
+    ) -> Donation:
+        """A paid donation read in the moment between its payment and its numbering gets its number now.
+        ``wait=False`` (plain views): when the numberer is busy, the view shows no number yet rather than wait."""
+        pending = donation.paid_at is not None and donation.receipt_no is None
+        if pending and await self.number_receipts(session, wait=wait) is not None:
             await session.refresh(donation)
         return donation
 

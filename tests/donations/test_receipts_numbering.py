@@ -58,3 +58,26 @@ async def test_a_paid_donation_read_before_numbering_gets_its_number_then(commit
     # and the numberer has nothing left to do
     async with unit_of_work() as s:
         assert await donation_service.number_receipts(s) == 0
+
+
+async def test_a_view_does_not_wait_for_a_busy_numberer(committed: Database) -> None:
+    from app.db import get_database
+    from tests.donations.helpers import committed_target
+
+    target = await committed_target()
+    async with unit_of_work() as s:
+        t = await s.get(DonationTarget, target.id)
+        assert t is not None
+        donation = await pay(s, t, 1000)
+        s.info.pop(AFTER_COMMIT_KEY, None)  # not numbered after the commit
+    async with get_database().sessionmaker() as busy:
+        assert await donation_service.number_receipts(busy) == 1  # holds the numberer's lock until commit
+        async with unit_of_work() as s:
+            d = await s.get(Donation, donation.id)
+            assert d is not None
+            out = await asyncio.wait_for(donation_service.view(s, d), 5)
+            assert out.receipt_no is None  # shown without a number rather than waiting
+        await busy.commit()
+    async with unit_of_work() as s:
+        d = await s.get(Donation, donation.id)
+        assert d is not None and d.receipt_no is not None
