@@ -24,8 +24,6 @@ COMMAND_MODULES: list[str] = [
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
     async def main() -> Any:
-        import app.donations.service
-        import app.ledger.service  # noqa: F401  (their post-commit batches exist before the command runs)
         from app.kit.background import drain_all
 
         try:

@@ -521,11 +521,8 @@ class BookingService:
         # the slot's capacity row, then items by id, then the charity pools (ledger order).
         if not await repo.reserve_capacity(ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals):
             raise _slot_full()
-        for item, qty in sorted(ctx.items, key=lambda p: p[0].id):
-            if (
-                item.stock is None
-            ):  # unlimited: nothing to count, no row to lock (a menu item's stock is fixed)
-                continue
+        # unlimited items are not counted: no row to lock (a menu item's stock never changes once published)
+        for item, qty in sorted((p for p in ctx.items if p[0].stock is not None), key=lambda p: p[0].id):
             if not await repo.take_stock(item.id, qty):
                 raise Conflict(
                     f"“{item.name}”已经订完了，请换一个菜品",

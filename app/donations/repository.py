@@ -10,6 +10,7 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.locks import xact_lock
 from app.models import (
     Canteen,
     Donation,
@@ -21,9 +22,6 @@ from app.models import (
     ReceiptCounter,
 )
 from app.models.donation import DonationStatus
-
-# pg_advisory_xact_lock key of the receipt numberer ("SYRECEPT")
-RECEIPT_LOCK_KEY = 0x5359524543455054
 
 
 class DonationRepository:
@@ -160,9 +158,8 @@ class DonationRepository:
         return list((await self.session.execute(stmt)).scalars().all())
 
     async def lock_receipts(self, *, wait: bool) -> bool:
-        fn = func.pg_advisory_xact_lock if wait else func.pg_try_advisory_xact_lock
-        got = await self.session.scalar(select(fn(RECEIPT_LOCK_KEY)))
-        return wait or bool(got)
+        """The receipt numberer's lock: one transaction at a time hands out numbers."""
+        return await xact_lock(self.session, "donations:receipts", wait=wait)
 
     async def receipts_pending(self, limit: int) -> list[tuple[uuid.UUID, datetime]]:
         """Paid donations without a receipt number, in payment order."""

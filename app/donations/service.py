@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import service as audit
 from app.auth.subject import Subject
 from app.config import get_settings
-from app.db import after_commit
 from app.donations.repository import DonationRepository
 from app.donations.schemas import (
     MAX_DONATION_FEN,
@@ -325,7 +324,7 @@ class DonationService:
             },
             paid_at,
         )
-        after_commit(session, receipts.name, receipts.after_commit)
+        receipts.after_commit_of(session)
         log.info("donation_paid", donation_id=str(donation.id), source=source, amount_fen=donation.amount_fen)
         return True
 
@@ -393,9 +392,10 @@ class DonationService:
 
     async def number_receipts(self, session: AsyncSession, *, wait: bool = True) -> int | None:
         """Give every paid donation that has none its receipt number, ``SY<year><8 digits>``, gap-free per
-        year, in the order payments commit (by payment time within a batch). One numberer at a time (a transaction-scoped lock held to the caller's
-        commit); with ``wait=False``, None at once when another transaction is numbering. The year's counter
-        row is touched once per batch, here and nowhere else, so no payment waits for it."""
+        year, in the order payments commit (by payment time within a batch). One numberer at a time (a
+        transaction-scoped lock held to the caller's commit); with ``wait=False``, None at once when another
+        transaction is numbering. The year's counter row is touched once per batch, here and nowhere else, so
+        no payment waits for it."""
         repo = DonationRepository(session)
         if not await repo.lock_receipts(wait=wait):
             return None

@@ -27,7 +27,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import event, func, select
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, object_session
 
@@ -49,6 +49,7 @@ from app.feed.schemas import (
     TraceSummary,
 )
 from app.kit.crypto import mask_id_number, mask_phone
+from app.kit.locks import xact_lock
 from app.kit.money import format_yuan
 from app.kit.pagination import Page, decode_cursor, encode_cursor, invalid_cursor
 from app.kit.time import business_date, shanghai_datetime, utcnow
@@ -540,7 +541,7 @@ class FeedService:
         """Insert the event named ``key`` or update it in place. Writers of one key take turns (a
         transaction-scoped advisory lock), so concurrent serves at one canteen add up exactly."""
         repo = FeedRepository(session)
-        await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0x53594645))))
+        await xact_lock(session, f"feed:{key}")
         event_id = await repo.aggregate_event_id(key)
         if event_id is None:
             row = await repo.add_event(kind, initial, occurred_at)  # queued as "new" by the insert hook

@@ -1,7 +1,7 @@
 """Batch work that follows commits, done off the request path by one task per process.
 
-A request (or job) that commits work of this kind registers ``batch.poke`` as an after-commit hook
-(``app.db.after_commit``). The task waits ``window`` seconds so that a burst of commits is handled in one go,
+A request (or job) that writes work of this kind calls ``batch.after_commit_of(session)``: the batch is poked
+once that transaction commits (``app.db.after_commit``), never if it rolls back. The task waits ``window`` seconds so that a burst of commits is handled in one go,
 then runs ``run_once(session)`` in a transaction of its own and commits it. ``run_once`` takes its own
 transaction-scoped lock without waiting and returns None when another process holds it; the task then tries
 again a little later (that process may have looked before these commits), up to ``max_busy_retries`` times.
@@ -46,8 +46,13 @@ class PostCommitBatch:
         if task is None or task.done():
             self._tasks[key] = loop.create_task(self._run(key))
 
-    async def after_commit(self, session: AsyncSession) -> None:
-        """For ``app.db.after_commit``: the session is not used."""
+    def after_commit_of(self, session: AsyncSession) -> None:
+        """Poke this batch once ``session``'s transaction has committed."""
+        from app.db import after_commit
+
+        after_commit(session, self.name, self._poke_hook)
+
+    async def _poke_hook(self, session: AsyncSession) -> None:
         self.poke()
 
     async def _run(self, key: int) -> None:

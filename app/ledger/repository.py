@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
+from app.kit.locks import xact_lock
 from app.models import (
     Allocation,
     Canteen,
@@ -25,11 +26,6 @@ from app.models import (
     Posting,
 )
 
-# pg_advisory_xact_lock key serializing appends to the hash chain ("SANGYULG").
-CHAIN_LOCK_KEY = 0x53414E4759554C47
-# pg_advisory_xact_lock(class, key) namespace for per-donation locks ("SYDN")
-DONATION_LOCK_CLASS = 0x5359444E
-
 
 class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -37,17 +33,13 @@ class LedgerRepository:
 
     # ------------------------------------------------------------ chain and entries
 
-    async def lock_chain(self) -> None:
-        await self.session.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
+    async def lock_chain(self, *, wait: bool = True) -> bool:
+        """The sealer's lock: one transaction at a time appends to the hash chain."""
+        return await xact_lock(self.session, "ledger:chain", wait=wait)
 
     async def lock_donation(self, donation_id: uuid.UUID) -> None:
         """Serialize the ledger's writes for one donation (payment, refunds), not the whole ledger."""
-        await self.session.execute(
-            select(func.pg_advisory_xact_lock(DONATION_LOCK_CLASS, func.hashtext(str(donation_id))))
-        )
-
-    async def try_lock_chain(self) -> bool:
-        return bool(await self.session.scalar(select(func.pg_try_advisory_xact_lock(CHAIN_LOCK_KEY))))
+        await xact_lock(self.session, f"ledger:donation:{donation_id}")
 
     async def unsealed(self, limit: int) -> list[JournalEntry]:
         stmt = (

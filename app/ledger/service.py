@@ -40,7 +40,6 @@ from typing import Any, Literal, overload
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import after_commit
 from app.exceptions import BadRequest, Conflict, NotFound
 from app.kit.background import PostCommitBatch
 from app.kit.time import business_date, utcnow
@@ -150,9 +149,12 @@ def sealed(entry: JournalEntry) -> tuple[int, str, str]:
     return entry.seq, entry.prev_hash, entry.hash
 
 
-def entry_document(entry: JournalEntry, postings: list[tuple[str, int]]) -> dict[str, Any]:
+def entry_document(
+    entry: JournalEntry, postings: list[tuple[str, int]], *, seq: int | None = None
+) -> dict[str, Any]:
+    """The hashed document of ``entry``: at its own ``seq``, or at ``seq`` while it is being sealed."""
     return chain.entry_document(
-        seq=sealed(entry)[0],
+        seq=sealed(entry)[0] if seq is None else seq,
         business_key=entry.business_key,
         kind=entry.kind,
         memo=entry.memo,
@@ -272,7 +274,7 @@ class LedgerService:
             existing = await repo.entry_by_key(business_key)
             assert existing is not None
             return self._replayed_entry(existing, fingerprint)
-        after_commit(session, sealer.name, sealer.after_commit)
+        sealer.after_commit_of(session)
         return entry
 
     @staticmethod
@@ -304,9 +306,7 @@ class LedgerService:
         lock (transaction-scoped) until the caller commits. Returns how many it sealed; with ``wait=False``,
         None at once when another transaction holds the chain lock."""
         repo = LedgerRepository(session)
-        if wait:
-            await repo.lock_chain()
-        elif not await repo.try_lock_chain():
+        if not await repo.lock_chain(wait=wait):
             return None
         head = await repo.chain_head()
         seq, prev_hash = head if head else (0, chain.GENESIS_HASH)
@@ -321,17 +321,7 @@ class LedgerService:
             for entry in entries:
                 seq += 1
                 lines = postings[entry.id]
-                document = chain.entry_document(
-                    seq=seq,
-                    business_key=entry.business_key,
-                    kind=entry.kind,
-                    memo=entry.memo,
-                    refs=entry.refs,
-                    day=entry.day,
-                    created_at=entry.created_at,
-                    postings=lines,
-                )
-                entry_hash = chain.entry_hash(prev_hash, document)
+                entry_hash = chain.entry_hash(prev_hash, entry_document(entry, lines, seq=seq))
                 rows.append((entry.id, seq, prev_hash, entry_hash))
                 prev_hash = entry_hash
                 for account, amount in lines:

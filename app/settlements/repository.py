@@ -14,6 +14,7 @@ from sqlalchemy import String, and_, cast, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.locks import xact_lock
 from app.models import (
     Allocation,
     Booking,
@@ -119,9 +120,7 @@ class MealRepository:
 
     async def lock_canteen_month(self, canteen_id: uuid.UUID, month: str) -> None:
         """Serializes drafting and confirming of one canteen's month (transaction-scoped)."""
-        await self.session.execute(
-            select(func.pg_advisory_xact_lock(func.hashtextextended(f"settlement:{canteen_id}:{month}", 0)))
-        )
+        await xact_lock(self.session, f"settlement:{canteen_id}:{month}")
 
     async def draft_for(self, canteen_id: uuid.UUID, month: str) -> Settlement | None:
         stmt = (

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func, select
 
 from app.db import Database, get_database, unit_of_work
+from app.exceptions import Conflict
 from app.ledger.service import Posting, ledger_service, sealer
 from app.models import JournalEntry, LedgerAccount
 from tests.fixtures.factories import unique
@@ -80,3 +82,33 @@ async def test_concurrent_posts_make_one_unbroken_chain(committed: Database) -> 
         assert seqs == list(range(1, 41))
         clearing = await s.get(LedgerAccount, "wechatpay_clearing")
         assert clearing is not None and clearing.balance_fen == sum(10 + i for i in range(40))
+
+
+async def test_ten_concurrent_posts_of_one_key_write_one_entry(committed: Database) -> None:
+    """No ledger-wide lock any more: the business key's unique index makes the racers wait for the first and
+    return its entry; a racer with other content is refused and changes nothing."""
+    key = unique("k")
+
+    async def post(amount: int) -> str:
+        async with unit_of_work() as s:
+            entry = await ledger_service.post(
+                s,
+                business_key=key,
+                kind="test",
+                postings=[Posting("wechatpay_clearing", amount), Posting("external:donors", -amount)],
+            )
+            return str(entry.id)
+
+    ids = await asyncio.gather(*(post(300) for _ in range(10)))
+    assert len(set(ids)) == 1
+    with pytest.raises(Conflict) as err:
+        await post(301)
+    assert err.value.error_code == "LedgerKeyReused"
+    await sealer.drain()
+    async with unit_of_work() as s:
+        assert await s.scalar(select(func.count()).select_from(JournalEntry)) == 1
+        report = await ledger_service.check(s)
+        assert report["ok"], report["problems"]
+        assert (await ledger_service.balances(s, ["wechatpay_clearing"]))[
+            "wechatpay_clearing"
+        ].balance_fen == 300
