@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import Table, and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
@@ -108,34 +108,37 @@ class LedgerRepository:
         stmt = select(JournalEntry).where(JournalEntry.id.in_(entry_ids)).order_by(JournalEntry.seq)
         return list((await self.session.execute(stmt.execution_options(populate_existing=True))).scalars())
 
-    async def insert_entry(self, entry: JournalEntry, postings: Sequence[tuple[str, int]]) -> bool:
-        """Insert an unsealed entry and its postings; False (nothing written) when its business key exists,
-        having waited for a concurrent transaction holding that key to finish."""
-        values = {
-            c.key: getattr(entry, c.key)
-            for c in JournalEntry.__table__.columns
-            if c.key not in ("seq", "prev_hash", "hash")
-        }
-        inserted = await self.session.scalar(
-            insert(JournalEntry)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=[JournalEntry.business_key])
-            .returning(JournalEntry.id)
+    async def entries_by_keys(self, business_keys: Sequence[str]) -> dict[str, JournalEntry]:
+        stmt = select(JournalEntry).where(JournalEntry.business_key.in_(business_keys))
+        return {e.business_key: e for e in (await self.session.execute(stmt)).scalars()}
+
+    async def insert_entries(
+        self, entries: Sequence[tuple[JournalEntry, Sequence[tuple[str, int]]]]
+    ) -> set[str]:
+        """Insert unsealed entries and their postings in two statements; the business keys written. A key that
+        exists is skipped (nothing of it written), having waited for a concurrent transaction holding it."""
+        columns = [c.key for c in JournalEntry.__table__.columns if c.key not in ("seq", "prev_hash", "hash")]
+        table = cast(Table, JournalEntry.__table__)
+        result = await self.session.execute(
+            insert(table)
+            .on_conflict_do_nothing(index_elements=[table.c.business_key])
+            .returning(table.c.business_key),
+            [{k: getattr(entry, k) for k in columns} for entry, _ in entries],
         )
-        if inserted is None:
-            return False
-        make_transient_to_detached(
-            entry
-        )  # the row exists now: the object joins the session without an INSERT
-        self.session.add(entry)
-        await self.session.execute(
-            insert(Posting),
-            [
+        written = set(result.scalars())
+        rows: list[dict[str, Any]] = []
+        for entry, postings in entries:
+            if entry.business_key not in written:
+                continue
+            make_transient_to_detached(entry)  # the row exists now: the object joins the session, no INSERT
+            self.session.add(entry)
+            rows.extend(
                 {"entry_id": entry.id, "line_no": i, "account_code": account, "amount_fen": amount}
                 for i, (account, amount) in enumerate(postings, start=1)
-            ],
-        )
-        return True
+            )
+        if rows:
+            await self.session.execute(insert(cast(Table, Posting.__table__)), rows)
+        return written
 
     async def postings_of(self, entry_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[tuple[str, int]]]:
         out: dict[uuid.UUID, list[tuple[str, int]]] = {eid: [] for eid in entry_ids}
