@@ -39,6 +39,10 @@ class DonationRepository:
     async def get_target_by_id(self, target_id: uuid.UUID) -> DonationTarget | None:
         return await self.session.get(DonationTarget, target_id)
 
+    async def targets_by_ids(self, target_ids: set[uuid.UUID]) -> dict[uuid.UUID, DonationTarget]:
+        stmt = select(DonationTarget).where(DonationTarget.id.in_(target_ids))
+        return {t.id: t for t in (await self.session.execute(stmt)).scalars()}
+
     async def list_targets(self, codes: list[str] | None = None) -> list[DonationTarget]:
         stmt = select(DonationTarget).where(DonationTarget.is_active.is_(True)).order_by(DonationTarget.code)
         if codes is not None:
@@ -123,6 +127,19 @@ class DonationRepository:
                 select(Donation).where(Donation.out_trade_no == out_trade_no).with_for_update()
             )
         ).scalar_one_or_none()
+
+    async def lock_by_out_trade_nos(self, out_trade_nos: list[str]) -> dict[str, Donation]:
+        """Row-lock many orders at once, in id order (two batches never deadlock), fresh from the database."""
+        if not out_trade_nos:
+            return {}
+        stmt = (
+            select(Donation)
+            .where(Donation.out_trade_no.in_(out_trade_nos))
+            .order_by(Donation.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return {d.out_trade_no: d for d in (await self.session.execute(stmt)).scalars() if d.out_trade_no}
 
     async def list_for_donor(
         self, donor_user_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
@@ -241,5 +258,14 @@ class DonationRepository:
     # -- public feed
 
     async def add_feed_event(self, kind: str, payload: dict[str, Any], occurred_at: datetime) -> None:
-        self.session.add(FeedEvent(kind=kind, payload=payload, occurred_at=occurred_at))
+        await self.add_feed_events([(kind, payload, occurred_at)])
+
+    async def add_feed_events(self, events: list[tuple[str, dict[str, Any], datetime]]) -> None:
+        """One flush for many (published after commit by ``app.feed.service``, one message each)."""
+        self.session.add_all(
+            [
+                FeedEvent(kind=kind, payload=payload, occurred_at=occurred_at)
+                for kind, payload, occurred_at in events
+            ]
+        )
         await self.session.flush()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, overload
 
@@ -60,6 +61,16 @@ def _not_found() -> NotFound:
 
 def _target_not_found() -> NotFound:
     return NotFound("找不到这个捐赠项目，请重新扫码", code="DonationTargetNotFound")
+
+
+@dataclass(frozen=True)
+class PaymentCompletion:
+    """A locked donation and the payment that completes it: one item of ``complete_payments``."""
+
+    donation: Donation
+    source: str
+    external_ref: str
+    paid_at: datetime
 
 
 def mint_out_trade_no(now: datetime | None = None) -> str:
@@ -292,41 +303,74 @@ class DonationService:
         """Mark a locked donation paid, post it to the ledger and emit the feed event, all in the caller's
         transaction; the receipt number follows right after the commit (``number_receipts``). False (and
         nothing changes) when it is already paid."""
-        if donation.status not in (DonationStatus.pending, DonationStatus.closed):
-            return False
-        repo = DonationRepository(session)
-        target = await repo.get_target_by_id(donation.target_id)
-        assert target is not None
-        donation.status = DonationStatus.paid.value
-        donation.paid_at = paid_at
-        donation.closed_at = None
-        if source == "wechatpay":
-            donation.transaction_id = external_ref
-        await session.flush()
-        await _ledger().record_donation_payment(
-            session,
-            donation_id=donation.id,
-            target_account=donation.target_account,
-            amount_fen=donation.amount_fen,
-            source=source,
-            external_ref=external_ref,
-            paid_at=paid_at,
+        done = await self.complete_payments(
+            session, [PaymentCompletion(donation, source=source, external_ref=external_ref, paid_at=paid_at)]
         )
-        await repo.add_feed_event(
-            "donation_paid",
-            {
-                "donor": donor_label(donation),
-                "amount_fen": donation.amount_fen,
-                "meals": donation.meals,
-                "target": target.title,
-                "target_kind": target.kind,
-                "channel": donation.channel,
-            },
-            paid_at,
+        return done[0]
+
+    async def complete_payments(self, session: AsyncSession, items: list[PaymentCompletion]) -> list[bool]:
+        """``complete_payment`` for a batch of locked donations, in the order given (a donation that appears
+        twice is paid by the first): the donations' UPDATE, the ledger's batch, the feed events and the
+        receipt poke cost a few statements per batch, not per payment."""
+        done: list[PaymentCompletion] = []
+        for item in items:
+            donation = item.donation
+            if donation.status not in (DonationStatus.pending, DonationStatus.closed):
+                continue
+            donation.status = DonationStatus.paid.value
+            donation.paid_at = item.paid_at
+            donation.closed_at = None
+            if item.source == "wechatpay":
+                donation.transaction_id = item.external_ref
+            done.append(item)
+        if not done:
+            return [False] * len(items)
+        await session.flush()
+        from app.ledger.service import DonationPayment
+
+        await _ledger().record_donation_payments(
+            session,
+            [
+                DonationPayment(
+                    donation_id=item.donation.id,
+                    target_account=item.donation.target_account,
+                    amount_fen=item.donation.amount_fen,
+                    source=item.source,
+                    external_ref=item.external_ref,
+                    paid_at=item.paid_at,
+                )
+                for item in done
+            ],
+        )
+        repo = DonationRepository(session)
+        targets = await repo.targets_by_ids({item.donation.target_id for item in done})
+        await repo.add_feed_events(
+            [
+                (
+                    "donation_paid",
+                    {
+                        "donor": donor_label(item.donation),
+                        "amount_fen": item.donation.amount_fen,
+                        "meals": item.donation.meals,
+                        "target": targets[item.donation.target_id].title,
+                        "target_kind": targets[item.donation.target_id].kind,
+                        "channel": item.donation.channel,
+                    },
+                    item.paid_at,
+                )
+                for item in done
+            ]
         )
         receipts.after_commit_of(session)
-        log.info("donation_paid", donation_id=str(donation.id), source=source, amount_fen=donation.amount_fen)
-        return True
+        for item in done:
+            log.info(
+                "donation_paid",
+                donation_id=str(item.donation.id),
+                source=item.source,
+                amount_fen=item.donation.amount_fen,
+            )
+        paid = {id(item) for item in done}
+        return [id(item) in paid for item in items]
 
     async def check_pending(
         self,

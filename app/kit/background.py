@@ -1,20 +1,26 @@
-"""Batch work that follows commits, done off the request path by one task per process.
+"""Batch work done by one task per process: work that follows commits (``PostCommitBatch``), and group commit
+for requests that wait for their own outcome (``RequestBatch``).
 
-A request (or job) that writes work of this kind calls ``batch.after_commit_of(session)``: the batch is poked
-once that transaction commits (``app.db.after_commit``), never if it rolls back. The task waits ``window`` seconds so that a burst of commits is handled in one go,
-then runs ``run_once(session)`` in a transaction of its own and commits it. ``run_once`` takes its own
-transaction-scoped lock without waiting and returns None when another process holds it; the task then tries
-again a little later (that process may have looked before these commits), up to ``max_busy_retries`` times.
-Whatever is still left is picked up by the batch's minutely job and by readers that need it done.
+``PostCommitBatch``: a request (or job) that writes work of this kind calls ``batch.after_commit_of(session)``:
+the batch is poked once that transaction commits (``app.db.after_commit``), never if it rolls back. The task
+waits ``window`` seconds so that a burst of commits is handled in one go, then runs ``run_once(session)`` in
+a transaction of its own and commits it. ``run_once`` takes its own transaction-scoped lock without waiting
+and returns None when another process holds it; the task then tries again a little later (that process may
+have looked before these commits), up to ``max_busy_retries`` times. Whatever is still left is picked up by
+the batch's minutely job and by readers that need it done.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
+
+if TYPE_CHECKING:
+    from app.db import SessionFactory
 
 log = structlog.get_logger("app.background")
 
@@ -87,3 +93,84 @@ class PostCommitBatch:
 async def drain_all() -> None:
     for batch in _batches:
         await batch.drain()
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+RunBatch = Callable[[AsyncSession, list[Item]], Awaitable[list[Result | Exception]]]
+
+
+class RequestBatch(Generic[Item, Result]):
+    """Group commit for requests that each wait for their own outcome.
+
+    Concurrent callers in one process hand over an item and wait. One task per event loop and session factory
+    takes everything waiting (up to ``max_batch``), runs ``run(session, items)`` as one transaction, commits,
+    and answers each caller with its result, or raises its exception (an ``Exception`` in the result list is
+    that item's own failure: nothing of it was written). Nothing waits on purpose: a lone item runs at once,
+    and whatever arrives while a batch runs forms the next one. When a batch fails as a whole (an error, or its
+    commit), each of its items is run again alone in a transaction of its own, so one bad item fails only its
+    own caller. A caller that goes away does not stop its item: it is committed or not like the others."""
+
+    def __init__(self, name: str, run: RunBatch[Item, Result], *, max_batch: int = 200) -> None:
+        self.name = name
+        self.run = run
+        self.max_batch = max_batch
+        self._queues: dict[tuple[int, SessionFactory], list[tuple[Item, asyncio.Future[Result]]]] = {}
+        self._tasks: dict[tuple[int, SessionFactory], asyncio.Task[None]] = {}
+
+    async def submit(self, open_session: SessionFactory, item: Item) -> Result:
+        loop = asyncio.get_running_loop()
+        key = (id(loop), open_session)
+        future: asyncio.Future[Result] = loop.create_future()
+        self._queues.setdefault(key, []).append((item, future))
+        task = self._tasks.get(key)
+        if task is None or task.done():
+            self._tasks[key] = loop.create_task(self._work(key, open_session))
+        return await future
+
+    async def _work(self, key: tuple[int, SessionFactory], open_session: SessionFactory) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                batch = queue[: self.max_batch]
+                del queue[: self.max_batch]
+                try:
+                    results = await self._attempt(open_session, [item for item, _ in batch])
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _answer(batch[0][1], exc)
+                        continue
+                    log.warning(
+                        "request_batch_split", batch=self.name, size=len(batch), error=type(exc).__name__
+                    )
+                    for item, future in batch:
+                        try:
+                            (result,) = await self._attempt(open_session, [item])
+                        except Exception as one:
+                            result = one
+                        _answer(future, result)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    _answer(future, result)
+        finally:  # cancelled (shutdown): nobody is left waiting forever
+            for _, future in queue:
+                _answer(future, RuntimeError(f"{self.name} stopped"))
+            queue.clear()
+            self._queues.pop(key, None)
+            self._tasks.pop(key, None)
+
+    async def _attempt(self, open_session: SessionFactory, items: list[Item]) -> list[Result | Exception]:
+        async with open_session() as session:
+            results = await self.run(session, items)
+        if len(results) != len(items):
+            raise RuntimeError(f"{self.name}: {len(results)} results for {len(items)} items")
+        return results
+
+
+def _answer(future: asyncio.Future[Result], result: Result | Exception) -> None:
+    if future.done():  # its caller went away
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, or_, select, text, update
+from sqlalchemy import Table, and_, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from app.kit.locks import xact_lock
+from app.kit.locks import xact_lock, xact_locks
 from app.models import (
     Allocation,
     Canteen,
@@ -40,6 +40,10 @@ class LedgerRepository:
     async def lock_donation(self, donation_id: uuid.UUID) -> None:
         """Serialize the ledger's writes for one donation (payment, refunds), not the whole ledger."""
         await xact_lock(self.session, f"ledger:donation:{donation_id}")
+
+    async def lock_donations(self, donation_ids: Sequence[uuid.UUID]) -> None:
+        """``lock_donation`` for many, in one statement, in one order (so two batches never deadlock)."""
+        await xact_locks(self.session, [f"ledger:donation:{d}" for d in donation_ids])
 
     async def unsealed(self, limit: int) -> list[JournalEntry]:
         stmt = (
@@ -312,9 +316,22 @@ class LedgerRepository:
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def add_lot(self, lot: DonationLot) -> None:
-        self.session.add(lot)
-        await self.session.flush([lot])
+    async def lots_for_donations_or_refs(
+        self, donation_ids: Sequence[uuid.UUID], refs: Sequence[tuple[str, str]]
+    ) -> list[DonationLot]:
+        """The lots of these donations, and the lots already holding these payments (for other donations)."""
+        stmt = select(DonationLot).where(
+            or_(
+                DonationLot.donation_id.in_(donation_ids),
+                tuple_(DonationLot.source, DonationLot.external_ref).in_(list(refs)),
+            )
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def add_lots(self, lots: Sequence[DonationLot]) -> None:
+        if lots:
+            self.session.add_all(lots)
+            await self.session.flush(lots)
 
     async def fifo_lots(
         self, account_code: str, *, after: tuple[Any, int] | None, limit: int

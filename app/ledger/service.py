@@ -177,6 +177,18 @@ class EntryDraft:
 
 
 @dataclass(frozen=True)
+class DonationPayment:
+    """A paid donation to record: one item of ``record_donation_payments``."""
+
+    donation_id: uuid.UUID
+    target_account: str
+    amount_fen: int
+    source: str
+    external_ref: str
+    paid_at: datetime
+
+
+@dataclass(frozen=True)
 class _Prepared:
     draft: EntryDraft
     lines: list[tuple[str, int]]
@@ -438,28 +450,48 @@ class LedgerService:
     ) -> JournalEntry:
         """Money in: ``clearing (or bank) +X / target −X`` and a lot on the target. Idempotent on
         ``(source, external_ref)``."""
-        _check_fen(amount_fen)
-        if source not in CLEARING:
-            raise BadRequest("付款渠道不对", code="LedgerBadInput", detail={"field": "source"})
-        _check_text(external_ref, "external_ref", 128)
-        spec = account_spec(target_account)
-        if spec.kind not in ("pool", "fund"):
-            raise BadRequest(
-                "捐赠只能进入资金池或基金", code="LedgerBadTarget", detail={"account": target_account}
-            )
-        if not isinstance(paid_at, datetime) or paid_at.tzinfo is None:
-            raise BadRequest("付款时间不对", code="LedgerBadInput", detail={"field": "paid_at"})
+        payment = DonationPayment(
+            donation_id=donation_id,
+            target_account=target_account,
+            amount_fen=amount_fen,
+            source=source,
+            external_ref=external_ref,
+            paid_at=paid_at,
+        )
+        return (await self.record_donation_payments(session, [payment]))[0]
 
+    async def record_donation_payments(
+        self, session: AsyncSession, payments: list[DonationPayment]
+    ) -> list[JournalEntry]:
+        """``record_donation_payment`` for a batch, in a constant number of statements: the donations' locks,
+        one look-up of lots already there, the entries (``_post_many``) and one INSERT of the new lots. Each
+        payment is idempotent on ``(source, external_ref)``; the batch is all or nothing."""
+        for p in payments:
+            self._check_payment(p)
+        if len({p.donation_id for p in payments}) != len(payments) or len(
+            {(p.source, p.external_ref) for p in payments}
+        ) != len(payments):
+            raise BadRequest(
+                "同一批入账里有重复的捐赠", code="LedgerBadInput", detail={"field": "donation_id"}
+            )
         repo = LedgerRepository(session)
-        await repo.lock_donation(donation_id)
-        lot = await repo.lot_for_donation_or_ref(donation_id, source, external_ref)
-        if lot is not None:
+        await repo.lock_donations([p.donation_id for p in payments])
+        lots = await repo.lots_for_donations_or_refs(
+            [p.donation_id for p in payments], [(p.source, p.external_ref) for p in payments]
+        )
+        by_donation = {lot.donation_id: lot for lot in lots}
+        by_ref = {(lot.source, lot.external_ref): lot for lot in lots}
+        known: dict[int, DonationLot] = {}
+        for i, p in enumerate(payments):
+            lot = by_donation.get(p.donation_id) or by_ref.get((p.source, p.external_ref))
+            if lot is None:
+                continue
             same = (
-                lot.donation_id == donation_id
-                and lot.source == source
-                and lot.external_ref == external_ref
-                and lot.amount_fen == amount_fen
-                and lot.account_code == target_account
+                lot.donation_id == p.donation_id
+                and lot.source == p.source
+                and lot.external_ref == p.external_ref
+                and lot.amount_fen == p.amount_fen
+                and lot.account_code == p.target_account
             )
             if not same:
                 raise Conflict(
@@ -467,35 +499,64 @@ class LedgerService:
                     code="LedgerKeyReused",
                     detail={"donation_id": str(lot.donation_id)},
                 )
-            entry = await repo.entry_by_id(lot.entry_id)
-            assert entry is not None
-            return entry
-
-        entry = await self._post(
+            known[i] = lot
+        fresh = [p for i, p in enumerate(payments) if i not in known]
+        entries = await self._post_many(
             session,
-            business_key=f"donation:{source}:{external_ref}:paid",
-            kind="donation",
-            postings=[Posting(CLEARING[source], amount_fen), Posting(target_account, -amount_fen)],
-            memo="捐赠到账",
-            refs={"donation_id": str(donation_id), "source": source, "external_ref": external_ref},
+            [
+                EntryDraft(
+                    business_key=f"donation:{p.source}:{p.external_ref}:paid",
+                    kind="donation",
+                    postings=[
+                        Posting(CLEARING[p.source], p.amount_fen),
+                        Posting(p.target_account, -p.amount_fen),
+                    ],
+                    memo="捐赠到账",
+                    refs={
+                        "donation_id": str(p.donation_id),
+                        "source": p.source,
+                        "external_ref": p.external_ref,
+                    },
+                )
+                for p in fresh
+            ],
             lots_kept=True,
         )
-        await repo.add_lot(
-            DonationLot(
-                id=uuid.uuid4(),
-                donation_id=donation_id,
-                account_code=target_account,
-                source=source,
-                external_ref=external_ref,
-                entry_id=entry.id,
-                amount_fen=amount_fen,
-                held_fen=0,
-                allocated_fen=0,
-                refunded_fen=0,
-                paid_at=paid_at,
-            )
+        await repo.add_lots(
+            [
+                DonationLot(
+                    id=uuid.uuid4(),
+                    donation_id=p.donation_id,
+                    account_code=p.target_account,
+                    source=p.source,
+                    external_ref=p.external_ref,
+                    entry_id=entry.id,
+                    amount_fen=p.amount_fen,
+                    held_fen=0,
+                    allocated_fen=0,
+                    refunded_fen=0,
+                    paid_at=p.paid_at,
+                )
+                for p, entry in zip(fresh, entries, strict=True)
+            ]
         )
-        return entry
+        earlier = {e.id: e for e in await repo.entries_by_ids([lot.entry_id for lot in known.values()])}
+        made = iter(entries)
+        return [earlier[known[i].entry_id] if i in known else next(made) for i in range(len(payments))]
+
+    @staticmethod
+    def _check_payment(p: DonationPayment) -> None:
+        _check_fen(p.amount_fen)
+        if p.source not in CLEARING:
+            raise BadRequest("付款渠道不对", code="LedgerBadInput", detail={"field": "source"})
+        _check_text(p.external_ref, "external_ref", 128)
+        spec = account_spec(p.target_account)
+        if spec.kind not in ("pool", "fund"):
+            raise BadRequest(
+                "捐赠只能进入资金池或基金", code="LedgerBadTarget", detail={"account": p.target_account}
+            )
+        if not isinstance(p.paid_at, datetime) or p.paid_at.tzinfo is None:
+            raise BadRequest("付款时间不对", code="LedgerBadInput", detail={"field": "paid_at"})
 
     async def refundable_fen(self, session: AsyncSession, *, donation_id: uuid.UUID) -> int:
         """paid − held − allocated (spent) − refunded; 0 for a donation the ledger has not seen."""

@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.auth import SessionDep
+from app.db import SessionFactory, get_session_factory
 from app.exceptions import SangyuError
-from app.payments.service import payment_service
+from app.payments.service import payment_batch, payment_service
 from app.wechat.pay import NotificationRejected, WeChatPayGateway, get_wechatpay
 
 log = structlog.get_logger("app.payments")
@@ -23,23 +24,25 @@ router = APIRouter(tags=["payments"])
 GatewayDep = Annotated[WeChatPayGateway, Depends(get_wechatpay)]
 MAX_BODY = 64 * 1024
 
-Handler = Callable[[AsyncSession, WeChatPayGateway, dict[str, str], bytes], Awaitable[str]]
+Act = Callable[[dict[str, str], bytes], Awaitable[str]]
 
 
-async def _handle(
-    request: Request, session: AsyncSession, gateway: WeChatPayGateway, handler: Handler
-) -> Response:
+async def _handle(request: Request, act: Act, session: AsyncSession | None = None) -> Response:
+    """Run ``act`` on the raw notification; ``session`` (the request's, if it uses one) is rolled back on
+    failure."""
     body = await request.body()
     if len(body) > MAX_BODY:
         return JSONResponse({"code": "FAIL", "message": "body too large"}, status_code=413)
     try:
-        outcome = await handler(session, gateway, dict(request.headers), body)
+        outcome = await act(dict(request.headers), body)
     except NotificationRejected as exc:
-        await session.rollback()  # nothing of a rejected notification is kept, not even its inbox row
+        if session is not None:
+            await session.rollback()  # nothing of a rejected notification is kept, not even its inbox row
         log.warning("wechatpay_notification_rejected", reason=exc.reason, status=exc.status)
         return JSONResponse({"code": "FAIL", "message": exc.reason}, status_code=exc.status)
     except SangyuError as exc:
-        await session.rollback()
+        if session is not None:
+            await session.rollback()
         log.error("wechatpay_notification_failed", error=exc.error_code, message=exc.message)
         return JSONResponse({"code": "FAIL", "message": exc.error_code}, status_code=500)
     log.info("wechatpay_notification", outcome=outcome)
@@ -47,10 +50,22 @@ async def _handle(
 
 
 @router.post("/payments/wechat/notify", status_code=204, summary="微信支付 APIv3 支付结果通知")
-async def wechat_notify(request: Request, session: SessionDep, gateway: GatewayDep) -> Response:
-    return await _handle(request, session, gateway, payment_service.handle_payment_notification)
+async def wechat_notify(
+    request: Request,
+    gateway: GatewayDep,
+    open_session: Annotated[SessionFactory, Depends(get_session_factory)],
+) -> Response:
+    async def act(headers: dict[str, str], body: bytes) -> str:
+        # verified and decrypted here, then applied together with this process's other waiting notifications
+        # (group commit, app/payments/service.py); the answer comes after the commit
+        return await payment_batch.submit(open_session, gateway.parse_notification(headers, body))
+
+    return await _handle(request, act)
 
 
 @router.post("/payments/wechat/refund-notify", status_code=204, summary="微信支付 APIv3 退款结果通知")
 async def wechat_refund_notify(request: Request, session: SessionDep, gateway: GatewayDep) -> Response:
-    return await _handle(request, session, gateway, payment_service.handle_refund_notification)
+    async def act(headers: dict[str, str], body: bytes) -> str:
+        return await payment_service.handle_refund_notification(session, gateway, headers, body)
+
+    return await _handle(request, act, session)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import PaymentInbox
+from app.wechat.pay import Notification
 
 
 class InboxRepository:
@@ -28,6 +29,35 @@ class InboxRepository:
             .returning(PaymentInbox.id)
         )
         return inserted.scalar_one_or_none()
+
+    async def stored(self, source: str, external_ids: list[str]) -> set[str]:
+        """Which of these notifications are already stored (committed, or written earlier in this transaction)."""
+        stmt = select(PaymentInbox.external_id).where(
+            PaymentInbox.source == source, PaymentInbox.external_id.in_(external_ids)
+        )
+        return set((await self.session.execute(stmt)).scalars())
+
+    async def claim_handled(self, source: str, notes: list[Notification], at: datetime) -> set[str]:
+        """Store handled notifications in one INSERT; the ids written (one already stored is skipped, having
+        waited for a concurrent transaction that holds it)."""
+        rows = [
+            {
+                "source": source,
+                "external_id": n.id,
+                "event_type": n.event_type,
+                "payload": n.resource,
+                "handled_at": at,
+            }
+            for n in notes
+        ]
+        table = cast(Table, PaymentInbox.__table__)
+        result = await self.session.execute(
+            insert(table)
+            .on_conflict_do_nothing(index_elements=[table.c.source, table.c.external_id])
+            .returning(table.c.external_id),
+            rows,
+        )
+        return set(result.scalars())
 
     async def mark_handled(self, inbox_id: int, at: datetime) -> None:
         await self.session.execute(

@@ -1,0 +1,194 @@
+"""Group commit of payment notifications: a batch acts exactly as its notifications would one by one, a bad one
+fails alone, and concurrent deliveries through the endpoint still pay every order once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import get_settings
+from app.db import Database, unit_of_work
+from app.kit.background import RequestBatch
+from app.ledger.service import ledger_service
+from app.models import Donation, FeedEvent, JournalEntry, PaymentInbox
+from app.payments.service import payment_service
+from app.wechat.pay import Notification, NotificationRejected, get_wechatpay
+from tests.donations.helpers import committed_target, donate, payment_notification
+from tests.fixtures.client import login
+from tests.fixtures.factories import unique
+
+NOTIFY = "/api/v1/payments/wechat/notify"
+
+
+async def _pending(client: httpx.AsyncClient, n: int, amount_fen: int = 1000) -> list[dict[str, Any]]:
+    target = await committed_target()
+    headers = await login(client, unique("o"))
+    made = []
+    for _ in range(n):
+        res = await donate(client, headers, target.code, amount_fen=amount_fen)
+        assert res.status_code == 201, res.text
+        made.append(res.json())
+    return made
+
+
+def _note(
+    donation: dict[str, Any],
+    *,
+    note_id: str | None = None,
+    tx: str | None = None,
+    amount_fen: int | None = None,
+    event: str = "TRANSACTION.SUCCESS",
+    trade_state: str = "SUCCESS",
+    out_trade_no: str | None = None,
+) -> Notification:
+    settings = get_settings()
+    return Notification(
+        id=note_id or unique("n"),
+        event_type=event,
+        create_time="2026-11-28T10:00:00+08:00",
+        resource={
+            "appid": settings.WECHAT_APPID,
+            "mchid": settings.WECHATPAY_MCHID,
+            "out_trade_no": out_trade_no or donation["out_trade_no"],
+            "transaction_id": tx or "4200" + str(uuid.uuid4().int)[:24].zfill(24),
+            "trade_state": trade_state,
+            "success_time": "2026-11-28T10:00:00+08:00",
+            "amount": {"total": amount_fen or donation["amount_fen"], "currency": "CNY"},
+        },
+    )
+
+
+async def _facts(session: AsyncSession, donation_ids: list[str]) -> dict[str, Any]:
+    ids = [uuid.UUID(d) for d in donation_ids]
+    rows = (await session.execute(select(Donation).where(Donation.id.in_(ids)))).scalars().all()
+    return {
+        "status": {str(d.id): d.status for d in rows},
+        "tx": {str(d.id): d.transaction_id for d in rows},
+        "entries": await session.scalar(select(func.count()).where(JournalEntry.kind == "donation")),
+        "feed": await session.scalar(select(func.count()).where(FeedEvent.kind == "donation_paid")),
+        "inbox": set((await session.execute(select(PaymentInbox.external_id))).scalars()),
+    }
+
+
+async def test_a_batch_acts_like_each_notification_alone(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    a, b, c, d = await _pending(committed_client, 4)
+    earlier = _note(d, note_id="n-earlier")
+    async with unit_of_work() as s:  # stored and acted on before the batch
+        assert await payment_service.handle_payment_notifications(s, get_wechatpay(), [earlier]) == ["paid"]
+
+    same_tx = "4200" + "7" * 24
+    notes = [
+        _note(a, note_id="n-a1", tx=same_tx),
+        _note(a, note_id="n-a1", tx=same_tx),  # the same delivery twice in one batch
+        _note(a, note_id="n-a2", tx=same_tx),  # another id for the same payment
+        _note(a, note_id="n-a3", tx="4200" + "8" * 24),  # a different payment for a paid order
+        _note(b, note_id="n-b-amount", amount_fen=999),  # does not match the order
+        _note(b, note_id="n-b-state", trade_state="NOTPAY"),
+        _note(b, note_id="n-unknown", out_trade_no="SY20261128NOSUCHORDER000000"),
+        _note(c, note_id="n-c"),
+        _note(c, note_id="n-refund-event", event="REFUND.SUCCESS"),
+        earlier,  # delivered again
+    ]
+    async with unit_of_work() as s:
+        outcomes = await payment_service.handle_payment_notifications(s, get_wechatpay(), notes)
+    shown = [o if isinstance(o, str) else (o.status, o.reason) for o in outcomes]
+    assert shown == [
+        "paid",
+        "duplicate",
+        "already_paid",
+        (400, "transaction_id mismatch"),
+        (400, "amount mismatch"),
+        (400, "trade_state is not SUCCESS"),
+        (404, "unknown out_trade_no"),
+        "paid",
+        "ignored",
+        "duplicate",
+    ]
+    async with unit_of_work() as s:
+        facts = await _facts(s, [a["id"], b["id"], c["id"], d["id"]])
+        check = await ledger_service.check(s)
+    assert facts["status"] == {a["id"]: "paid", b["id"]: "pending", c["id"]: "paid", d["id"]: "paid"}
+    assert facts["tx"][a["id"]] == same_tx
+    assert (facts["entries"], facts["feed"]) == (3, 3)
+    # rejected notifications leave nothing behind, not even an inbox row
+    assert {"n-a1", "n-a2", "n-c", "n-refund-event", "n-earlier"} <= facts["inbox"]
+    assert not {"n-a3", "n-b-amount", "n-b-state", "n-unknown"} & facts["inbox"]
+    assert check["ok"], check["problems"]
+
+
+async def test_request_batch_groups_waiting_callers_and_a_bad_item_fails_alone(committed: Database) -> None:
+    sizes: list[int] = []
+    running = asyncio.Event()
+
+    async def run(session: AsyncSession, items: list[str]) -> list[str | Exception]:
+        sizes.append(len(items))
+        running.set()
+        await session.execute(select(1))
+        await asyncio.sleep(0.01)
+        if "boom" in items:
+            raise RuntimeError("boom")
+        return [NotificationRejected(i, 400) if i.startswith("bad") else i.upper() for i in items]
+
+    batch: RequestBatch[str, str] = RequestBatch("test", run)
+    lone = asyncio.ensure_future(batch.submit(unit_of_work, "first"))
+    await running.wait()  # the first caller's batch is running
+    items = [f"item{n}" for n in range(30)] + ["bad1"]
+    results = await asyncio.gather(*(batch.submit(unit_of_work, i) for i in items), return_exceptions=True)
+    assert results[:30] == [f"ITEM{n}" for n in range(30)]
+    assert isinstance(results[30], NotificationRejected) and results[30].reason == "bad1"
+    assert await lone == "FIRST"
+    # the first caller ran alone at once; the 31 that queued meanwhile ran as one batch
+    assert sizes == [1, 31]
+
+    sizes.clear()
+    items = [f"item{n}" for n in range(10)] + ["boom"]
+    results = await asyncio.gather(*(batch.submit(unit_of_work, i) for i in items), return_exceptions=True)
+    assert results[:10] == [f"ITEM{n}" for n in range(10)]
+    assert isinstance(results[10], RuntimeError)
+    # the batch failed on "boom" and was split: each item again alone, so only "boom" failed
+    assert sizes == [11] + [1] * 11
+
+
+async def test_a_storm_of_concurrent_deliveries_pays_each_order_once(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    donations = await _pending(committed_client, 20, amount_fen=1500)
+    deliveries = []
+    for d in donations:
+        first = payment_notification(d["out_trade_no"], 1500, notification_id=f"n-{d['id']}")
+        deliveries += [first, first]  # re-delivered at the same moment
+    bad = payment_notification(donations[0]["out_trade_no"], 1499)  # forged amount: rejected, rest unharmed
+    unknown = payment_notification("SY20261128NOSUCHORDER000000", 1500)
+    results = await asyncio.gather(
+        *(committed_client.post(NOTIFY, content=body, headers=h) for h, body in [*deliveries, bad, unknown])
+    )
+    assert [r.status_code for r in results] == [204] * 40 + [400, 404]
+    async with unit_of_work() as s:
+        facts = await _facts(s, [d["id"] for d in donations])
+        check = await ledger_service.check(s)
+    assert set(facts["status"].values()) == {"paid"}
+    assert (facts["entries"], facts["feed"], len(facts["inbox"])) == (20, 20, 20)
+    assert check["ok"], check["problems"]
+
+
+@pytest.mark.parametrize("field", ["mchid", "appid"])
+async def test_a_batch_refuses_another_merchants_notification(
+    committed_client: httpx.AsyncClient, committed: Database, field: str
+) -> None:
+    (donation,) = await _pending(committed_client, 1)
+    note = _note(donation)
+    note.resource[field] = "someone-else"
+    async with unit_of_work() as s:
+        (outcome,) = await payment_service.handle_payment_notifications(s, get_wechatpay(), [note])
+    assert isinstance(outcome, NotificationRejected) and outcome.reason == f"{field} mismatch"
+    async with unit_of_work() as s:
+        facts = await _facts(s, [donation["id"]])
+    assert facts["status"] == {donation["id"]: "pending"} and facts["inbox"] == set()
