@@ -10,11 +10,11 @@ from app.auth.schemas import GrantOut, GrantRole, LoginResult, Me, PhoneResult, 
 from app.auth.service import auth_service
 from app.kit import ratelimit
 from app.kit.ratelimit import rate_limit
-from app.wechat.miniprogram import MiniProgram, get_miniprogram
+from app.wechat.miniprogram import MiniProgram, miniprogram_dependency
 
 router = APIRouter(tags=["auth"])
 
-WeChatDep = Annotated[MiniProgram, Depends(get_miniprogram)]
+WeChatDep = Annotated[MiniProgram, Depends(miniprogram_dependency)]
 
 
 @router.post(

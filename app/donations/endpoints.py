@@ -32,11 +32,11 @@ from app.feed.service import feed_service
 from app.kit import ratelimit
 from app.kit.pagination import Page
 from app.kit.ratelimit import rate_limit
-from app.wechat.pay import WeChatPayGateway, get_wechatpay
+from app.wechat.pay import WeChatPayGateway, wechatpay_dependency
 
 router = APIRouter(tags=["donations"])
 
-GatewayDep = Annotated[WeChatPayGateway, Depends(get_wechatpay)]
+GatewayDep = Annotated[WeChatPayGateway, Depends(wechatpay_dependency)]
 CodePath = Annotated[str, qrcodes.CODE_PATH]
 
 

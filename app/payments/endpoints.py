@@ -15,13 +15,13 @@ from app.auth.auth import SessionDep
 from app.db import SessionFactory, get_session_factory
 from app.exceptions import SangyuError
 from app.payments.service import payment_batch, payment_service
-from app.wechat.pay import NotificationRejected, WeChatPayGateway, get_wechatpay
+from app.wechat.pay import NotificationRejected, WeChatPayGateway, wechatpay_dependency
 
 log = structlog.get_logger("app.payments")
 
 router = APIRouter(tags=["payments"])
 
-GatewayDep = Annotated[WeChatPayGateway, Depends(get_wechatpay)]
+GatewayDep = Annotated[WeChatPayGateway, Depends(wechatpay_dependency)]
 MAX_BODY = 64 * 1024
 
 Act = Callable[[dict[str, str], bytes], Awaitable[str]]

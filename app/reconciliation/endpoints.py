@@ -17,11 +17,11 @@ from app.auth.subject import Subject
 from app.exceptions import Unprocessable
 from app.reconciliation.schemas import DiscrepancyOut, ResolveIn, RunDetailOut, RunOut, RunRequest
 from app.reconciliation.service import Actor, reconciliation_service
-from app.wechat.pay import WeChatPayGateway, get_wechatpay
+from app.wechat.pay import WeChatPayGateway, wechatpay_dependency
 
 router = APIRouter(prefix="/admin/reconciliation", tags=["reconciliation"])
 
-GatewayDep = Annotated[WeChatPayGateway, Depends(get_wechatpay)]
+GatewayDep = Annotated[WeChatPayGateway, Depends(wechatpay_dependency)]
 _SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
 
 _RUN_BODY: dict[str, Any] = {

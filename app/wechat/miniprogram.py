@@ -175,6 +175,11 @@ def get_miniprogram() -> MiniProgram:
     return _instance
 
 
+async def miniprogram_dependency() -> MiniProgram:
+    """``get_miniprogram`` for ``Depends``, async so that FastAPI does not run it in its thread pool."""
+    return get_miniprogram()
+
+
 def reset_miniprogram() -> None:
     global _instance
     _instance = None

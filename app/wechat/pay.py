@@ -421,6 +421,12 @@ def get_wechatpay() -> WeChatPayGateway:
     return _gateway
 
 
+async def wechatpay_dependency() -> WeChatPayGateway:
+    """``get_wechatpay`` for ``Depends``: async, so FastAPI neither sends each request through its thread pool
+    nor lets a burst of first requests build the gateway in many threads at once."""
+    return get_wechatpay()
+
+
 def reset_wechatpay() -> None:
     global _gateway
     _gateway = None
