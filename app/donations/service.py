@@ -326,22 +326,6 @@ class DonationService:
         if not done:
             return [False] * len(items)
         await session.flush()
-        from app.ledger.service import DonationPayment
-
-        await _ledger().record_donation_payments(
-            session,
-            [
-                DonationPayment(
-                    donation_id=item.donation.id,
-                    target_account=item.donation.target_account,
-                    amount_fen=item.donation.amount_fen,
-                    source=item.source,
-                    external_ref=item.external_ref,
-                    paid_at=item.paid_at,
-                )
-                for item in done
-            ],
-        )
         repo = DonationRepository(session)
         targets = await repo.targets_by_ids({item.donation.target_id for item in done})
         await repo.add_feed_events(
@@ -360,6 +344,23 @@ class DonationService:
                 )
                 for item in done
             ]
+        )
+        # the ledger last: it ends with the UPDATE of the receiving pools, locked from there to the commit
+        from app.ledger.service import DonationPayment
+
+        await _ledger().record_donation_payments(
+            session,
+            [
+                DonationPayment(
+                    donation_id=item.donation.id,
+                    target_account=item.donation.target_account,
+                    amount_fen=item.donation.amount_fen,
+                    source=item.source,
+                    external_ref=item.external_ref,
+                    paid_at=item.paid_at,
+                )
+                for item in done
+            ],
         )
         receipts.after_commit_of(session)
         for item in done:

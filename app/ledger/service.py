@@ -33,6 +33,7 @@ import json
 import re
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, overload
@@ -196,6 +197,10 @@ class _Prepared:
     deltas: dict[str, int]  # pools and funds only
 
 
+def _payment_key(p: DonationPayment) -> str:
+    return f"donation:{p.source}:{p.external_ref}:paid"
+
+
 def _sum_deltas(items: list[_Prepared]) -> dict[str, int]:
     total: dict[str, int] = defaultdict(int)
     for item in items:
@@ -277,12 +282,23 @@ class LedgerService:
         return _Prepared(draft, lines, chain.content_hash(draft.kind, lines), dict(deltas))
 
     async def _post_many(
-        self, session: AsyncSession, drafts: list[EntryDraft], *, lots_kept: bool
+        self,
+        session: AsyncSession,
+        drafts: list[EntryDraft],
+        *,
+        lots_kept: bool,
+        then: Callable[[list[JournalEntry]], Awaitable[None]] | None = None,
     ) -> list[JournalEntry]:
         """Write balanced entries (one per draft, in order), or return the identical ones already written
         under their business keys; all or nothing. A batch costs the same few statements as one entry: the
-        accounts' existence, one conditional UPDATE per pool or fund touched (with the batch's total), one
-        INSERT of the entries and one of their postings."""
+        accounts' existence, one conditional UPDATE per pool or fund the batch takes money from, one INSERT
+        of the entries and one of their postings, then ``then(new entries)`` (the caller's rows that refer to
+        them), and last one UPDATE for the pools and funds the batch adds money to.
+
+        Money taken from a pool is checked and its row locked first, since it can fail. Money added cannot
+        fail, so it comes last: a popular pool's row is then locked only from that statement to the commit,
+        not for the whole transaction, and concurrent payments to one pool do not queue behind each other's
+        inserts."""
         prepared = [self._prepare(d, lots_kept=lots_kept) for d in drafts]
         if len({p.draft.business_key for p in prepared}) != len(prepared):
             raise BadRequest(
@@ -296,7 +312,8 @@ class LedgerService:
         # no one overdraws them; every other account's balance is added up by the sealer (no hot row such as
         # the clearing account). Replayed keys are found by the insert below, which then undoes their share.
         while True:
-            failed = await self._apply_balances(repo, _sum_deltas(pending))
+            taken = {code: d for code, d in _sum_deltas(pending).items() if d > 0}
+            failed = await self._apply_balances(repo, taken)
             if failed is None:
                 break
             replays = await repo.entries_by_keys([p.draft.business_key for p in pending])
@@ -334,9 +351,14 @@ class LedgerService:
         )
         raced = [p for p in pending if p.draft.business_key not in inserted]
         if raced:
-            # keys committed meanwhile by a concurrent transaction, which this insert waited on
-            await repo.add_to_balances({code: -d for code, d in _sum_deltas(raced).items()})
+            # keys committed meanwhile by a concurrent transaction, which this insert waited on: give back what
+            # was taken for them (nothing was added for them yet)
+            await repo.add_to_balances({code: -d for code, d in _sum_deltas(raced).items() if code in taken})
             found.update(await repo.entries_by_keys([p.draft.business_key for p in raced]))
+        written = [p for p in pending if p.draft.business_key in inserted]
+        if then is not None:
+            await then([new[p.draft.business_key] for p in written])
+        await repo.add_to_balances({code: d for code, d in _sum_deltas(written).items() if code not in taken})
         if inserted:
             sealer.after_commit_of(session)
         out: list[JournalEntry] = []
@@ -501,11 +523,34 @@ class LedgerService:
                 )
             known[i] = lot
         fresh = [p for i, p in enumerate(payments) if i not in known]
+
+        async def add_lots(entries: list[JournalEntry]) -> None:
+            made = {e.business_key: e for e in entries}
+            await repo.add_lots(
+                [
+                    DonationLot(
+                        id=uuid.uuid4(),
+                        donation_id=p.donation_id,
+                        account_code=p.target_account,
+                        source=p.source,
+                        external_ref=p.external_ref,
+                        entry_id=made[_payment_key(p)].id,
+                        amount_fen=p.amount_fen,
+                        held_fen=0,
+                        allocated_fen=0,
+                        refunded_fen=0,
+                        paid_at=p.paid_at,
+                    )
+                    for p in fresh
+                    if _payment_key(p) in made
+                ]
+            )
+
         entries = await self._post_many(
             session,
             [
                 EntryDraft(
-                    business_key=f"donation:{p.source}:{p.external_ref}:paid",
+                    business_key=_payment_key(p),
                     kind="donation",
                     postings=[
                         Posting(CLEARING[p.source], p.amount_fen),
@@ -521,24 +566,7 @@ class LedgerService:
                 for p in fresh
             ],
             lots_kept=True,
-        )
-        await repo.add_lots(
-            [
-                DonationLot(
-                    id=uuid.uuid4(),
-                    donation_id=p.donation_id,
-                    account_code=p.target_account,
-                    source=p.source,
-                    external_ref=p.external_ref,
-                    entry_id=entry.id,
-                    amount_fen=p.amount_fen,
-                    held_fen=0,
-                    allocated_fen=0,
-                    refunded_fen=0,
-                    paid_at=p.paid_at,
-                )
-                for p, entry in zip(fresh, entries, strict=True)
-            ]
+            then=add_lots,
         )
         earlier = {e.id: e for e in await repo.entries_by_ids([lot.entry_id for lot in known.values()])}
         made = iter(entries)

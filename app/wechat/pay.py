@@ -11,6 +11,7 @@ The signature primitives below are shared with the simulator and pinned by the o
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -59,7 +60,10 @@ def pay_sign_message(appid: str, timestamp: str, nonce: str, package: str) -> st
     return f"{appid}\n{timestamp}\n{nonce}\n{package}\n"
 
 
+@functools.lru_cache(maxsize=16)
 def load_private_key(pem: str) -> rsa.RSAPrivateKey:
+    """Parsed once per key: loading checks the key, which costs milliseconds (the simulator signs each
+    delivery with the platform key)."""
     key = serialization.load_pem_private_key(pem.encode(), password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
