@@ -108,7 +108,8 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _is_unavailable(exc: BaseException) -> bool:
+def is_unavailable(exc: BaseException) -> bool:
+    """A database or network failure (answered 503), not a fault of the request."""
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
@@ -139,7 +140,7 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> JSONRespo
             _body("InvalidCharacters", "填写的内容里有无法识别的字符（例如空字符），请删掉后再试"),
             status_code=422,
         )
-    if _is_unavailable(exc):
+    if is_unavailable(exc):
         log.warning("dependency_unavailable", error=type(exc).__name__)
         return JSONResponse(
             _body("ServiceUnavailable", "服务暂时不可用，请稍后再试", {"request_id": request_id}),

@@ -111,10 +111,19 @@ class RequestBatch(Generic[Item, Result]):
     commit), each of its items is run again alone in a transaction of its own, so one bad item fails only its
     own caller. A caller that goes away does not stop its item: it is committed or not like the others."""
 
-    def __init__(self, name: str, run: RunBatch[Item, Result], *, max_batch: int = 200) -> None:
+    def __init__(
+        self,
+        name: str,
+        run: RunBatch[Item, Result],
+        *,
+        max_batch: int = 200,
+        shared_failure: Callable[[Exception], bool] = lambda exc: False,
+    ) -> None:
         self.name = name
         self.run = run
         self.max_batch = max_batch
+        # failures that would fail every item alone as well (the database is away): answered to all at once
+        self.shared_failure = shared_failure
         self._queues: dict[tuple[int, SessionFactory], list[tuple[Item, asyncio.Future[Result]]]] = {}
         self._tasks: dict[tuple[int, SessionFactory], asyncio.Task[None]] = {}
 
@@ -137,8 +146,9 @@ class RequestBatch(Generic[Item, Result]):
                 try:
                     results = await self._attempt(open_session, [item for item, _ in batch])
                 except Exception as exc:
-                    if len(batch) == 1:
-                        _answer(batch[0][1], exc)
+                    if len(batch) == 1 or self.shared_failure(exc):
+                        for _, future in batch:
+                            _answer(future, exc)
                         continue
                     log.warning(
                         "request_batch_split", batch=self.name, size=len(batch), error=type(exc).__name__

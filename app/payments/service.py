@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.donations.repository import DonationRepository
 from app.donations.service import PaymentCompletion, donation_service
+from app.errors import is_unavailable
 from app.kit.background import RequestBatch
 from app.kit.time import utcnow
 from app.models import Donation
@@ -185,4 +186,6 @@ async def _apply_payment_notifications(
 
 
 # one per process: group commit of payment notifications (see the module docstring)
-payment_batch: RequestBatch[Notification, str] = RequestBatch("payments.notify", _apply_payment_notifications)
+payment_batch: RequestBatch[Notification, str] = RequestBatch(
+    "payments.notify", _apply_payment_notifications, shared_failure=is_unavailable
+)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
 from app.db import Database, unit_of_work
+from app.errors import is_unavailable
 from app.kit.background import RequestBatch
 from app.ledger.service import ledger_service
 from app.models import Donation, FeedEvent, JournalEntry, PaymentInbox
@@ -192,3 +193,20 @@ async def test_a_batch_refuses_another_merchants_notification(
     async with unit_of_work() as s:
         facts = await _facts(s, [donation["id"]])
     assert facts["status"] == {donation["id"]: "pending"} and facts["inbox"] == set()
+
+
+async def test_request_batch_does_not_split_when_the_database_is_away(committed: Database) -> None:
+    sizes: list[int] = []
+
+    async def run(session: AsyncSession, items: list[str]) -> list[str | Exception]:
+        sizes.append(len(items))
+        raise ConnectionRefusedError("database away")
+
+    batch: RequestBatch[str, str] = RequestBatch("test", run, shared_failure=is_unavailable)
+    results = await asyncio.gather(
+        *(batch.submit(unit_of_work, f"i{n}") for n in range(8)), return_exceptions=True
+    )
+    assert all(isinstance(r, ConnectionRefusedError) for r in results)
+    assert sizes == [
+        8
+    ]  # answered together (a 503 each), not retried one by one against a database that is away
