@@ -333,33 +333,59 @@ class LedgerRepository:
             self.session.add_all(lots)
             await self.session.flush(lots)
 
-    async def fifo_lots(
-        self, account_code: str, *, after: tuple[Any, int] | None, limit: int
-    ) -> list[DonationLot]:
-        stmt = select(DonationLot).where(
-            DonationLot.account_code == account_code, DonationLot.remaining_fen > 0
+    async def fifo_lots(self, account_code: str, need_fen: int, *, page: int) -> list[Any]:
+        """Lock and return the oldest lots of a pool (``paid_at, fifo_no``) that together cover ``need_fen``,
+        or all of them when they do not: rows ``(id, donation_id, account_code, remaining_fen, paid_at,
+        fifo_no)``. Only the lots needed are locked: each statement reads up to ``page`` lots in index order
+        and keeps the prefix whose running total is still short of what is needed. The caller holds the pool's
+        row lock, so no one else changes these lots meanwhile."""
+        running = func.sum(DonationLot.remaining_fen).over(
+            order_by=(DonationLot.paid_at, DonationLot.fifo_no), rows=(None, 0)
         )
-        if after is not None:
-            stmt = stmt.where(
-                func.row(DonationLot.paid_at, DonationLot.fifo_no) > func.row(after[0], after[1])
+        lots: list[Any] = []
+        after: tuple[Any, int] | None = None
+        while need_fen > 0:
+            window = select(DonationLot.id, (running - DonationLot.remaining_fen).label("before")).where(
+                DonationLot.account_code == account_code, DonationLot.remaining_fen > 0
             )
-        stmt = (
-            stmt.order_by(DonationLot.paid_at, DonationLot.fifo_no)
-            .limit(limit)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        return list((await self.session.execute(stmt)).scalars())
+            if after is not None:
+                window = window.where(
+                    func.row(DonationLot.paid_at, DonationLot.fifo_no) > func.row(after[0], after[1])
+                )
+            prefix = window.order_by(DonationLot.paid_at, DonationLot.fifo_no).limit(page).subquery()
+            stmt = (
+                select(
+                    DonationLot.id,
+                    DonationLot.donation_id,
+                    DonationLot.account_code,
+                    DonationLot.remaining_fen,
+                    DonationLot.paid_at,
+                    DonationLot.fifo_no,
+                )
+                .where(DonationLot.id.in_(select(prefix.c.id).where(prefix.c.before < need_fen)))
+                .order_by(DonationLot.paid_at, DonationLot.fifo_no)
+                .with_for_update(of=DonationLot)
+            )
+            rows = list((await self.session.execute(stmt)).all())
+            lots.extend(rows)
+            need_fen -= sum(r.remaining_fen for r in rows)
+            if len(rows) < page:  # the page held more than needed, or the pool has no more lots
+                break
+            after = (rows[-1].paid_at, rows[-1].fifo_no)
+        return lots
 
-    async def lock_lots(self, lot_ids: Sequence[uuid.UUID]) -> list[DonationLot]:
-        stmt = (
-            select(DonationLot)
-            .where(DonationLot.id.in_(lot_ids))
-            .order_by(DonationLot.fifo_no)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        return list((await self.session.execute(stmt)).scalars())
+    async def lock_lots(self, lot_ids: Sequence[uuid.UUID]) -> None:
+        """Row locks on these lots, in ``fifo_no`` order."""
+        if lot_ids:
+            await self.session.execute(
+                text(
+                    """
+                    SELECT id FROM donation_lots WHERE id = ANY(CAST(:ids AS uuid[]))
+                    ORDER BY fifo_no FOR UPDATE
+                    """
+                ),
+                {"ids": list(lot_ids)},
+            )
 
     async def change_lot(
         self, lot_id: uuid.UUID, *, held: int = 0, allocated: int = 0, refunded: int = 0
@@ -380,49 +406,212 @@ class LedgerRepository:
 
     # ------------------------------------------------------------ holds and allocations
 
-    async def claim_hold(self, values: dict[str, Any]) -> uuid.UUID | None:
-        """Insert the hold row unless ``hold_key`` exists; the id when this call created it."""
-        stmt = (
-            insert(CharityHold)
-            .values(id=uuid.uuid4(), held_fen=0, status="held", **values)
-            .on_conflict_do_nothing(index_elements=[CharityHold.hold_key])
-            .returning(CharityHold.id)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
-
-    async def hold_by_key(self, hold_key: str, *, lock: bool = False) -> CharityHold | None:
-        stmt = select(CharityHold).where(CharityHold.hold_key == hold_key)
-        if lock:
-            stmt = stmt.with_for_update()
-        return (
-            await self.session.execute(stmt.execution_options(populate_existing=True))
-        ).scalar_one_or_none()
-
-    async def set_hold(self, hold_id: uuid.UUID, **values: Any) -> None:
-        await self.session.execute(update(CharityHold).where(CharityHold.id == hold_id).values(**values))
-
     async def all_holds(self) -> list[CharityHold]:
         stmt = select(CharityHold).execution_options(populate_existing=True)
         return list((await self.session.execute(stmt)).scalars())
 
-    async def add_allocations(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            await self.session.execute(insert(Allocation), [{"id": uuid.uuid4(), **r} for r in rows])
+    # The batch forms below take and give whole batches in one statement each (arrays through ``unnest``), so
+    # that a batch of holds costs the same few round trips as one. Their rows come as the driver gives them
+    # (its UUIDs are ``uuid.UUID``s), without a typed result per row, and are used as tuples.
 
-    async def allocations_of_hold(self, hold_id: uuid.UUID) -> list[Allocation]:
-        stmt = (
-            select(Allocation)
-            .where(Allocation.hold_id == hold_id)
-            .order_by(Allocation.created_at, Allocation.id)
-            .execution_options(populate_existing=True)
+    async def existing_canteens(self, canteen_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        stmt = text("SELECT id FROM canteens WHERE id = ANY(CAST(:ids AS uuid[]))")
+        return set((await self.session.execute(stmt, {"ids": list(canteen_ids)})).scalars())
+
+    async def claim_holds(self, rows: Sequence[tuple[str, uuid.UUID, int]]) -> dict[str, uuid.UUID]:
+        """Insert hold rows ``(hold_key, canteen_id, requested_fen)``, in the order given, skipping keys that
+        exist (having waited for a concurrent transaction inserting the same key); ``{hold_key: id}`` of the
+        rows this call created. Callers give the rows in key order, so two batches never wait on each other in
+        a circle. A new row says it holds what it asks for (what most holds get, so most rows are written
+        once); the caller corrects the others with ``set_holds_held`` before its transaction ends."""
+        if not rows:
+            return {}
+        stmt = text(
+            """
+            INSERT INTO charity_holds (id, hold_key, canteen_id, requested_fen, held_fen, status)
+            SELECT gen_random_uuid(), v.hold_key, v.canteen_id, v.requested_fen, v.requested_fen, 'held'
+            FROM unnest(CAST(:keys AS text[]), CAST(:canteens AS uuid[]), CAST(:requested AS bigint[]))
+                 WITH ORDINALITY AS v(hold_key, canteen_id, requested_fen, n)
+            ORDER BY v.n
+            ON CONFLICT (hold_key) DO NOTHING
+            RETURNING hold_key, id
+            """
         )
-        return list((await self.session.execute(stmt)).scalars())
+        result = await self.session.execute(
+            stmt,
+            {
+                "keys": [r[0] for r in rows],
+                "canteens": [r[1] for r in rows],
+                "requested": [r[2] for r in rows],
+            },
+        )
+        return {key: hold_id for key, hold_id in result.all()}
 
-    async def set_allocations(self, hold_id: uuid.UUID, *, status_from: str, **values: Any) -> None:
+    async def holds_by_keys(
+        self, hold_keys: Sequence[str], *, lock: bool = False
+    ) -> list[tuple[uuid.UUID, str, uuid.UUID, int, int, str, uuid.UUID | None]]:
+        """``(id, hold_key, canteen_id, requested_fen, held_fen, status, entry_id)`` of these holds; with
+        ``lock``, locked in key order."""
+        sql = """
+            SELECT id, hold_key, canteen_id, requested_fen, held_fen, status, entry_id FROM charity_holds
+            WHERE hold_key = ANY(CAST(:keys AS text[])) ORDER BY hold_key
+            """
+        result = await self.session.execute(
+            text(sql + "FOR UPDATE" if lock else sql), {"keys": list(hold_keys)}
+        )
+        return cast(list[tuple[uuid.UUID, str, uuid.UUID, int, int, str, uuid.UUID | None]], result.all())
+
+    async def delete_holds(self, hold_ids: Sequence[uuid.UUID]) -> None:
+        """Undo ``claim_holds`` of this transaction (a batch refused after claiming, before reserving)."""
         await self.session.execute(
-            update(Allocation)
-            .where(Allocation.hold_id == hold_id, Allocation.status == status_from)
-            .values(**values)
+            text("DELETE FROM charity_holds WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'held'"),
+            {"ids": list(hold_ids)},
+        )
+
+    async def set_holds_held(self, rows: Sequence[tuple[uuid.UUID, int]]) -> None:
+        """``(hold id, held_fen)``: what each of these holds actually got."""
+        if not rows:
+            return
+        await self.session.execute(
+            text(
+                """
+                UPDATE charity_holds AS h SET held_fen = v.held_fen
+                FROM unnest(CAST(:ids AS uuid[]), CAST(:held AS bigint[])) AS v(id, held_fen)
+                WHERE h.id = v.id
+                """
+            ),
+            {"ids": [r[0] for r in rows], "held": [r[1] for r in rows]},
+        )
+
+    async def resolve_holds(
+        self, rows: Sequence[tuple[uuid.UUID, uuid.UUID | None]], *, status: str, resolved_at: Any
+    ) -> None:
+        """Posted or voided: ``(hold id, entry id or None)`` for each hold."""
+        if not rows:
+            return
+        await self.session.execute(
+            text(
+                """
+                UPDATE charity_holds AS h
+                SET status = CAST(:status AS text), entry_id = v.entry_id, resolved_at = :resolved_at
+                FROM unnest(CAST(:ids AS uuid[]), CAST(:entries AS uuid[])) AS v(id, entry_id)
+                WHERE h.id = v.id
+                """
+            ),
+            {
+                "ids": [r[0] for r in rows],
+                "entries": [r[1] for r in rows],
+                "status": status,
+                "resolved_at": resolved_at,
+            },
+        )
+
+    async def insert_allocations(
+        self, rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, int, str]]
+    ) -> None:
+        """New held allocations ``(lot_id, donation_id, hold_id, account_code, amount_fen, meta JSON)``."""
+        if not rows:
+            return
+        await self.session.execute(
+            text(
+                """
+                INSERT INTO allocations
+                    (id, lot_id, donation_id, hold_id, account_code, amount_fen, status, meta)
+                SELECT gen_random_uuid(), v.lot_id, v.donation_id, v.hold_id, v.account_code, v.amount_fen,
+                       'held', CAST(v.meta AS jsonb)
+                FROM unnest(CAST(:lots AS uuid[]), CAST(:donations AS uuid[]), CAST(:holds AS uuid[]),
+                            CAST(:accounts AS text[]), CAST(:amounts AS bigint[]), CAST(:metas AS text[]))
+                     AS v(lot_id, donation_id, hold_id, account_code, amount_fen, meta)
+                """
+            ),
+            {
+                "lots": [r[0] for r in rows],
+                "donations": [r[1] for r in rows],
+                "holds": [r[2] for r in rows],
+                "accounts": [r[3] for r in rows],
+                "amounts": [r[4] for r in rows],
+                "metas": [r[5] for r in rows],
+            },
+        )
+
+    async def held_allocations(
+        self, hold_ids: Sequence[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, int, uuid.UUID]]:
+        """``(id, hold_id, lot_id, account_code, amount_fen, donation_id)`` of the still held allocations of
+        these holds."""
+        stmt = text(
+            """
+            SELECT id, hold_id, lot_id, account_code, amount_fen, donation_id FROM allocations
+            WHERE hold_id = ANY(CAST(:ids AS uuid[])) AND status = 'held'
+            """
+        )
+        result = await self.session.execute(stmt, {"ids": list(hold_ids)})
+        return cast(list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, int, uuid.UUID]], result.all())
+
+    async def resolve_allocations(
+        self,
+        allocation_ids: Sequence[uuid.UUID],
+        *,
+        status: str,
+        resolved_at: Any,
+        entry_ids: Sequence[uuid.UUID] | None = None,
+        metas: Sequence[str] | None = None,
+    ) -> None:
+        """These held allocations become posted (each with its entry, and its meta, a JSON object as text,
+        merged over what it shows) or voided (as they are)."""
+        if not allocation_ids:
+            return
+        await self.session.execute(
+            text(
+                """
+                UPDATE allocations AS a
+                SET status = CAST(:status AS text), resolved_at = :resolved_at, entry_id = v.entry_id,
+                    meta = a.meta || COALESCE(CAST(v.meta AS jsonb), '{}')
+                FROM unnest(CAST(:ids AS uuid[]), CAST(:entries AS uuid[]), CAST(:metas AS text[]))
+                     AS v(id, entry_id, meta)
+                WHERE a.id = v.id AND a.status = 'held'
+                """
+            ),
+            {
+                "ids": list(allocation_ids),
+                "entries": list(entry_ids) if entry_ids is not None else [None] * len(allocation_ids),
+                "metas": list(metas) if metas is not None else [None] * len(allocation_ids),
+                "status": status,
+                "resolved_at": resolved_at,
+            },
+        )
+
+    async def change_lots(self, rows: Sequence[tuple[uuid.UUID, int, int]]) -> None:
+        """``(lot id, Δ held_fen, Δ allocated_fen)``, one row per lot, on lots this transaction has locked."""
+        if not rows:
+            return
+        await self.session.execute(
+            text(
+                """
+                UPDATE donation_lots AS l
+                SET held_fen = l.held_fen + v.held, allocated_fen = l.allocated_fen + v.allocated
+                FROM unnest(CAST(:ids AS uuid[]), CAST(:held AS bigint[]), CAST(:allocated AS bigint[]))
+                     AS v(id, held, allocated)
+                WHERE l.id = v.id
+                """
+            ),
+            {"ids": [r[0] for r in rows], "held": [r[1] for r in rows], "allocated": [r[2] for r in rows]},
+        )
+
+    async def add_to_held_of(self, deltas: dict[str, int]) -> None:
+        """``held_fen`` of several accounts (locked by this transaction) in one statement."""
+        items = sorted((code, delta) for code, delta in deltas.items() if delta)
+        if not items:
+            return
+        await self.session.execute(
+            text(
+                """
+                UPDATE ledger_accounts AS a SET held_fen = a.held_fen + v.delta
+                FROM unnest(CAST(:codes AS text[]), CAST(:deltas AS bigint[])) AS v(code, delta)
+                WHERE a.code = v.code
+                """
+            ),
+            {"codes": [c for c, _ in items], "deltas": [d for _, d in items]},
         )
 
     async def allocations_of_donation(self, donation_id: uuid.UUID) -> list[tuple[Allocation, CharityHold]]:

@@ -46,7 +46,7 @@ from app.kit.background import PostCommitBatch
 from app.kit.time import business_date, utcnow
 from app.ledger import chain
 from app.ledger.repository import LedgerRepository
-from app.models import CharityHold, DonationLot, JournalEntry, LedgerDigest
+from app.models import DonationLot, JournalEntry, LedgerDigest
 from app.models.charity_hold import HoldStatus
 
 GENERAL_MEAL_POOL = "pool:general_meal"
@@ -651,6 +651,29 @@ class LedgerService:
         accounts = await LedgerRepository(session).accounts([canteen_pool(canteen_id), GENERAL_MEAL_POOL])
         return sum(max(0, -a.balance_fen - a.held_fen) for a in accounts)
 
+    @dataclass(frozen=True)
+    class HoldRequest:
+        """One meal's charity portion to reserve: what ``place_hold`` takes, one item of ``place_holds``."""
+
+        hold_key: str
+        canteen_id: uuid.UUID
+        amount_fen: int
+        meta: dict[str, Any] | None = None
+
+    @dataclass(frozen=True)
+    class ServedMeal:
+        """A served meal whose hold is to be posted: what ``post_hold`` takes, one item of ``post_holds``."""
+
+        hold_key: str
+        service_date: date
+        meta: dict[str, Any] | None = None
+
+    # A hold as holds_by_keys gives it: (id, hold_key, canteen_id, requested_fen, held_fen, status, entry_id);
+    # a held allocation as _held_allocations gives it: (id, lot_id, account_code, amount_fen, donation_id).
+    _Hold = tuple[uuid.UUID, str, uuid.UUID, int, int, str, uuid.UUID | None]
+    _Held = tuple[uuid.UUID, uuid.UUID, str, int, uuid.UUID]
+    _META_JSON = json.JSONEncoder(default=str, ensure_ascii=False)  # as json.dumps in _json_safe, made once
+
     async def place_hold(
         self,
         session: AsyncSession,
@@ -662,166 +685,309 @@ class LedgerService:
     ) -> int:
         """Reserve up to ``amount_fen`` FIFO from the canteen's lots, then the general pool's; returns what was
         held (possibly less, or 0). Calling again with the same key returns the same amount. ``meta`` (service
-        date, slot, age band: never who eats) is shown to donors as "reserved"; ``post_hold`` adds to it."""
-        _check_text(hold_key, "hold_key", 100)
-        _check_fen(amount_fen, allow_zero=True)
+        date, slot, age band: never who eats) is shown to donors as "reserved"; ``post_hold`` adds to it.
+        A batch of one of ``place_holds``."""
+        request = LedgerService.HoldRequest(hold_key, canteen_id, amount_fen, meta)
+        return (await self.place_holds(session, [request]))[hold_key]
+
+    async def place_holds(
+        self, session: AsyncSession, requests: list[LedgerService.HoldRequest]
+    ) -> dict[str, int]:
+        """``place_hold`` for a batch, exactly as if it were called for each request in order, in a constant
+        number of statements (at most eight, whatever the size): the same FIFO over the same lots, a later
+        request getting what the earlier ones left (the elder pays any shortfall), and replays answered from
+        the hold rows (a key given twice in the batch is a replay of its first request). Returns what was held
+        per hold key.
+
+        All or nothing: bad input, an unknown canteen or a refused replay (``HoldKeyReused``,
+        ``HoldAlreadyVoided``) refuses the whole batch before anything is reserved, checked in that order (by
+        request order within each). Holds are claimed in key order, then the pools are locked (by code), then
+        the lots needed (FIFO), so concurrent batches queue on the pool rows and never deadlock."""
+        for r in requests:
+            _check_text(r.hold_key, "hold_key", 100)
+            _check_fen(r.amount_fen, allow_zero=True)
+        if not requests:
+            return {}
         repo = LedgerRepository(session)
-        if not await repo.canteen_exists(canteen_id):
+        canteens = {r.canteen_id for r in requests}
+        if len(await repo.existing_canteens(list(canteens))) != len(canteens):
             raise NotFound("找不到这个食堂", code="CanteenNotFound")
-        hold_id = await repo.claim_hold(
-            {"hold_key": hold_key, "canteen_id": canteen_id, "requested_fen": amount_fen}
-        )
-        if hold_id is None:
-            return self._replayed_hold(await repo.hold_by_key(hold_key), canteen_id, amount_fen)
-        if amount_fen == 0:
-            return 0
 
-        meta_json = _json_safe(meta)
-        order = [canteen_pool(canteen_id), GENERAL_MEAL_POOL]
-        accounts = await repo.lock_accounts(order)
-        need = amount_fen
-        taken: list[tuple[DonationLot, int]] = []
-        per_account: dict[str, int] = defaultdict(int)
-        for code in order:
-            if need == 0 or code not in accounts:
-                continue
-            acc = accounts[code]
-            free = -acc.balance_fen - acc.held_fen
-            after: tuple[Any, int] | None = None
-            while need > 0 and free > 0:
-                lots = await repo.fifo_lots(code, after=after, limit=50)
-                if not lots:
-                    break
-                for lot in lots:
-                    take = min(need, lot.remaining_fen, free)
+        first: dict[str, tuple[int, LedgerService.HoldRequest]] = {}
+        refused: list[tuple[int, Conflict]] = []
+        for i, r in enumerate(requests):
+            seen = first.setdefault(r.hold_key, (i, r))[1]
+            if (seen.canteen_id, seen.amount_fen) != (r.canteen_id, r.amount_fen):
+                refused.append((i, self._hold_key_reused(r.hold_key)))
+        claimed = await repo.claim_holds(
+            sorted((key, r.canteen_id, r.amount_fen) for key, (_, r) in first.items())
+        )
+        held = {key: 0 for key in claimed}
+        replays = [key for key in first if key not in claimed]
+        if replays:
+            for hold in await repo.holds_by_keys(replays):
+                i, r = first[hold[1]]
+                try:
+                    held[hold[1]] = self._replayed_hold(hold, r.canteen_id, r.amount_fen)
+                except Conflict as err:
+                    refused.append((i, err))
+        if refused:
+            if claimed:  # nothing of a refused batch stays behind
+                await repo.delete_holds(list(claimed.values()))
+            raise min(refused, key=lambda item: item[0])[1]
+        assert held.keys() == first.keys()
+
+        wanted = [(key, r) for key, (_, r) in first.items() if key in claimed and r.amount_fen > 0]
+        if wanted:
+            await self._reserve(repo, wanted, claimed, held)
+        return {key: held[key] for key in first}
+
+    async def _reserve(
+        self,
+        repo: LedgerRepository,
+        wanted: list[tuple[str, LedgerService.HoldRequest]],
+        claimed: dict[str, uuid.UUID],
+        held: dict[str, int],
+    ) -> None:
+        """FIFO allocation of the new holds ``wanted`` (in request order), in Python over locked rows, then
+        written in one statement per table; ``held`` gets what each hold got."""
+        metas = [self._meta_json(r.meta or {}) for _, r in wanted]  # before the pool rows are locked
+        accounts = await repo.lock_accounts(
+            sorted({canteen_pool(r.canteen_id) for _, r in wanted} | {GENERAL_MEAL_POOL})
+        )
+        free = {code: max(0, -a.balance_fen - a.held_fen) for code, a in accounts.items()}
+        # Requests served in order take from their canteen's pool as far as it goes, and what they lack from
+        # the general pool: so the batch draws exactly this much from each pool, and only those lots are
+        # locked.
+        draw: dict[str, int] = defaultdict(int)
+        for _, r in wanted:
+            draw[canteen_pool(r.canteen_id)] += r.amount_fen
+        short = 0
+        for code, total in list(draw.items()):
+            draw[code] = min(total, free.get(code, 0))
+            short += total - draw[code]
+        draw[GENERAL_MEAL_POOL] = min(short, free.get(GENERAL_MEAL_POOL, 0))
+        page = min(max(50, 2 * len(wanted)), 2000)
+        lots: dict[str, list[tuple[uuid.UUID, uuid.UUID, int]]] = {}
+        for code in sorted(draw):
+            if draw[code] > 0:
+                lots[code] = [
+                    (lot.id, lot.donation_id, lot.remaining_fen)
+                    for lot in await repo.fifo_lots(code, draw[code], page=page)
+                ]
+
+        left = {lot_id: remaining for rows in lots.values() for lot_id, _, remaining in rows}
+        next_lot: dict[str, int] = defaultdict(int)
+        lot_held: dict[uuid.UUID, int] = defaultdict(int)
+        account_held: dict[str, int] = defaultdict(int)
+        allocations: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, int, str]] = []
+        short_of: list[tuple[uuid.UUID, int]] = []  # claimed as fully held: the ones that were not
+        for (key, r), meta in zip(wanted, metas, strict=True):
+            need = r.amount_fen
+            hold_id = claimed[key]
+            for code in (canteen_pool(r.canteen_id), GENERAL_MEAL_POOL):
+                rows = lots.get(code)
+                if not rows or need == 0:
+                    continue
+                pos, room = next_lot[code], free[code]
+                while need > 0 and room > 0 and pos < len(rows):
+                    lot_id, donation_id, _ = rows[pos]
+                    take = min(need, left[lot_id], room)
                     if take > 0:
-                        taken.append((lot, take))
-                        per_account[code] += take
+                        allocations.append((lot_id, donation_id, hold_id, code, take, meta))
+                        lot_held[lot_id] += take
+                        account_held[code] += take
+                        left[lot_id] -= take
+                        room -= take
                         need -= take
-                        free -= take
-                    if need == 0 or free == 0:
-                        break
-                after = (lots[-1].paid_at, lots[-1].fifo_no)
+                    if left[lot_id] == 0:
+                        pos += 1
+                next_lot[code], free[code] = pos, room
+            held[key] = r.amount_fen - need
+            if need:
+                short_of.append((hold_id, held[key]))
 
-        for lot, take in taken:
-            await repo.change_lot(lot.id, held=take)
-        for code, total in sorted(per_account.items()):
-            await repo.add_to_held(code, total)
-        await repo.add_allocations(
-            [
-                {
-                    "lot_id": lot.id,
-                    "donation_id": lot.donation_id,
-                    "hold_id": hold_id,
-                    "account_code": lot.account_code,
-                    "amount_fen": take,
-                    "status": HoldStatus.held.value,
-                    "meta": meta_json,
-                }
-                for lot, take in taken
-            ]
-        )
-        held = amount_fen - need
-        await repo.set_hold(hold_id, held_fen=held)
-        return held
+        await repo.change_lots([(lot_id, fen, 0) for lot_id, fen in lot_held.items()])
+        await repo.add_to_held_of(account_held)
+        await repo.insert_allocations(allocations)
+        await repo.set_holds_held(short_of)
 
     @staticmethod
-    def _replayed_hold(hold: CharityHold | None, canteen_id: uuid.UUID, amount_fen: int) -> int:
-        assert hold is not None
-        if hold.canteen_id != canteen_id or hold.requested_fen != amount_fen:
-            raise Conflict(
-                "这笔预留已经存在，内容却不一样", code="HoldKeyReused", detail={"hold_key": hold.hold_key}
-            )
-        if hold.status == HoldStatus.voided:
-            raise Conflict("这笔预留已经取消", code="HoldAlreadyVoided", detail={"hold_key": hold.hold_key})
-        return hold.held_fen
+    def _meta_json(meta: dict[str, Any]) -> str:
+        """What donors see of a meal, as the JSON text that ``_json_safe`` would give (for a jsonb column)."""
+        return LedgerService._META_JSON.encode(meta)
+
+    @staticmethod
+    def _hold_key_reused(hold_key: str) -> Conflict:
+        return Conflict("这笔预留已经存在，内容却不一样", code="HoldKeyReused", detail={"hold_key": hold_key})
+
+    @staticmethod
+    def _replayed_hold(hold: _Hold, canteen_id: uuid.UUID, amount_fen: int) -> int:
+        """A hold asked for again: the same amount, unless it was asked differently or has been voided."""
+        _, hold_key, held_canteen, requested_fen, held_fen, status, _ = hold
+        if held_canteen != canteen_id or requested_fen != amount_fen:
+            raise LedgerService._hold_key_reused(hold_key)
+        if status == HoldStatus.voided:
+            raise Conflict("这笔预留已经取消", code="HoldAlreadyVoided", detail={"hold_key": hold_key})
+        return held_fen
 
     async def post_hold(
         self, session: AsyncSession, *, hold_key: str, service_date: date, meta: dict[str, Any]
     ) -> JournalEntry | None:
         """The meal was served: pool(s) → ``payable:canteen:<id>``; the allocations become final. None when
         nothing was held for this key. Posting twice returns the same entry; posting a voided hold is a
-        ``HoldAlreadyVoided`` conflict."""
-        repo = LedgerRepository(session)
-        hold = await repo.hold_by_key(hold_key, lock=True)
-        if hold is None:
-            return None
-        if hold.status == HoldStatus.posted:
-            return None if hold.entry_id is None else await repo.entry_by_id(hold.entry_id)
-        if hold.status == HoldStatus.voided:
-            raise Conflict(
-                "这笔预留已经取消，不能再记为已用餐", code="HoldAlreadyVoided", detail={"hold_key": hold_key}
-            )
-        now = utcnow()
-        if hold.held_fen == 0:
-            await repo.set_hold(hold.id, status=HoldStatus.posted.value, resolved_at=now)
-            return None
+        ``HoldAlreadyVoided`` conflict. A batch of one of ``post_holds``."""
+        meal = LedgerService.ServedMeal(hold_key, service_date, meta)
+        return (await self.post_holds(session, [meal]))[hold_key]
 
-        allocations = [a for a in await repo.allocations_of_hold(hold.id) if a.status == HoldStatus.held]
-        placed_meta = allocations[0].meta if allocations else {}
-        meta_json = _json_safe({**placed_meta, **(meta or {}), "service_date": service_date.isoformat()})
-        per_account: dict[str, int] = defaultdict(int)
-        for a in allocations:
-            per_account[a.account_code] += a.amount_fen
-        await repo.lock_accounts(list(per_account))
-        await repo.lock_lots([a.lot_id for a in allocations])
-        for a in allocations:
-            await repo.change_lot(a.lot_id, held=-a.amount_fen, allocated=a.amount_fen)
-        for code, total in sorted(per_account.items()):
-            await repo.add_to_held(code, -total)
-        postings = [Posting(code, total) for code, total in sorted(per_account.items())]
-        postings.append(Posting(canteen_payable(hold.canteen_id), -hold.held_fen))
-        entry = await self._post(
-            session,
-            business_key=f"hold:{hold_key}:posted",
-            kind="meal_subsidy",
-            postings=postings,
-            memo="助餐补贴（已用餐）",
-            refs={
-                "hold_key": hold_key,
-                "canteen_id": str(hold.canteen_id),
-                "service_date": service_date.isoformat(),
-                "donations": sorted({str(a.donation_id) for a in allocations}),
-            },
-            lots_kept=True,
-        )
-        await repo.set_allocations(
-            hold.id,
-            status_from=HoldStatus.held.value,
+    async def post_holds(
+        self, session: AsyncSession, meals: list[LedgerService.ServedMeal]
+    ) -> dict[str, JournalEntry | None]:
+        """``post_hold`` for a batch, exactly as if it were called for each meal in order, in a constant
+        number of statements (eight, plus ``_post_many``'s four): one ``meal_subsidy`` entry per meal under
+        ``hold:<key>:posted``, and the meal's ``meta`` (with its service date) added to what the donors see of
+        its allocations. Returns the entry per hold key: None when nothing was held or there is no such hold,
+        the existing entry for a hold already posted; a key given twice is a replay of its first meal.
+
+        All or nothing: a voided hold (``HoldAlreadyVoided``, the first in order) refuses the whole batch
+        before anything is written. Lock order: the hold rows (by key), the pools (by code), the lots (by
+        fifo_no); the entries are drafted before the pools are locked."""
+        first: dict[str, LedgerService.ServedMeal] = {}
+        for m in meals:
+            first.setdefault(m.hold_key, m)
+        if not first:
+            return {}
+        repo = LedgerRepository(session)
+        holds = {h[1]: h for h in await repo.holds_by_keys(list(first), lock=True)}
+        for key in first:
+            hold = holds.get(key)
+            if hold is not None and hold[5] == HoldStatus.voided:
+                raise Conflict(
+                    "这笔预留已经取消，不能再记为已用餐", code="HoldAlreadyVoided", detail={"hold_key": key}
+                )
+        out: dict[str, JournalEntry | None] = {key: None for key in first}
+        done = {h[6]: h[1] for h in holds.values() if h[5] == HoldStatus.posted and h[6] is not None}
+        if done:
+            for entry in await repo.entries_by_ids(list(done)):
+                out[done[entry.id]] = entry
+        pending = [holds[key] for key in first if key in holds and holds[key][5] == HoldStatus.held]
+        if not pending:
+            return out
+        now = utcnow()
+        live = [h for h in pending if h[4] > 0]
+        allocations = await self._held_allocations(repo, live)
+
+        drafts: list[EntryDraft] = []
+        metas: list[str] = []
+        for hold_id, key, canteen_id, _, held_fen, _, _ in live:
+            meal = first[key]
+            day = meal.service_date.isoformat()
+            metas.append(self._meta_json({**(meal.meta or {}), "service_date": day}))
+            per_account: dict[str, int] = defaultdict(int)
+            donations: set[str] = set()
+            for _, _, account_code, amount_fen, donation_id in allocations[hold_id]:
+                per_account[account_code] += amount_fen
+                donations.add(str(donation_id))
+            postings = [Posting(code, total) for code, total in sorted(per_account.items())]
+            postings.append(Posting(canteen_payable(canteen_id), -held_fen))
+            drafts.append(
+                EntryDraft(
+                    business_key=f"hold:{key}:posted",
+                    kind="meal_subsidy",
+                    postings=postings,
+                    memo="助餐补贴（已用餐）",
+                    refs={
+                        "hold_key": key,
+                        "canteen_id": str(canteen_id),
+                        "service_date": day,
+                        "donations": sorted(donations),
+                    },
+                )
+            )
+        await self._release(repo, allocations, allocated=True)
+        entries = await self._post_many(session, drafts, lots_kept=True) if drafts else []
+        entry_of = {h[0]: e for h, e in zip(live, entries, strict=True)}
+        resolved = [
+            (allocation[0], entry_of[h[0]].id, meta)
+            for h, meta in zip(live, metas, strict=True)
+            for allocation in allocations[h[0]]
+        ]
+        await repo.resolve_allocations(
+            [a for a, _, _ in resolved],
             status=HoldStatus.posted.value,
-            entry_id=entry.id,
-            meta=meta_json,
+            resolved_at=now,
+            entry_ids=[e for _, e, _ in resolved],
+            metas=[m for _, _, m in resolved],
+        )
+        await repo.resolve_holds(
+            [(h[0], entry_of[h[0]].id if h[0] in entry_of else None) for h in pending],
+            status=HoldStatus.posted.value,
             resolved_at=now,
         )
-        await repo.set_hold(hold.id, status=HoldStatus.posted.value, entry_id=entry.id, resolved_at=now)
-        return entry
+        for h in live:
+            out[h[1]] = entry_of[h[0]]
+        return out
+
+    @staticmethod
+    async def _held_allocations(repo: LedgerRepository, holds: list[_Hold]) -> dict[uuid.UUID, list[_Held]]:
+        """Each hold's held allocations. The hold rows are locked, so they stay as read."""
+        per_hold: dict[uuid.UUID, list[LedgerService._Held]] = {h[0]: [] for h in holds}
+        rows = await repo.held_allocations(list(per_hold)) if holds else []
+        for allocation_id, hold_id, lot_id, account_code, amount_fen, donation_id in rows:
+            per_hold[hold_id].append((allocation_id, lot_id, account_code, amount_fen, donation_id))
+        return per_hold
+
+    @staticmethod
+    async def _release(
+        repo: LedgerRepository, allocations: dict[uuid.UUID, list[_Held]], *, allocated: bool
+    ) -> None:
+        """Take these held allocations off their lots' and pools' held amounts (onto the lots' allocated
+        amounts when ``allocated``), under the pools' and then the lots' row locks."""
+        lot_moves: dict[uuid.UUID, int] = defaultdict(int)
+        account_moves: dict[str, int] = defaultdict(int)
+        for rows in allocations.values():
+            for _, lot_id, account_code, amount_fen, _ in rows:
+                lot_moves[lot_id] += amount_fen
+                account_moves[account_code] += amount_fen
+        if not lot_moves:
+            return
+        await repo.lock_accounts(sorted(account_moves))
+        await repo.lock_lots(list(lot_moves))
+        await repo.change_lots([(lot_id, -fen, fen if allocated else 0) for lot_id, fen in lot_moves.items()])
+        await repo.add_to_held_of({code: -fen for code, fen in account_moves.items()})
 
     async def void_hold(self, session: AsyncSession, *, hold_key: str) -> None:
         """Cancelled or not collected: the reservation goes back to its lots. A no-op when there is no such hold
-        or it is already voided; ``HoldAlreadyPosted`` when the meal was already served."""
-        repo = LedgerRepository(session)
-        hold = await repo.hold_by_key(hold_key, lock=True)
-        if hold is None or hold.status == HoldStatus.voided:
+        or it is already voided; ``HoldAlreadyPosted`` when the meal was already served. A batch of one of
+        ``void_holds``."""
+        await self.void_holds(session, [hold_key])
+
+    async def void_holds(self, session: AsyncSession, hold_keys: list[str]) -> None:
+        """``void_hold`` for a batch, in a constant number of statements. All or nothing: a hold already
+        posted (``HoldAlreadyPosted``, the first in order) refuses the whole batch before anything is
+        written."""
+        keys = list(dict.fromkeys(hold_keys))
+        if not keys:
             return
-        if hold.status == HoldStatus.posted:
-            raise Conflict(
-                "这份餐已经核销，不能再取消补贴", code="HoldAlreadyPosted", detail={"hold_key": hold_key}
-            )
-        allocations = [a for a in await repo.allocations_of_hold(hold.id) if a.status == HoldStatus.held]
-        per_account: dict[str, int] = defaultdict(int)
-        for a in allocations:
-            per_account[a.account_code] += a.amount_fen
-        await repo.lock_accounts(list(per_account))
-        await repo.lock_lots([a.lot_id for a in allocations])
-        for a in allocations:
-            await repo.change_lot(a.lot_id, held=-a.amount_fen)
-        for code, total in sorted(per_account.items()):
-            await repo.add_to_held(code, -total)
+        repo = LedgerRepository(session)
+        holds = {h[1]: h for h in await repo.holds_by_keys(keys, lock=True)}
+        for key in keys:
+            hold = holds.get(key)
+            if hold is not None and hold[5] == HoldStatus.posted:
+                raise Conflict(
+                    "这份餐已经核销，不能再取消补贴", code="HoldAlreadyPosted", detail={"hold_key": key}
+                )
+        pending = [holds[key] for key in keys if key in holds and holds[key][5] == HoldStatus.held]
+        if not pending:
+            return
+        allocations = await self._held_allocations(repo, [h for h in pending if h[4] > 0])
+        await self._release(repo, allocations, allocated=False)
         now = utcnow()
-        await repo.set_allocations(
-            hold.id, status_from=HoldStatus.held.value, status=HoldStatus.voided.value, resolved_at=now
+        released = [a[0] for rows in allocations.values() for a in rows]
+        await repo.resolve_allocations(released, status=HoldStatus.voided.value, resolved_at=now)
+        await repo.resolve_holds(
+            [(h[0], None) for h in pending], status=HoldStatus.voided.value, resolved_at=now
         )
-        await repo.set_hold(hold.id, status=HoldStatus.voided.value, resolved_at=now)
 
     # ================================================================ traceability and proofs
 
