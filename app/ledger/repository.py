@@ -3,12 +3,13 @@ lots (by fifo_no); that order is what keeps concurrent posts, holds, voids and r
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, or_, select, text, tuple_, update
+from sqlalchemy import and_, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
@@ -119,29 +120,60 @@ class LedgerRepository:
     async def insert_entries(
         self, entries: Sequence[tuple[JournalEntry, Sequence[tuple[str, int]]]]
     ) -> set[str]:
-        """Insert unsealed entries and their postings in two statements; the business keys written. A key that
-        exists is skipped (nothing of it written), having waited for a concurrent transaction holding it."""
-        columns = [c.key for c in JournalEntry.__table__.columns if c.key not in ("seq", "prev_hash", "hash")]
-        table = cast(Table, JournalEntry.__table__)
+        """Insert unsealed entries and their postings in two statements (columns as arrays, ``unnest``: no
+        per-row SQL to build); the business keys written. A key that exists is skipped (nothing of it
+        written), having waited for a concurrent transaction holding it."""
         result = await self.session.execute(
-            insert(table)
-            .on_conflict_do_nothing(index_elements=[table.c.business_key])
-            .returning(table.c.business_key),
-            [{k: getattr(entry, k) for k in columns} for entry, _ in entries],
+            text(
+                """
+                INSERT INTO journal_entries (id, business_key, kind, memo, refs, content_hash, day, created_at)
+                SELECT v.id, v.business_key, v.kind, v.memo, CAST(v.refs AS jsonb), v.content_hash, v.day,
+                       v.created_at
+                FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:kinds AS text[]),
+                            CAST(:memos AS text[]), CAST(:refs AS text[]), CAST(:hashes AS text[]),
+                            CAST(:days AS date[]), CAST(:created AS timestamptz[]))
+                     AS v(id, business_key, kind, memo, refs, content_hash, day, created_at)
+                ON CONFLICT (business_key) DO NOTHING
+                RETURNING business_key
+                """
+            ),
+            {
+                "ids": [e.id for e, _ in entries],
+                "keys": [e.business_key for e, _ in entries],
+                "kinds": [e.kind for e, _ in entries],
+                "memos": [e.memo for e, _ in entries],
+                "refs": [json.dumps(e.refs, ensure_ascii=False) for e, _ in entries],
+                "hashes": [e.content_hash for e, _ in entries],
+                "days": [e.day for e, _ in entries],
+                "created": [e.created_at for e, _ in entries],
+            },
         )
         written = set(result.scalars())
-        rows: list[dict[str, Any]] = []
+        entry_ids: list[uuid.UUID] = []
+        line_nos: list[int] = []
+        accounts: list[str] = []
+        amounts: list[int] = []
         for entry, postings in entries:
             if entry.business_key not in written:
                 continue
             make_transient_to_detached(entry)  # the row exists now: the object joins the session, no INSERT
             self.session.add(entry)
-            rows.extend(
-                {"entry_id": entry.id, "line_no": i, "account_code": account, "amount_fen": amount}
-                for i, (account, amount) in enumerate(postings, start=1)
+            for n, (account, amount) in enumerate(postings, start=1):
+                entry_ids.append(entry.id)
+                line_nos.append(n)
+                accounts.append(account)
+                amounts.append(amount)
+        if entry_ids:
+            await self.session.execute(
+                text(
+                    """
+                    INSERT INTO postings (entry_id, line_no, account_code, amount_fen)
+                    SELECT * FROM unnest(CAST(:entry_ids AS uuid[]), CAST(:line_nos AS int[]),
+                                         CAST(:accounts AS text[]), CAST(:amounts AS bigint[]))
+                    """
+                ),
+                {"entry_ids": entry_ids, "line_nos": line_nos, "accounts": accounts, "amounts": amounts},
             )
-        if rows:
-            await self.session.execute(insert(cast(Table, Posting.__table__)), rows)
         return written
 
     async def postings_of(self, entry_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[tuple[str, int]]]:

@@ -29,6 +29,7 @@ taken only by the sealer, in a transaction of its own that touches nothing else.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -99,6 +100,11 @@ def account_spec(code: str) -> AccountSpec:
     """The chart of accounts: a code is valid only if it matches one of its forms."""
     if not isinstance(code, str):
         raise BadRequest("账户名称不对", code="LedgerUnknownAccount", detail={"account": str(code)})
+    return _account_spec(code)
+
+
+@functools.lru_cache(maxsize=8192)  # a deployment has a few hundred accounts; every posting asks
+def _account_spec(code: str) -> AccountSpec:
     fixed = _FIXED_ACCOUNTS.get(code)
     if fixed is not None:
         return AccountSpec(code, fixed[0], fixed[1])
