@@ -46,14 +46,17 @@ class LedgerRepository:
         """``lock_donation`` for many, in one statement, in one order (so two batches never deadlock)."""
         await xact_locks(self.session, [f"ledger:donation:{d}" for d in donation_ids])
 
-    async def unsealed(self, limit: int) -> list[JournalEntry]:
+    async def unsealed(self, limit: int) -> list[Any]:
+        """The oldest committed entries not sealed yet, as plain rows with what their hash covers (no ORM
+        objects: the sealer reads thousands)."""
+        e = JournalEntry
         stmt = (
-            select(JournalEntry)
-            .where(JournalEntry.seq.is_(None))
-            .order_by(JournalEntry.created_at, JournalEntry.id)
+            select(e.id, e.business_key, e.kind, e.memo, e.refs, e.day, e.created_at)
+            .where(e.seq.is_(None))
+            .order_by(e.created_at, e.id)
             .limit(limit)
         )
-        return list((await self.session.execute(stmt.execution_options(populate_existing=True))).scalars())
+        return list((await self.session.execute(stmt)).all())
 
     async def has_unsealed(self, entry_ids: Sequence[uuid.UUID] | None = None) -> bool:
         stmt = select(JournalEntry.id).where(JournalEntry.seq.is_(None))

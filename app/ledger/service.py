@@ -40,6 +40,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal, overload
 
 import structlog
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.exceptions import BadRequest, Conflict, NotFound
@@ -157,11 +158,15 @@ def sealed(entry: JournalEntry) -> tuple[int, str, str]:
 
 
 def entry_document(
-    entry: JournalEntry, postings: list[tuple[str, int]], *, seq: int | None = None
+    entry: JournalEntry | Row[Any], postings: list[tuple[str, int]], *, seq: int | None = None
 ) -> dict[str, Any]:
-    """The hashed document of ``entry``: at its own ``seq``, or at ``seq`` while it is being sealed."""
+    """The hashed document of ``entry`` (an entry, or a row of its columns): at its own ``seq``, or at ``seq``
+    while it is being sealed."""
+    if seq is None:
+        assert isinstance(entry, JournalEntry)
+        seq = sealed(entry)[0]
     return chain.entry_document(
-        seq=sealed(entry)[0] if seq is None else seq,
+        seq=seq,
         business_key=entry.business_key,
         kind=entry.kind,
         memo=entry.memo,
@@ -404,12 +409,12 @@ class LedgerService:
     # ================================================================ the sealer
 
     @overload
-    async def seal(self, session: AsyncSession, *, wait: Literal[True] = True, batch: int = 2000) -> int: ...
+    async def seal(self, session: AsyncSession, *, wait: Literal[True] = True, batch: int = 500) -> int: ...
 
     @overload
-    async def seal(self, session: AsyncSession, *, wait: bool, batch: int = 2000) -> int | None: ...
+    async def seal(self, session: AsyncSession, *, wait: bool, batch: int = 500) -> int | None: ...
 
-    async def seal(self, session: AsyncSession, *, wait: bool = True, batch: int = 2000) -> int | None:
+    async def seal(self, session: AsyncSession, *, wait: bool = True, batch: int = 500) -> int | None:
         """Chain every committed entry that is not sealed yet (consecutive ``seq``, ``prev_hash``, ``hash``)
         and add their postings to the balances that are not kept in the posting transaction. Holds the chain
         lock (transaction-scoped) until the caller commits. Returns how many it sealed; with ``wait=False``,
