@@ -1,5 +1,9 @@
 """SQL for the ledger. Row locks are always taken in one order: chain lock → hold row → accounts (by code) →
-lots (by fifo_no); that order is what keeps concurrent posts, holds, voids and refunds free of deadlocks."""
+lots (by fifo_no); that order is what keeps concurrent posts, holds, voids and refunds free of deadlocks.
+
+Accounts and lots are locked ``FOR NO KEY UPDATE``, never ``FOR UPDATE``: inserting a posting or an allocation
+takes a key-share lock on the account or lot it refers to, which ``FOR UPDATE`` would wait for. Two transactions
+that had each inserted postings on the general meal pool and then locked it would deadlock."""
 
 from __future__ import annotations
 
@@ -271,7 +275,7 @@ class LedgerRepository:
             select(LedgerAccount)
             .where(LedgerAccount.code.in_(sorted(set(codes))))
             .order_by(LedgerAccount.code)
-            .with_for_update()
+            .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
         return {a.code: a for a in (await self.session.execute(stmt)).scalars()}
@@ -399,7 +403,7 @@ class LedgerRepository:
                 )
                 .where(DonationLot.id.in_(select(prefix.c.id).where(prefix.c.before < need_fen)))
                 .order_by(DonationLot.paid_at, DonationLot.fifo_no)
-                .with_for_update(of=DonationLot)
+                .with_for_update(of=DonationLot, key_share=True)
             )
             rows = list((await self.session.execute(stmt)).all())
             lots.extend(rows)
@@ -416,7 +420,7 @@ class LedgerRepository:
                 text(
                     """
                     SELECT id FROM donation_lots WHERE id = ANY(CAST(:ids AS uuid[]))
-                    ORDER BY fifo_no FOR UPDATE
+                    ORDER BY fifo_no FOR NO KEY UPDATE
                     """
                 ),
                 {"ids": list(lot_ids)},
@@ -633,20 +637,23 @@ class LedgerRepository:
             {"ids": [r[0] for r in rows], "held": [r[1] for r in rows], "allocated": [r[2] for r in rows]},
         )
 
-    async def add_to_held_of(self, deltas: dict[str, int]) -> None:
-        """``held_fen`` of several accounts (locked by this transaction) in one statement."""
+    async def add_to_held_of(self, deltas: dict[str, int], *, spent: bool = False) -> None:
+        """``held_fen`` of several accounts (locked by this transaction) in one statement; with ``spent``, a
+        negative delta also moves the balance (held money paid out: ``balance − delta``)."""
         items = sorted((code, delta) for code, delta in deltas.items() if delta)
         if not items:
             return
         await self.session.execute(
             text(
                 """
-                UPDATE ledger_accounts AS a SET held_fen = a.held_fen + v.delta
+                UPDATE ledger_accounts AS a
+                SET held_fen = a.held_fen + v.delta,
+                    balance_fen = a.balance_fen - CASE WHEN :spent THEN v.delta ELSE 0 END
                 FROM unnest(CAST(:codes AS text[]), CAST(:deltas AS bigint[])) AS v(code, delta)
                 WHERE a.code = v.code
                 """
             ),
-            {"codes": [c for c, _ in items], "deltas": [d for _, d in items]},
+            {"codes": [c for c, _ in items], "deltas": [d for _, d in items], "spent": spent},
         )
 
     async def allocations_of_donation(self, donation_id: uuid.UUID) -> list[tuple[Allocation, CharityHold]]:

@@ -299,6 +299,7 @@ class LedgerService:
         *,
         lots_kept: bool,
         then: Callable[[list[JournalEntry]], Awaitable[None]] | None = None,
+        pools_moved_by_caller: bool = False,
     ) -> list[JournalEntry]:
         """Write balanced entries (one per draft, in order), or return the identical ones already written
         under their business keys; all or nothing. A batch costs the same few statements as one entry: the
@@ -309,7 +310,10 @@ class LedgerService:
         Money taken from a pool is checked and its row locked first, since it can fail. Money added cannot
         fail, so it comes last: a popular pool's row is then locked only from that statement to the commit,
         not for the whole transaction, and concurrent payments to one pool do not queue behind each other's
-        inserts."""
+        inserts.
+
+        ``pools_moved_by_caller``: the caller moves the pools and funds itself, after this (a served meal's
+        held money becomes spent, ``post_holds``), and nothing of theirs is checked or moved here."""
         prepared = [self._prepare(d, lots_kept=lots_kept) for d in drafts]
         if len({p.draft.business_key for p in prepared}) != len(prepared):
             raise BadRequest(
@@ -324,6 +328,8 @@ class LedgerService:
         # the clearing account). Replayed keys are found by the insert below, which then undoes their share.
         while True:
             taken = {code: d for code, d in _sum_deltas(pending).items() if d > 0}
+            if pools_moved_by_caller:
+                taken = {}
             failed = await self._apply_balances(repo, taken)
             if failed is None:
                 break
@@ -369,7 +375,10 @@ class LedgerService:
         written = [p for p in pending if p.draft.business_key in inserted]
         if then is not None:
             await then([new[p.draft.business_key] for p in written])
-        await repo.add_to_balances({code: d for code, d in _sum_deltas(written).items() if code not in taken})
+        if not pools_moved_by_caller:
+            await repo.add_to_balances(
+                {code: d for code, d in _sum_deltas(written).items() if code not in taken}
+            )
         if inserted:
             sealer.after_commit_of(session)
         out: list[JournalEntry] = []
@@ -915,8 +924,11 @@ class LedgerService:
                     },
                 )
             )
-        await self._release(repo, allocations, allocated=True)
-        entries = await self._post_many(session, drafts, lots_kept=True) if drafts else []
+        entries = (
+            await self._post_many(session, drafts, lots_kept=True, pools_moved_by_caller=True)
+            if drafts
+            else []
+        )
         entry_of = {h[0]: e for h, e in zip(live, entries, strict=True)}
         resolved = [
             (allocation[0], entry_of[h[0]].id, meta)
@@ -935,6 +947,10 @@ class LedgerService:
             status=HoldStatus.posted.value,
             resolved_at=now,
         )
+        # last, so the pools (every meal's hot rows) and lots are locked only from here to the commit: the held
+        # money becomes spent (held → allocated on the lots; held → balance on the pools, which leaves what a
+        # pool can still give unchanged, so nothing needs checking)
+        await self._release(repo, allocations, allocated=True)
         for h in live:
             out[h[1]] = entry_of[h[0]]
         return out
@@ -952,8 +968,9 @@ class LedgerService:
     async def _release(
         repo: LedgerRepository, allocations: dict[uuid.UUID, list[_Held]], *, allocated: bool
     ) -> None:
-        """Take these held allocations off their lots' and pools' held amounts (onto the lots' allocated
-        amounts when ``allocated``), under the pools' and then the lots' row locks."""
+        """Take these held allocations off their lots' and pools' held amounts (when ``allocated``: onto the
+        lots' allocated amounts and the pools' balances, i.e. spent), under the pools' and then the lots' row
+        locks."""
         lot_moves: dict[uuid.UUID, int] = defaultdict(int)
         account_moves: dict[str, int] = defaultdict(int)
         for rows in allocations.values():
@@ -965,7 +982,7 @@ class LedgerService:
         await repo.lock_accounts(sorted(account_moves))
         await repo.lock_lots(list(lot_moves))
         await repo.change_lots([(lot_id, -fen, fen if allocated else 0) for lot_id, fen in lot_moves.items()])
-        await repo.add_to_held_of({code: -fen for code, fen in account_moves.items()})
+        await repo.add_to_held_of({code: -fen for code, fen in account_moves.items()}, spent=allocated)
 
     async def void_hold(self, session: AsyncSession, *, hold_key: str) -> None:
         """Cancelled or not collected: the reservation goes back to its lots. A no-op when there is no such hold

@@ -555,3 +555,36 @@ async def test_a_batch_post_racing_a_batch_void_has_one_outcome(committed: Datab
     assert trace["held_fen"] == 0
     assert trace["spent_fen"] == (3000 if outcomes == ["posted"] else 0)
     await _check_committed()
+
+
+async def test_concurrent_posts_and_placements_on_one_pool_do_not_deadlock(committed: Database) -> None:
+    """Each post inserts postings on the pool (a key-share lock on its row) and then locks the pool to move
+    the held money: with ``FOR UPDATE`` two such posts deadlocked; ``FOR NO KEY UPDATE`` does not."""
+    canteen, _ = await _canteen_with_money(*([1000] * 40))
+    async with unit_of_work() as s:
+        await ledger_service.place_holds(s, [Hold(f"p-{i:03d}", canteen, 100) for i in range(200)])
+
+    async def post(keys: list[str]) -> None:
+        async with unit_of_work() as s:
+            await ledger_service.post_holds(s, [Meal(k, DAY) for k in keys])
+
+    async def place(keys: list[str]) -> None:
+        async with unit_of_work() as s:
+            await ledger_service.place_holds(s, [Hold(k, canteen, 100) for k in keys])
+
+    for round_ in range(4):
+        posted = [f"p-{i:03d}" for i in range(round_ * 50, round_ * 50 + 50)]
+        await asyncio.gather(
+            post(posted[:25]),
+            post(posted[25:]),
+            place([f"n-{round_}-{i}" for i in range(25)]),
+            place([f"m-{round_}-{i}" for i in range(25)]),
+        )
+    async with unit_of_work() as s:
+        entries = await s.scalar(
+            select(func.count()).select_from(JournalEntry).where(JournalEntry.kind == "meal_subsidy")
+        )
+        acc = await s.get(LedgerAccount, canteen_pool(canteen))
+    assert entries == 200
+    assert acc is not None and -acc.balance_fen == 40_000 - 200 * 100 and acc.held_fen == 200 * 100
+    await _check_committed()
