@@ -11,12 +11,11 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import date
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import and_, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 
 from app.kit.locks import xact_lock, xact_locks
 from app.models import (
@@ -30,6 +29,9 @@ from app.models import (
     LedgerDigest,
     Posting,
 )
+
+if TYPE_CHECKING:
+    from app.ledger.service import NewEntry
 
 
 class LedgerRepository:
@@ -124,9 +126,7 @@ class LedgerRepository:
         stmt = select(JournalEntry).where(JournalEntry.business_key.in_(business_keys))
         return {e.business_key: e for e in (await self.session.execute(stmt)).scalars()}
 
-    async def insert_entries(
-        self, entries: Sequence[tuple[JournalEntry, Sequence[tuple[str, int]]]]
-    ) -> set[str]:
+    async def insert_entries(self, entries: Sequence[tuple[NewEntry, Sequence[tuple[str, int]]]]) -> set[str]:
         """Insert unsealed entries and their postings in two statements (columns as arrays, ``unnest``: no
         per-row SQL to build); the business keys written. A key that exists is skipped (nothing of it
         written), having waited for a concurrent transaction holding it."""
@@ -163,8 +163,6 @@ class LedgerRepository:
         for entry, postings in entries:
             if entry.business_key not in written:
                 continue
-            make_transient_to_detached(entry)  # the row exists now: the object joins the session, no INSERT
-            self.session.add(entry)
             for n, (account, amount) in enumerate(postings, start=1):
                 entry_ids.append(entry.id)
                 line_nos.append(n)

@@ -37,11 +37,12 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal, overload
+from typing import Any, Literal, Protocol, overload
 
 import structlog
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from app.exceptions import BadRequest, Conflict, NotFound
 from app.kit.background import PostCommitBatch
@@ -188,6 +189,49 @@ class EntryDraft:
     refs: dict[str, Any] | None = None
 
 
+class EntryLike(Protocol):
+    """What a batch writer gives back for each entry: a new one (``NewEntry``) or one read back."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def business_key(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry just written by a batch, as plain values (thousands of ORM objects cost more than the SQL)."""
+
+    id: uuid.UUID
+    business_key: str
+    kind: str
+    memo: str
+    refs: dict[str, Any]
+    content_hash: str
+    day: date
+    created_at: datetime
+
+    def orm(self) -> JournalEntry:
+        """The same entry as a JournalEntry (unsealed), for callers that want one in their session."""
+        return JournalEntry(
+            id=self.id,
+            seq=None,
+            business_key=self.business_key,
+            kind=self.kind,
+            memo=self.memo,
+            refs=self.refs,
+            content_hash=self.content_hash,
+            prev_hash=None,
+            hash=None,
+            day=self.day,
+            created_at=self.created_at,
+        )
+
+
 @dataclass(frozen=True)
 class DonationPayment:
     """A paid donation to record: one item of ``record_donation_payments``."""
@@ -206,6 +250,18 @@ class _Prepared:
     lines: list[tuple[str, int]]
     fingerprint: str
     deltas: dict[str, int]  # pools and funds only
+
+
+def _in_session(session: AsyncSession, entry: EntryLike) -> JournalEntry:
+    """A JournalEntry in ``session`` for what a batch writer gave back (a new one joins it, unsealed, without
+    another INSERT)."""
+    if isinstance(entry, NewEntry):
+        orm = entry.orm()
+        make_transient_to_detached(orm)
+        session.add(orm)
+        return orm
+    assert isinstance(entry, JournalEntry)
+    return entry
 
 
 def _payment_key(p: DonationPayment) -> str:
@@ -298,9 +354,21 @@ class LedgerService:
         drafts: list[EntryDraft],
         *,
         lots_kept: bool,
-        then: Callable[[list[JournalEntry]], Awaitable[None]] | None = None,
-        pools_moved_by_caller: bool = False,
+        then: Callable[[list[NewEntry]], Awaitable[None]] | None = None,
     ) -> list[JournalEntry]:
+        """``_write_entries``, giving back JournalEntry objects in the session (new ones join it unsealed)."""
+        entries = await self._write_entries(session, drafts, lots_kept=lots_kept, then=then)
+        return [_in_session(session, entry) for entry in entries]
+
+    async def _write_entries(
+        self,
+        session: AsyncSession,
+        drafts: list[EntryDraft],
+        *,
+        lots_kept: bool,
+        then: Callable[[list[NewEntry]], Awaitable[None]] | None = None,
+        pools_moved_by_caller: bool = False,
+    ) -> list[EntryLike]:
         """Write balanced entries (one per draft, in order), or return the identical ones already written
         under their business keys; all or nothing. A batch costs the same few statements as one entry: the
         accounts' existence, one conditional UPDATE per pool or fund the batch takes money from, one INSERT
@@ -345,18 +413,16 @@ class LedgerService:
             pending = [p for p in pending if p.draft.business_key not in replays]
 
         created_at = utcnow()
+        day = business_date(created_at)
         new = {
-            p.draft.business_key: JournalEntry(
+            p.draft.business_key: NewEntry(
                 id=uuid.uuid4(),
-                seq=None,
                 business_key=p.draft.business_key,
                 kind=p.draft.kind,
                 memo=p.draft.memo,
                 refs=_json_safe(p.draft.refs),
                 content_hash=p.fingerprint,
-                prev_hash=None,
-                hash=None,
-                day=business_date(created_at),
+                day=day,
                 created_at=created_at,
             )
             for p in pending
@@ -381,7 +447,7 @@ class LedgerService:
             )
         if inserted:
             sealer.after_commit_of(session)
-        out: list[JournalEntry] = []
+        out: list[EntryLike] = []
         for p in prepared:
             key = p.draft.business_key
             if key in inserted:
@@ -544,7 +610,7 @@ class LedgerService:
             known[i] = lot
         fresh = [p for i, p in enumerate(payments) if i not in known]
 
-        async def add_lots(entries: list[JournalEntry]) -> None:
+        async def add_lots(entries: list[NewEntry]) -> None:
             made = {e.business_key: e for e in entries}
             await repo.add_lots(
                 [
@@ -858,11 +924,12 @@ class LedgerService:
         nothing was held for this key. Posting twice returns the same entry; posting a voided hold is a
         ``HoldAlreadyVoided`` conflict. A batch of one of ``post_holds``."""
         meal = LedgerService.ServedMeal(hold_key, service_date, meta)
-        return (await self.post_holds(session, [meal]))[hold_key]
+        entry = (await self.post_holds(session, [meal]))[hold_key]
+        return None if entry is None else _in_session(session, entry)
 
     async def post_holds(
         self, session: AsyncSession, meals: list[LedgerService.ServedMeal]
-    ) -> dict[str, JournalEntry | None]:
+    ) -> dict[str, EntryLike | None]:
         """``post_hold`` for a batch, exactly as if it were called for each meal in order, in a constant
         number of statements (eight, plus ``_post_many``'s four): one ``meal_subsidy`` entry per meal under
         ``hold:<key>:posted``, and the meal's ``meta`` (with its service date) added to what the donors see of
@@ -885,7 +952,7 @@ class LedgerService:
                 raise Conflict(
                     "这笔预留已经取消，不能再记为已用餐", code="HoldAlreadyVoided", detail={"hold_key": key}
                 )
-        out: dict[str, JournalEntry | None] = {key: None for key in first}
+        out: dict[str, EntryLike | None] = {key: None for key in first}
         done = {h[6]: h[1] for h in holds.values() if h[5] == HoldStatus.posted and h[6] is not None}
         if done:
             for entry in await repo.entries_by_ids(list(done)):
@@ -925,7 +992,7 @@ class LedgerService:
                 )
             )
         entries = (
-            await self._post_many(session, drafts, lots_kept=True, pools_moved_by_caller=True)
+            await self._write_entries(session, drafts, lots_kept=True, pools_moved_by_caller=True)
             if drafts
             else []
         )
