@@ -6,8 +6,8 @@ The booking service calls them at fixed moments, inside its own transaction:
   the caller has already capped at the policy's per-meal charity cap);
 - booking: ``place_hold`` for the elder's meal line (returns the amount actually held; the line's charity
   portion is that amount and the elder pays any shortfall);
-- serve: ``on_served`` (post the hold: pool → payable to the canteen); cancel and no-show: ``on_released``
-  (void the hold).
+- serve: ``on_served`` (post the hold: pool → payable to the canteen); cancel: ``on_released`` (void the
+  hold); the no-show job: ``on_released_many`` (void a batch of holds at once).
 
 The hold key is the booking line id. What donors later see of the meal (``meta``) is the date, slot, canteen
 and an age band, never who ate it.
@@ -91,3 +91,9 @@ async def on_served(session: AsyncSession, *, booking_line_id: uuid.UUID) -> Non
 async def on_released(session: AsyncSession, *, booking_line_id: uuid.UUID) -> None:
     """The meal was cancelled or not collected: the hold is voided."""
     await ledger_service.void_hold(session, hold_key=hold_key(booking_line_id))
+
+
+async def on_released_many(session: AsyncSession, *, booking_line_ids: list[uuid.UUID]) -> None:
+    """``on_released`` for many meals at once (the no-show job), in one ledger batch."""
+    if booking_line_ids:
+        await ledger_service.void_holds(session, [hold_key(line_id) for line_id in booking_line_ids])

@@ -1059,12 +1059,17 @@ class BookingService:
         Capacity is not given back (the meal is over)."""
         at = at or now()
         repo = BookingRepository(session)
-        count = 0
-        for booking in await repo.due_no_shows(at, batch):
-            if await repo.transition(booking.id, to="no_show", no_show_at=at):
-                await self._release(session, booking, capacity=False)
-                count += 1
-        return count
+        missed = [
+            booking.id
+            for booking in await repo.due_no_shows(at, batch)
+            if await repo.transition(booking.id, to="no_show", no_show_at=at)
+        ]
+        if missed:  # every missed meal's charity hold voided in one ledger batch
+            lines = await repo.lines(missed)
+            await charity.on_released_many(
+                session, booking_line_ids=[ln.id for b in missed for ln in lines[b] if ln.is_elder_meal]
+            )
+        return len(missed)
 
     async def queue_reminders(self, session: AsyncSession, *, at: datetime | None = None) -> int:
         at = at or now()
