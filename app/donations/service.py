@@ -9,7 +9,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, overload
+from typing import Literal, overload
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +42,7 @@ from app.kit.crypto import encrypt_pii, mask_id_number, mask_name
 from app.kit.money import fen_to_yuan_text
 from app.kit.pagination import Page, decode_cursor_as, encode_cursor
 from app.kit.time import SHANGHAI, shanghai_datetime, utcnow
+from app.ledger.service import DonationPayment, ledger_service
 from app.models import Donation, DonationInvoiceRequest, DonationRefund, DonationTarget, Fund
 from app.models.donation import DonationChannel, DonationStatus
 from app.models.donation_refund import RefundStatus
@@ -83,12 +84,6 @@ def donor_label(donation: Donation) -> str:
     if donation.anonymous or not donation.display_name:
         return ANONYMOUS_NAME
     return donation.display_name
-
-
-def _ledger() -> Any:
-    from app.ledger.service import ledger_service
-
-    return ledger_service
 
 
 class DonationService:
@@ -346,9 +341,7 @@ class DonationService:
             ]
         )
         # the ledger last: it ends with the UPDATE of the receiving pools, locked from there to the commit
-        from app.ledger.service import DonationPayment
-
-        await _ledger().record_donation_payments(
+        await ledger_service.record_donation_payments(
             session,
             [
                 DonationPayment(
@@ -544,7 +537,7 @@ class DonationService:
         )
 
     async def _refundable(self, session: AsyncSession, donation: Donation) -> int:
-        return int(await _ledger().refundable_fen(session, donation_id=donation.id))
+        return await ledger_service.refundable_fen(session, donation_id=donation.id)
 
     async def request_refund(
         self, session: AsyncSession, subject: Subject, donation_id: uuid.UUID, payload: RefundRequestIn
@@ -607,7 +600,7 @@ class DonationService:
             )
         before = {"status": refund.status}
         now = utcnow()
-        await _ledger().record_donation_refund(
+        await ledger_service.record_donation_refund(
             session,
             donation_id=donation.id,
             refund_id=refund.id,

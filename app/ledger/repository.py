@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import date
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import and_, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
@@ -32,6 +32,29 @@ from app.models import (
 
 if TYPE_CHECKING:
     from app.ledger.service import NewEntry
+
+
+class HoldRow(NamedTuple):
+    """A charity hold as the batch functions read it."""
+
+    id: uuid.UUID
+    hold_key: str
+    canteen_id: uuid.UUID
+    requested_fen: int
+    held_fen: int
+    status: str
+    entry_id: uuid.UUID | None
+
+
+class HeldAllocation(NamedTuple):
+    """A still held allocation: ``amount_fen`` of one lot reserved for one hold."""
+
+    id: uuid.UUID
+    hold_id: uuid.UUID
+    lot_id: uuid.UUID
+    account_code: str
+    amount_fen: int
+    donation_id: uuid.UUID
 
 
 class LedgerRepository:
@@ -484,11 +507,8 @@ class LedgerRepository:
         )
         return {key: hold_id for key, hold_id in result.all()}
 
-    async def holds_by_keys(
-        self, hold_keys: Sequence[str], *, lock: bool = False
-    ) -> list[tuple[uuid.UUID, str, uuid.UUID, int, int, str, uuid.UUID | None]]:
-        """``(id, hold_key, canteen_id, requested_fen, held_fen, status, entry_id)`` of these holds; with
-        ``lock``, locked in key order."""
+    async def holds_by_keys(self, hold_keys: Sequence[str], *, lock: bool = False) -> list[HoldRow]:
+        """These holds; with ``lock``, locked in key order."""
         sql = """
             SELECT id, hold_key, canteen_id, requested_fen, held_fen, status, entry_id FROM charity_holds
             WHERE hold_key = ANY(CAST(:keys AS text[])) ORDER BY hold_key
@@ -496,7 +516,7 @@ class LedgerRepository:
         result = await self.session.execute(
             text(sql + "FOR UPDATE" if lock else sql), {"keys": list(hold_keys)}
         )
-        return cast(list[tuple[uuid.UUID, str, uuid.UUID, int, int, str, uuid.UUID | None]], result.all())
+        return [HoldRow(*row) for row in result.all()]
 
     async def delete_holds(self, hold_ids: Sequence[uuid.UUID]) -> None:
         """Undo ``claim_holds`` of this transaction (a batch refused after claiming, before reserving)."""
@@ -571,11 +591,8 @@ class LedgerRepository:
             },
         )
 
-    async def held_allocations(
-        self, hold_ids: Sequence[uuid.UUID]
-    ) -> list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, int, uuid.UUID]]:
-        """``(id, hold_id, lot_id, account_code, amount_fen, donation_id)`` of the still held allocations of
-        these holds."""
+    async def held_allocations(self, hold_ids: Sequence[uuid.UUID]) -> list[HeldAllocation]:
+        """The still held allocations of these holds."""
         stmt = text(
             """
             SELECT id, hold_id, lot_id, account_code, amount_fen, donation_id FROM allocations
@@ -583,7 +600,7 @@ class LedgerRepository:
             """
         )
         result = await self.session.execute(stmt, {"ids": list(hold_ids)})
-        return cast(list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, int, uuid.UUID]], result.all())
+        return [HeldAllocation(*row) for row in result.all()]
 
     async def resolve_allocations(
         self,

@@ -48,7 +48,7 @@ from app.exceptions import BadRequest, Conflict, NotFound
 from app.kit.background import PostCommitBatch
 from app.kit.time import business_date, utcnow
 from app.ledger import chain
-from app.ledger.repository import LedgerRepository
+from app.ledger.repository import HeldAllocation, HoldRow, LedgerRepository
 from app.models import DonationLot, JournalEntry, LedgerDigest
 from app.models.charity_hold import HoldStatus
 
@@ -395,9 +395,7 @@ class LedgerService:
         # no one overdraws them; every other account's balance is added up by the sealer (no hot row such as
         # the clearing account). Replayed keys are found by the insert below, which then undoes their share.
         while True:
-            taken = {code: d for code, d in _sum_deltas(pending).items() if d > 0}
-            if pools_moved_by_caller:
-                taken = {}
+            taken = {} if pools_moved_by_caller else {c: d for c, d in _sum_deltas(pending).items() if d > 0}
             failed = await self._apply_balances(repo, taken)
             if failed is None:
                 break
@@ -754,10 +752,6 @@ class LedgerService:
         service_date: date
         meta: dict[str, Any] | None = None
 
-    # A hold as holds_by_keys gives it: (id, hold_key, canteen_id, requested_fen, held_fen, status, entry_id);
-    # a held allocation as _held_allocations gives it: (id, lot_id, account_code, amount_fen, donation_id).
-    _Hold = tuple[uuid.UUID, str, uuid.UUID, int, int, str, uuid.UUID | None]
-    _Held = tuple[uuid.UUID, uuid.UUID, str, int, uuid.UUID]
     _META_JSON = json.JSONEncoder(default=str, ensure_ascii=False)  # as json.dumps in _json_safe, made once
 
     async def place_hold(
@@ -812,9 +806,9 @@ class LedgerService:
         replays = [key for key in first if key not in claimed]
         if replays:
             for hold in await repo.holds_by_keys(replays):
-                i, r = first[hold[1]]
+                i, r = first[hold.hold_key]
                 try:
-                    held[hold[1]] = self._replayed_hold(hold, r.canteen_id, r.amount_fen)
+                    held[hold.hold_key] = self._replayed_hold(hold, r.canteen_id, r.amount_fen)
                 except Conflict as err:
                     refused.append((i, err))
         if refused:
@@ -908,14 +902,13 @@ class LedgerService:
         return Conflict("这笔预留已经存在，内容却不一样", code="HoldKeyReused", detail={"hold_key": hold_key})
 
     @staticmethod
-    def _replayed_hold(hold: _Hold, canteen_id: uuid.UUID, amount_fen: int) -> int:
+    def _replayed_hold(hold: HoldRow, canteen_id: uuid.UUID, amount_fen: int) -> int:
         """A hold asked for again: the same amount, unless it was asked differently or has been voided."""
-        _, hold_key, held_canteen, requested_fen, held_fen, status, _ = hold
-        if held_canteen != canteen_id or requested_fen != amount_fen:
-            raise LedgerService._hold_key_reused(hold_key)
-        if status == HoldStatus.voided:
-            raise Conflict("这笔预留已经取消", code="HoldAlreadyVoided", detail={"hold_key": hold_key})
-        return held_fen
+        if hold.canteen_id != canteen_id or hold.requested_fen != amount_fen:
+            raise LedgerService._hold_key_reused(hold.hold_key)
+        if hold.status == HoldStatus.voided:
+            raise Conflict("这笔预留已经取消", code="HoldAlreadyVoided", detail={"hold_key": hold.hold_key})
+        return hold.held_fen
 
     async def post_hold(
         self, session: AsyncSession, *, hold_key: str, service_date: date, meta: dict[str, Any]
@@ -931,7 +924,7 @@ class LedgerService:
         self, session: AsyncSession, meals: list[LedgerService.ServedMeal]
     ) -> dict[str, EntryLike | None]:
         """``post_hold`` for a batch, exactly as if it were called for each meal in order, in a constant
-        number of statements (eight, plus ``_post_many``'s four): one ``meal_subsidy`` entry per meal under
+        number of statements (eight, plus ``_write_entries``' four): one ``meal_subsidy`` entry per meal under
         ``hold:<key>:posted``, and the meal's ``meta`` (with its service date) added to what the donors see of
         its allocations. Returns the entry per hold key: None when nothing was held or there is no such hold,
         the existing entry for a hold already posted; a key given twice is a replay of its first meal.
@@ -945,38 +938,41 @@ class LedgerService:
         if not first:
             return {}
         repo = LedgerRepository(session)
-        holds = {h[1]: h for h in await repo.holds_by_keys(list(first), lock=True)}
+        holds = {h.hold_key: h for h in await repo.holds_by_keys(list(first), lock=True)}
         for key in first:
             hold = holds.get(key)
-            if hold is not None and hold[5] == HoldStatus.voided:
+            if hold is not None and hold.status == HoldStatus.voided:
                 raise Conflict(
                     "这笔预留已经取消，不能再记为已用餐", code="HoldAlreadyVoided", detail={"hold_key": key}
                 )
         out: dict[str, EntryLike | None] = {key: None for key in first}
-        done = {h[6]: h[1] for h in holds.values() if h[5] == HoldStatus.posted and h[6] is not None}
+        done = {
+            h.entry_id: h.hold_key for h in holds.values() if h.status == HoldStatus.posted and h.entry_id
+        }
         if done:
             for entry in await repo.entries_by_ids(list(done)):
                 out[done[entry.id]] = entry
-        pending = [holds[key] for key in first if key in holds and holds[key][5] == HoldStatus.held]
+        pending = [holds[key] for key in first if key in holds and holds[key].status == HoldStatus.held]
         if not pending:
             return out
         now = utcnow()
-        live = [h for h in pending if h[4] > 0]
+        live = [h for h in pending if h.held_fen > 0]
         allocations = await self._held_allocations(repo, live)
 
         drafts: list[EntryDraft] = []
         metas: list[str] = []
-        for hold_id, key, canteen_id, _, held_fen, _, _ in live:
+        for hold in live:
+            key, canteen_id = hold.hold_key, hold.canteen_id
             meal = first[key]
             day = meal.service_date.isoformat()
             metas.append(self._meta_json({**(meal.meta or {}), "service_date": day}))
             per_account: dict[str, int] = defaultdict(int)
             donations: set[str] = set()
-            for _, _, account_code, amount_fen, donation_id in allocations[hold_id]:
-                per_account[account_code] += amount_fen
-                donations.add(str(donation_id))
+            for a in allocations[hold.id]:
+                per_account[a.account_code] += a.amount_fen
+                donations.add(str(a.donation_id))
             postings = [Posting(code, total) for code, total in sorted(per_account.items())]
-            postings.append(Posting(canteen_payable(canteen_id), -held_fen))
+            postings.append(Posting(canteen_payable(canteen_id), -hold.held_fen))
             drafts.append(
                 EntryDraft(
                     business_key=f"hold:{key}:posted",
@@ -996,11 +992,11 @@ class LedgerService:
             if drafts
             else []
         )
-        entry_of = {h[0]: e for h, e in zip(live, entries, strict=True)}
+        entry_of = {h.id: e for h, e in zip(live, entries, strict=True)}
         resolved = [
-            (allocation[0], entry_of[h[0]].id, meta)
+            (allocation.id, entry_of[h.id].id, meta)
             for h, meta in zip(live, metas, strict=True)
-            for allocation in allocations[h[0]]
+            for allocation in allocations[h.id]
         ]
         await repo.resolve_allocations(
             [a for a, _, _ in resolved],
@@ -1010,7 +1006,7 @@ class LedgerService:
             metas=[m for _, _, m in resolved],
         )
         await repo.resolve_holds(
-            [(h[0], entry_of[h[0]].id if h[0] in entry_of else None) for h in pending],
+            [(h.id, entry_of[h.id].id if h.id in entry_of else None) for h in pending],
             status=HoldStatus.posted.value,
             resolved_at=now,
         )
@@ -1019,21 +1015,22 @@ class LedgerService:
         # pool can still give unchanged, so nothing needs checking)
         await self._release(repo, allocations, allocated=True)
         for h in live:
-            out[h[1]] = entry_of[h[0]]
+            out[h.hold_key] = entry_of[h.id]
         return out
 
     @staticmethod
-    async def _held_allocations(repo: LedgerRepository, holds: list[_Hold]) -> dict[uuid.UUID, list[_Held]]:
+    async def _held_allocations(
+        repo: LedgerRepository, holds: list[HoldRow]
+    ) -> dict[uuid.UUID, list[HeldAllocation]]:
         """Each hold's held allocations. The hold rows are locked, so they stay as read."""
-        per_hold: dict[uuid.UUID, list[LedgerService._Held]] = {h[0]: [] for h in holds}
-        rows = await repo.held_allocations(list(per_hold)) if holds else []
-        for allocation_id, hold_id, lot_id, account_code, amount_fen, donation_id in rows:
-            per_hold[hold_id].append((allocation_id, lot_id, account_code, amount_fen, donation_id))
+        per_hold: dict[uuid.UUID, list[HeldAllocation]] = {h.id: [] for h in holds}
+        for allocation in await repo.held_allocations(list(per_hold)) if holds else []:
+            per_hold[allocation.hold_id].append(allocation)
         return per_hold
 
     @staticmethod
     async def _release(
-        repo: LedgerRepository, allocations: dict[uuid.UUID, list[_Held]], *, allocated: bool
+        repo: LedgerRepository, allocations: dict[uuid.UUID, list[HeldAllocation]], *, allocated: bool
     ) -> None:
         """Take these held allocations off their lots' and pools' held amounts (when ``allocated``: onto the
         lots' allocated amounts and the pools' balances, i.e. spent), under the pools' and then the lots' row
@@ -1041,9 +1038,9 @@ class LedgerService:
         lot_moves: dict[uuid.UUID, int] = defaultdict(int)
         account_moves: dict[str, int] = defaultdict(int)
         for rows in allocations.values():
-            for _, lot_id, account_code, amount_fen, _ in rows:
-                lot_moves[lot_id] += amount_fen
-                account_moves[account_code] += amount_fen
+            for a in rows:
+                lot_moves[a.lot_id] += a.amount_fen
+                account_moves[a.account_code] += a.amount_fen
         if not lot_moves:
             return
         await repo.lock_accounts(sorted(account_moves))
@@ -1065,23 +1062,23 @@ class LedgerService:
         if not keys:
             return
         repo = LedgerRepository(session)
-        holds = {h[1]: h for h in await repo.holds_by_keys(keys, lock=True)}
+        holds = {h.hold_key: h for h in await repo.holds_by_keys(keys, lock=True)}
         for key in keys:
             hold = holds.get(key)
-            if hold is not None and hold[5] == HoldStatus.posted:
+            if hold is not None and hold.status == HoldStatus.posted:
                 raise Conflict(
                     "这份餐已经核销，不能再取消补贴", code="HoldAlreadyPosted", detail={"hold_key": key}
                 )
-        pending = [holds[key] for key in keys if key in holds and holds[key][5] == HoldStatus.held]
+        pending = [holds[key] for key in keys if key in holds and holds[key].status == HoldStatus.held]
         if not pending:
             return
-        allocations = await self._held_allocations(repo, [h for h in pending if h[4] > 0])
+        allocations = await self._held_allocations(repo, [h for h in pending if h.held_fen > 0])
         await self._release(repo, allocations, allocated=False)
         now = utcnow()
-        released = [a[0] for rows in allocations.values() for a in rows]
+        released = [a.id for rows in allocations.values() for a in rows]
         await repo.resolve_allocations(released, status=HoldStatus.voided.value, resolved_at=now)
         await repo.resolve_holds(
-            [(h[0], None) for h in pending], status=HoldStatus.voided.value, resolved_at=now
+            [(h.id, None) for h in pending], status=HoldStatus.voided.value, resolved_at=now
         )
 
     # ================================================================ traceability and proofs

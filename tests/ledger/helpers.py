@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import unit_of_work
 from app.kit.time import utcnow
 from app.ledger.service import GENERAL_MEAL_POOL, canteen_pool, ledger_service
 from app.models import JournalEntry, LedgerAccount
-from tests.fixtures.factories import unique
+from tests.fixtures.factories import create_canteen, unique
 
 _clock = [utcnow() - timedelta(days=1)]
 
@@ -55,3 +56,13 @@ async def entry_count(session: AsyncSession, business_key: str) -> int:
 
 
 __all__ = ["GENERAL_MEAL_POOL", "canteen_pool", "donate", "entry_count", "next_paid_at", "pool_free"]
+
+
+async def canteen_with_money(*amounts: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """A committed canteen whose pool holds one paid donation per amount (the general meal pool must be
+    empty, so every hold comes from these)."""
+    async with unit_of_work() as s:
+        assert await pool_free(s, GENERAL_MEAL_POOL) == 0
+        canteen = await create_canteen(s)
+        donations = [await donate(s, canteen_pool(canteen.id), a) for a in amounts]
+        return canteen.id, donations

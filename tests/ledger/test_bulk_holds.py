@@ -27,7 +27,7 @@ from app.ledger.service import (
 from app.models import Allocation, CharityHold, DonationLot, JournalEntry, LedgerAccount
 from app.models import Posting as PostingRow
 from tests.fixtures.factories import create_canteen, unique
-from tests.ledger.helpers import donate, pool_free
+from tests.ledger.helpers import canteen_with_money, donate, pool_free
 
 Hold = LedgerService.HoldRequest
 Meal = LedgerService.ServedMeal
@@ -438,15 +438,38 @@ async def test_a_batch_costs_the_same_statements_as_one(session: AsyncSession) -
     await _check_ok(session)
 
 
+async def test_the_no_show_job_voids_its_meals_holds_in_one_batch(session: AsyncSession) -> None:
+    """``charity.on_released_many`` (the no-show job): every missed meal's hold is voided and its money is free
+    again; meals held for others are untouched; no meals, no work."""
+    from app.bookings import charity
+
+    canteen = (await create_canteen(session)).id
+    pool = canteen_pool(canteen)
+    await donate(session, pool, 1000)
+    lines = [uuid.uuid4() for _ in range(4)]
+    await ledger_service.place_holds(session, [Hold(charity.hold_key(line), canteen, 200) for line in lines])
+    assert await pool_free(session, pool) == 200
+
+    await charity.on_released_many(session, booking_line_ids=[])
+    await charity.on_released_many(session, booking_line_ids=lines[:3])
+    statuses = dict(
+        (
+            await session.execute(
+                select(CharityHold.hold_key, CharityHold.status).where(
+                    CharityHold.hold_key.in_([charity.hold_key(line) for line in lines])
+                )
+            )
+        ).all()
+    )
+    assert statuses == {
+        **{charity.hold_key(line): "voided" for line in lines[:3]},
+        charity.hold_key(lines[3]): "held",
+    }
+    assert await pool_free(session, pool) == 800
+    await _check_ok(session)
+
+
 # ---------------------------------------------------------------- races on real commits
-
-
-async def _canteen_with_money(*amounts: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    async with unit_of_work() as s:
-        assert await pool_free(s, GENERAL_MEAL_POOL) == 0
-        canteen = await create_canteen(s)
-        donations = [await donate(s, canteen_pool(canteen.id), a) for a in amounts]
-        return canteen.id, donations
 
 
 async def _check_committed() -> None:
@@ -455,7 +478,7 @@ async def _check_committed() -> None:
 
 
 async def test_concurrent_batches_on_one_pool_never_overdraw(committed: Database) -> None:
-    canteen, donations = await _canteen_with_money(700, 500, 300, 1000)  # 2,500 fen in four lots
+    canteen, donations = await canteen_with_money(700, 500, 300, 1000)  # 2,500 fen in four lots
 
     async def place(tag: str) -> dict[str, int]:
         async with unit_of_work() as s:
@@ -478,7 +501,7 @@ async def test_concurrent_batches_on_one_pool_never_overdraw(committed: Database
 async def test_concurrent_batches_with_the_same_keys_in_any_order_do_not_deadlock(
     committed: Database,
 ) -> None:
-    canteen, _ = await _canteen_with_money(1000, 1000)
+    canteen, _ = await canteen_with_money(1000, 1000)
     keys = [f"line-{i:02d}" for i in range(30)]
 
     async def place(order: list[str]) -> dict[str, int]:
@@ -525,7 +548,7 @@ async def test_big_batches_claiming_the_same_keys_in_opposite_orders_do_not_dead
 
 
 async def test_a_batch_post_racing_a_batch_void_has_one_outcome(committed: Database) -> None:
-    canteen, donations = await _canteen_with_money(3000)
+    canteen, donations = await canteen_with_money(3000)
     keys = [f"line-{i:02d}" for i in range(10)]
     async with unit_of_work() as s:
         await ledger_service.place_holds(s, [Hold(k, canteen, 300) for k in keys])
@@ -560,7 +583,7 @@ async def test_a_batch_post_racing_a_batch_void_has_one_outcome(committed: Datab
 async def test_concurrent_posts_and_placements_on_one_pool_do_not_deadlock(committed: Database) -> None:
     """Each post inserts postings on the pool (a key-share lock on its row) and then locks the pool to move
     the held money: with ``FOR UPDATE`` two such posts deadlocked; ``FOR NO KEY UPDATE`` does not."""
-    canteen, _ = await _canteen_with_money(*([1000] * 40))
+    canteen, _ = await canteen_with_money(*([1000] * 40))
     async with unit_of_work() as s:
         await ledger_service.place_holds(s, [Hold(f"p-{i:03d}", canteen, 100) for i in range(200)])
 

@@ -11,18 +11,10 @@ from sqlalchemy import func, select
 
 from app.db import Database, unit_of_work
 from app.exceptions import Conflict
-from app.ledger.service import GENERAL_MEAL_POOL, canteen_pool, ledger_service
+from app.ledger.service import canteen_pool, ledger_service
 from app.models import DonationLot, JournalEntry
 from tests.fixtures.factories import create_canteen, unique
-from tests.ledger.helpers import donate, next_paid_at, pool_free
-
-
-async def _canteen_with_money(*amounts: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    async with unit_of_work() as s:
-        assert await pool_free(s, GENERAL_MEAL_POOL) == 0
-        canteen = await create_canteen(s)
-        donations = [await donate(s, canteen_pool(canteen.id), a) for a in amounts]
-        return canteen.id, donations
+from tests.ledger.helpers import canteen_with_money, next_paid_at, pool_free
 
 
 async def _check_ok() -> None:
@@ -32,7 +24,7 @@ async def _check_ok() -> None:
 
 
 async def test_100_concurrent_holds_for_the_last_50_yuan(committed: Database) -> None:
-    canteen_id, _ = await _canteen_with_money(3000, 1500, 500)  # ¥50 in three lots
+    canteen_id, _ = await canteen_with_money(3000, 1500, 500)  # ¥50 in three lots
 
     async def book(i: int) -> int:
         async with unit_of_work() as s:
@@ -50,7 +42,7 @@ async def test_100_concurrent_holds_for_the_last_50_yuan(committed: Database) ->
 
 
 async def test_concurrent_serve_and_cancel_of_one_hold_has_one_outcome(committed: Database) -> None:
-    canteen_id, donations = await _canteen_with_money(3000)
+    canteen_id, donations = await canteen_with_money(3000)
     keys = [f"line-{i}" for i in range(8)]
     async with unit_of_work() as s:
         for key in keys:
@@ -89,7 +81,7 @@ async def test_concurrent_serve_and_cancel_of_one_hold_has_one_outcome(committed
 
 
 async def test_refund_racing_holds_never_overdraws_the_donation(committed: Database) -> None:
-    canteen_id, (donation_id,) = await _canteen_with_money(1000)
+    canteen_id, (donation_id,) = await canteen_with_money(1000)
 
     async def refund() -> int:
         async with unit_of_work() as s:
@@ -147,7 +139,7 @@ async def test_duplicate_payment_notifications_credit_once(committed: Database) 
 
 @pytest.mark.parametrize("n", [12])
 async def test_same_hold_key_placed_concurrently_reserves_once(committed: Database, n: int) -> None:
-    canteen_id, _ = await _canteen_with_money(1000)
+    canteen_id, _ = await canteen_with_money(1000)
 
     async def book() -> int:
         async with unit_of_work() as s:
@@ -172,7 +164,7 @@ async def test_cli_ledger_check_passes_then_names_a_tampered_entry(
 
     from app.ledger.service import Posting
 
-    canteen_id, _ = await _canteen_with_money(1000)
+    canteen_id, _ = await canteen_with_money(1000)
     async with unit_of_work() as s:
         victim = await ledger_service.post(
             s,
@@ -224,9 +216,9 @@ async def test_daily_digest_task_publishes_finished_days(
         return clock[0]
 
     monkeypatch.setattr(ledger_module, "utcnow", tick)
-    await _canteen_with_money(100, 200)
+    await canteen_with_money(100, 200)
     monkeypatch.undo()
-    await _canteen_with_money(300)  # today: not published yet
+    await canteen_with_money(300)  # today: not published yet
 
     from app.worker import drain_async
 

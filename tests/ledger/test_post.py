@@ -268,3 +268,28 @@ async def test_refund_only_from_remainder(session: AsyncSession) -> None:
         )
     report = await ledger_service.check(session)
     assert report["ok"], report["problems"]
+
+
+async def test_a_payment_batch_with_one_donation_twice_is_refused_whole(session: AsyncSession) -> None:
+    from app.ledger.service import DonationPayment
+
+    pool = canteen_pool((await create_canteen(session)).id)
+    before = await session.scalar(select(func.count()).select_from(JournalEntry))
+    twice = uuid.uuid4()
+
+    def paid(donation_id: uuid.UUID, ref: str) -> DonationPayment:
+        return DonationPayment(donation_id, pool, 1000, "wechatpay", ref, next_paid_at())
+
+    for batch in (
+        [paid(uuid.uuid4(), unique("tx")), paid(twice, unique("tx")), paid(twice, unique("tx"))],
+        [paid(uuid.uuid4(), "same-tx"), paid(uuid.uuid4(), "same-tx")],  # one payment for two donations
+    ):
+        with pytest.raises(BadRequest) as refused:
+            await ledger_service.record_donation_payments(session, batch)
+        assert refused.value.error_code == "LedgerBadInput"
+    assert await session.scalar(select(func.count()).select_from(JournalEntry)) == before
+    assert await pool_free(session, pool) == 0
+    lots = await session.scalar(
+        select(func.count()).select_from(DonationLot).where(DonationLot.account_code == pool)
+    )
+    assert lots == 0
