@@ -9,15 +9,24 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 import structlog
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.config import Settings, get_settings
+from app.exceptions import SangyuError
 
 log = structlog.get_logger("app.db")
 _embedded_lock = threading.Lock()
@@ -146,25 +155,66 @@ async def run_after_commit(session: AsyncSession) -> None:
                 log.warning("after_commit_rollback_failed", hook=key)
 
 
+# Refusals the database itself raises: constraint triggers that PostgreSQL fires at COMMIT (DEFERRABLE INITIALLY
+# DEFERRED) or earlier under SET CONSTRAINTS … IMMEDIATE. They use SQLSTATE SY409 with the reason as the message;
+# the module that owns the rule registers how each reason reads for people (a 4xx, never a 500).
+REFUSAL_SQLSTATE = "SY409"
+RefusalTranslator = Callable[[str | None, str | None], SangyuError]
+_refusals: dict[str, RefusalTranslator] = {}
+
+
+def register_refusal(reason: str, translate: RefusalTranslator) -> None:
+    """``translate(detail, hint)`` builds the error for a database refusal whose message is ``reason``."""
+    _refusals[reason] = translate
+
+
+def refusal_of(exc: BaseException) -> SangyuError | None:
+    """The people-facing error for a database refusal, or None if ``exc`` is not one."""
+    if not isinstance(exc, DBAPIError) or getattr(exc.orig, "sqlstate", None) != REFUSAL_SQLSTATE:
+        return None
+    raised = exc.orig.__cause__ if exc.orig is not None else None  # asyncpg's error, with its fields
+    translate = _refusals.get(getattr(raised, "message", None) or "")
+    if translate is None:
+        return None
+    return translate(getattr(raised, "detail", None), getattr(raised, "hint", None))
+
+
+@contextmanager
+def refusals_as_errors() -> Iterator[None]:
+    """Around statements that may fire the refusing triggers: their refusal becomes its 4xx error."""
+    try:
+        yield
+    except DBAPIError as exc:
+        refused = refusal_of(exc)
+        if refused is None:
+            raise
+        raise refused from exc
+
+
 @asynccontextmanager
 async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) -> AsyncIterator[AsyncSession]:
-    """One transaction: commit on success (then send the jobs it enqueued), roll back on any error."""
+    """One transaction: commit on success (then send the jobs it enqueued), roll back on any error. A refusal
+    the database raises at commit (see ``register_refusal``) comes out as its 4xx error, with nothing kept."""
     from app.worker import discard_pending_jobs, send_pending_jobs, stage_pending_jobs
 
     maker = maker or get_database().sessionmaker
     async with maker() as session:
         try:
             yield session
+            await stage_pending_jobs(session)
+            if isinstance(session.bind, AsyncConnection):
+                # Joined to a caller's transaction, this commit is only a savepoint, at which PostgreSQL checks
+                # nothing deferred: check it now, as a real commit would.
+                await session.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))
+            with refusals_as_errors():
+                await session.commit()
         except BaseException:
             await session.rollback()
             discard_pending_jobs(session)
             session.info.pop(AFTER_COMMIT_KEY, None)
             raise
-        else:
-            await stage_pending_jobs(session)
-            await session.commit()
-            await send_pending_jobs(session)
-            await run_after_commit(session)
+        await send_pending_jobs(session)
+        await run_after_commit(session)
 
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]

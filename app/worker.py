@@ -35,6 +35,7 @@ log = structlog.get_logger("app.worker")
 
 P = ParamSpec("P")
 PENDING_KEY = "sangyu.pending_jobs"
+STAGED_KEY = "sangyu.staged_jobs"  # how many of the pending jobs are already in the outbox
 RELAY_GRACE = timedelta(minutes=10)  # past Dramatiq's own retries (5, from 2 s, doubling)
 MAX_RELAYS = 5
 
@@ -116,14 +117,20 @@ def enqueue(session: AsyncSession, actor: dramatiq.Actor[..., Any], *args: Any, 
 
 async def stage_pending_jobs(session: AsyncSession) -> None:
     """Before the commit: write the transaction's jobs to ``job_outbox`` in the same transaction, due for a
-    re-send only after ``RELAY_GRACE`` (by then the job has normally run and deleted its row)."""
+    re-send only after ``RELAY_GRACE`` (by then the job has normally run and deleted its row).
+
+    A service may call it early, before it locks shared rows, so the commit has nothing left to write; the
+    commit then stages only the jobs enqueued since."""
     from sqlalchemy.dialects.postgresql import insert
 
     from app.models import JobOutbox
 
-    messages: list[dramatiq.Message[Any]] = session.info.get(PENDING_KEY, [])
+    pending: list[dramatiq.Message[Any]] = session.info.get(PENDING_KEY, [])
+    staged = session.info.get(STAGED_KEY, 0)
+    messages = pending[staged:]
     if not messages:
         return
+    session.info[STAGED_KEY] = len(pending)
     send_after = utcnow() + RELAY_GRACE
     rows = [
         {
@@ -143,6 +150,7 @@ async def send_pending_jobs(session: AsyncSession) -> None:
     """After the commit: hand its jobs to the broker. A job the broker refuses (Redis down) is due at once in
     the outbox, so the scheduler's relay sends it when the broker is back: nothing committed is lost."""
     messages: list[dramatiq.Message[Any]] = session.info.pop(PENDING_KEY, [])
+    session.info.pop(STAGED_KEY, None)
     if not messages:
         return
     # Dramatiq's Redis broker is synchronous: talk to it from a thread, never block the event loop on Redis
@@ -223,6 +231,7 @@ async def relay_outbox(limit: int = 100, *, now: datetime | None = None) -> int:
 
 def discard_pending_jobs(session: AsyncSession) -> None:
     dropped = session.info.pop(PENDING_KEY, [])
+    session.info.pop(STAGED_KEY, None)
     if dropped:
         log.info("jobs_dropped_on_rollback", count=len(dropped))
 

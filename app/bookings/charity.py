@@ -53,22 +53,31 @@ async def available_charity_fen(
     return max(0, min(remaining_self_pay_fen, available))
 
 
+def meal_meta(
+    *, service_date: date, slot: str, canteen_id: uuid.UUID, canteen_name: str, birth_date: date
+) -> dict[str, str]:
+    """What donors see of a meal their money paid for: when, where, and an age band."""
+    return {
+        "service_date": service_date.isoformat(),
+        "slot": slot,
+        "canteen_id": str(canteen_id),
+        "canteen_name": canteen_name,
+        "age_band": age_band(age_on(birth_date, service_date)),
+    }
+
+
 async def place_hold(
-    session: AsyncSession, *, booking_line_id: uuid.UUID, canteen_id: uuid.UUID, amount_fen: int
+    session: AsyncSession,
+    *,
+    booking_line_id: uuid.UUID,
+    canteen_id: uuid.UUID,
+    amount_fen: int,
+    meta: dict[str, str],
 ) -> int:
-    """Reserve ``amount_fen`` of donated money for the line; returns the amount actually held."""
+    """Reserve ``amount_fen`` of donated money for the line; returns the amount actually held. ``meta`` is
+    the meal as ``meal_meta`` describes it (the booking has it at hand, so nothing is read under the locks)."""
     if amount_fen <= 0:
         return 0
-    meal = await MealRepository(session).meal_of_line(booking_line_id)
-    if meal is None:
-        return 0
-    meta = {
-        "service_date": meal.service_date.isoformat(),
-        "slot": meal.slot,
-        "canteen_id": str(meal.canteen_id),
-        "canteen_name": meal.canteen_name,
-        "age_band": age_band(age_on(meal.birth_date, meal.service_date)),
-    }
     return await ledger_service.place_hold(
         session,
         hold_key=hold_key(booking_line_id),

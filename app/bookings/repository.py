@@ -78,22 +78,6 @@ class BookingRepository:
 
     # ------------------------------------------------------------ capacity, stock, subsidy
 
-    async def reserve_capacity(
-        self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int
-    ) -> bool:
-        stmt = (
-            update(SlotDay)
-            .where(
-                SlotDay.canteen_id == canteen_id,
-                SlotDay.service_date == service_date,
-                SlotDay.slot == slot,
-                SlotDay.booked_meals + meals <= SlotDay.capacity,
-            )
-            .values(booked_meals=SlotDay.booked_meals + meals)
-            .returning(SlotDay.id)
-        )
-        return (await self.session.execute(stmt)).first() is not None
-
     async def slot_has_room(self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int) -> bool:
         """A plain read (no lock): whether the slot had room for ``meals`` as of the last commit."""
         stmt = select(
@@ -116,20 +100,6 @@ class BookingRepository:
             )
             .values(booked_meals=SlotDay.booked_meals - meals)
         )
-
-    async def take_stock(self, item_id: uuid.UUID, quantity: int) -> bool:
-        """Count ``quantity`` against a limited item's stock (unlimited items are not counted at all)."""
-        stmt = (
-            update(MenuItem)
-            .where(
-                MenuItem.id == item_id,
-                MenuItem.stock.is_not(None),
-                MenuItem.sold + quantity <= MenuItem.stock,
-            )
-            .values(sold=MenuItem.sold + quantity)
-            .returning(MenuItem.id)
-        )
-        return (await self.session.execute(stmt)).first() is not None
 
     async def release_stock(self, item_id: uuid.UUID, quantity: int) -> None:
         await self.session.execute(

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +38,7 @@ from app.bookings.schemas import (
     WalkInRequest,
 )
 from app.canteens.repository import CanteenRepository
+from app.db import refusals_as_errors, register_refusal
 from app.elders.repository import ElderRepository
 from app.elders.service import decrypt_address, decrypt_phone, id_hmac
 from app.exceptions import BadRequest, Conflict, Forbidden, NotFound, SangyuError
@@ -62,6 +64,7 @@ from app.models import (
 )
 from app.models.booking import Channel
 from app.subsidy.service import decide, load_policy
+from app.worker import stage_pending_jobs
 
 MAX_DAYS_AHEAD = 30
 STAFF_CHANNELS = {Channel.phone.value, Channel.counter.value}
@@ -149,6 +152,20 @@ def cutoff_for(slot: CanteenSlot, service_date: date) -> datetime:
 
 def _slot_full() -> Conflict:
     return Conflict("这一餐已经订满了，请选择其他餐次或食堂", code="SlotFull")
+
+
+def _sold_out(menu_item_id: str | None, name: str | None) -> Conflict:
+    return Conflict(
+        f"“{name}”已经订完了，请换一个菜品" if name else "所选菜品已经订完了，请换一个菜品",
+        code="ItemSoldOut",
+        detail={"menu_item_id": menu_item_id},
+    )
+
+
+# the constraint triggers that take a slot's capacity and a limited item's stock (migration 0014)
+RESERVING_TRIGGERS = "bookings_take_capacity, booking_lines_take_stock"
+register_refusal("SlotFull", lambda _detail, _hint: _slot_full())
+register_refusal("ItemSoldOut", _sold_out)
 
 
 def _fmt(at: datetime) -> str:
@@ -420,18 +437,34 @@ class BookingService:
             at=at,
         )
 
-        async def record(booking: Booking) -> None:  # before the shared rows are locked
+        async def record(booking: Booking) -> None:
             await idempotency.complete(session, claim, booking.id)
             if channel in STAFF_CHANNELS:
                 await self._audit_booking(session, subject, booking, "booking.create")
 
-        booking = await self._create(
-            session, ctx, actor_id=subject.user_id, channel=channel, before_reserving=record
+        booking, lines = await self._create(
+            session,
+            ctx,
+            actor_id=subject.user_id,
+            channel=channel,
+            before_reserving=record,
+            once_priced=self._confirmation(session, ctx),
+            reserve_at_commit=True,
         )
-        await queue_booking_messages(
-            session, kind="booking_confirmed", booking=booking, canteen=ctx.canteen, elder=elder
-        )
-        return await self._out(session, booking), True
+        return booking_out(booking, lines), True
+
+    def _confirmation(self, session: AsyncSession, ctx: Context) -> Callable[[Booking], Awaitable[None]]:
+        """The booking-confirmed messages, written with their send jobs' outbox rows as soon as the amounts
+        are final. Only for a booking that is its request's whole transaction: a failure after this rolls
+        everything back and drops the jobs."""
+
+        async def write(booking: Booking) -> None:
+            await queue_booking_messages(
+                session, kind="booking_confirmed", booking=booking, canteen=ctx.canteen, elder=ctx.elder
+            )
+            await stage_pending_jobs(session)
+
+        return write
 
     async def _create(
         self,
@@ -442,10 +475,21 @@ class BookingService:
         channel: str,
         standing_order_id: uuid.UUID | None = None,
         before_reserving: Callable[[Booking], Awaitable[None]] | None = None,
-    ) -> Booking:
+        once_priced: Callable[[Booking], Awaitable[None]] | None = None,
+        reserve_at_commit: bool = False,
+    ) -> tuple[Booking, list[BookingLine]]:
         """Insert the booking and its lines, then take the slot's capacity, the items' stock and the charity
-        hold (the rows every booking of the slot shares, locked from there to the commit).
-        ``before_reserving`` runs the caller's own writes for the booking before those locks are taken."""
+        hold: the rows every booking of the slot shares, locked from there to the commit.
+
+        Everything else the transaction writes comes before those locks, so a popular slot's row is held for
+        as few statements as possible: ``before_reserving`` (the caller's own rows), then ``once_priced``
+        (what shows the final amounts, such as the confirmation messages). A booking that will draw on donated
+        money only knows its final amounts once the hold is placed, so for it ``once_priced`` runs last.
+
+        ``reserve_at_commit``: the caller commits right after (a booking request), so capacity and stock are
+        taken by the commit itself, and a refusal then comes from the commit (``unit_of_work``). Otherwise
+        they are taken here, and a full slot or a sold-out item raises from this call (a standing order's
+        day inside its savepoint, a walk-in). Returns the booking and its lines (elder's meal first)."""
         repo = BookingRepository(session)
         meals = sum(q for _, q in ctx.items)
         # A full slot is refused from a plain read, without waiting for its row lock (most of a rush's
@@ -481,9 +525,11 @@ class BookingService:
                 standing_order_id=standing_order_id,
             )
             try:
-                async with session.begin_nested():
-                    session.add(candidate)
-                    await session.flush()
+                # refusals: once SET CONSTRAINTS … IMMEDIATE has run in this transaction, inserts fire them
+                with refusals_as_errors():
+                    async with session.begin_nested():
+                        session.add(candidate)
+                        await session.flush()
             except IntegrityError as exc:
                 message = str(exc.orig)
                 if SUBSIDY_INDEX in message and priced.subsidized:
@@ -500,6 +546,7 @@ class BookingService:
         lines: list[tuple[PricedLine, BookingLine]] = []
         for pl in priced.lines:
             line = BookingLine(
+                id=uuid.uuid4(),
                 booking_id=booking.id,
                 menu_item_id=pl.item.id,
                 item_name=pl.item.name,
@@ -514,28 +561,36 @@ class BookingService:
             )
             repo.add(line)
             lines.append((pl, line))
-        await session.flush()
+        with refusals_as_errors():
+            await session.flush()
         if before_reserving is not None:
             await before_reserving(booking)
-        # The shared rows last, so their locks are held from here to the commit only. Lock order everywhere:
-        # the slot's capacity row, then items by id, then the charity pools (ledger order).
-        if not await repo.reserve_capacity(ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals):
-            raise _slot_full()
-        # unlimited items are not counted: no row to lock (a menu item's stock never changes once published)
-        for item, qty in sorted((p for p in ctx.items if p[0].stock is not None), key=lambda p: p[0].id):
-            if not await repo.take_stock(item.id, qty):
-                raise Conflict(
-                    f"“{item.name}”已经订完了，请换一个菜品",
-                    code="ItemSoldOut",
-                    detail={"menu_item_id": str(item.id)},
-                )
-        for pl, line in lines:
-            if pl.charity_subsidy_fen > 0:
+        holds = [(pl, line) for pl, line in lines if pl.charity_subsidy_fen > 0]
+        if once_priced is not None and not holds:
+            await once_priced(booking)
+        # The shared rows last, so their locks are held from there to the commit only. Lock order everywhere:
+        # the slot's capacity row, then items, then the charity pools (ledger order). The slot's capacity and
+        # the limited items' stock are taken by constraint triggers on the rows inserted above (migration
+        # 0014), which PostgreSQL fires at the commit: a booking that waits for its slot waits only for the
+        # commits ahead of it. A booking that draws on donated money fires them now, before the pools.
+        if holds or not reserve_at_commit:
+            with refusals_as_errors():
+                await session.execute(text(f"SET CONSTRAINTS {RESERVING_TRIGGERS} IMMEDIATE"))
+        if holds:
+            meta = charity.meal_meta(
+                service_date=ctx.service_date,
+                slot=ctx.slot.slot,
+                canteen_id=ctx.canteen.id,
+                canteen_name=ctx.canteen.name,
+                birth_date=ctx.elder.birth_date,
+            )
+            for pl, line in holds:
                 held = await charity.place_hold(
                     session,
                     booking_line_id=line.id,
                     canteen_id=ctx.canteen.id,
                     amount_fen=pl.charity_subsidy_fen,
+                    meta=meta,
                 )
                 held = max(0, min(held, pl.charity_subsidy_fen))
                 if held:
@@ -543,8 +598,11 @@ class BookingService:
                     line.self_pay_fen -= held
                     booking.charity_subsidy_fen += held
                     booking.self_pay_fen -= held
-                    await session.flush()
-        return booking
+            await session.flush()
+            if once_priced is not None:
+                await once_priced(booking)
+        ordered = sorted((line for _, line in lines), key=lambda ln: (not ln.is_elder_meal, str(ln.id)))
+        return booking, ordered
 
     # ------------------------------------------------------------ read
 
@@ -801,7 +859,7 @@ class BookingService:
         )
         if at < ctx.serve_start_at or at > ctx.serve_end_at:
             raise Conflict("现在不在该餐次的供餐时间内", code="OutsideServingWindow")
-        booking = await self._create(session, ctx, actor_id=subject.user_id, channel=Channel.counter.value)
+        booking, _ = await self._create(session, ctx, actor_id=subject.user_id, channel=Channel.counter.value)
         await self._audit_booking(session, subject, booking, "booking.walk_in")
         await self._mark_served(
             session, subject, booking, at, method="walk_in", self_pay_method=payload.self_pay_method
@@ -1038,13 +1096,14 @@ class BookingService:
             mode=so.mode,
             at=at,
         )
-        booking = await self._create(
+        booking, _ = await self._create(
             session,
             ctx,
             actor_id=so.created_by_id,
             channel=Channel.standing_order.value,
             standing_order_id=so.id,
         )
+        # after the booking, inside the caller's savepoint: a skipped day leaves no message behind
         await queue_booking_messages(
             session, kind="booking_confirmed", booking=booking, canteen=ctx.canteen, elder=elder
         )

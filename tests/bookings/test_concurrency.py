@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.bookings.service import booking_service
 from app.db import unit_of_work
-from app.models import Booking, MenuItem, SlotDay
+from app.models import Booking, IdempotencyKey, JobOutbox, MealNotification, MenuItem, SlotDay
 from tests.bookings.helpers import MORNING, arrange, body, key, set_now
 from tests.fixtures.client import login
 from tests.fixtures.factories import create_elder, unique
@@ -129,3 +132,51 @@ async def test_double_tap_same_key_ten_times_makes_one_booking(
             assert r.json()["error"] == "RequestInProgress"
     async with unit_of_work() as s:
         assert await s.scalar(select(func.count()).select_from(Booking)) == 1
+
+
+async def test_a_slot_filled_before_the_commit_refuses_the_booking_at_its_commit_and_keeps_nothing(
+    committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot's capacity is taken by the commit itself (a deferred constraint trigger): a booking that saw
+    room, wrote its rows and then lost the last seat to another commit gets the plain 409, and nothing of it
+    is kept: no booking, no idempotency key, no message, no job."""
+    set_now(monkeypatch, MORNING)
+    async with unit_of_work() as s:
+        w = await arrange(s, capacity=3)
+    headers = await login(committed_client, w.family_openid) | key()
+    confirmation = booking_service._confirmation
+
+    def filling_the_slot_meanwhile(session: AsyncSession, ctx: Any) -> Any:
+        write = confirmation(session, ctx)
+
+        async def then_fill(booking: Booking) -> None:
+            await write(booking)
+            async with unit_of_work() as other:  # another transaction takes the last seats and commits
+                await other.execute(
+                    update(SlotDay).where(SlotDay.canteen_id == w.canteen.id).values(booked_meals=3)
+                )
+
+        return then_fill
+
+    monkeypatch.setattr(booking_service, "_confirmation", filling_the_slot_meanwhile)
+    res = await committed_client.post("/api/v1/bookings", json=body(w), headers=headers)
+    assert res.status_code == 409, res.text
+    assert res.json()["error"] == "SlotFull" and "订满" in res.json()["message"]
+    async with unit_of_work() as s:
+        assert await s.scalar(select(func.count()).select_from(Booking)) == 0
+        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
+        assert await s.scalar(select(func.count()).select_from(MealNotification)) == 0
+        assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 0
+        assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 3
+
+    monkeypatch.setattr(booking_service, "_confirmation", confirmation)
+    async with unit_of_work() as s:
+        await s.execute(update(SlotDay).where(SlotDay.canteen_id == w.canteen.id).values(booked_meals=2))
+    res = await committed_client.post("/api/v1/bookings", json=body(w), headers=headers)
+    assert res.status_code == 201, res.text  # the same key books once there is room: nothing was kept
+    async with unit_of_work() as s:
+        assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 3
+        notifications = (await s.execute(select(MealNotification.id))).scalars().all()
+        outbox = (await s.execute(select(JobOutbox.actor_name))).scalars().all()
+    # each message's send job is in the outbox exactly once, though it was written before the commit
+    assert len(notifications) >= 1 and len(outbox) == len(notifications)
