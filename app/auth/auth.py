@@ -32,8 +32,7 @@ async def _load_subject(session: AsyncSession, token: str) -> Subject | None:
     found = await repo.get_live_session(token_hash(token), utcnow())
     if found is None:
         return None
-    auth_session, user = found
-    grants = await repo.active_grants(user.id)
+    auth_session, user, grants = found
     return Subject(
         user_id=user.id,
         openid=user.openid,

@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,18 +47,26 @@ class AuthRepository:
     def add_session(self, auth_session: AuthSession) -> None:
         self.session.add(auth_session)
 
-    async def get_live_session(self, token_hash: str, now: datetime) -> tuple[AuthSession, User] | None:
+    async def get_live_session(
+        self, token_hash: str, now: datetime
+    ) -> tuple[AuthSession, User, list[RoleGrant]] | None:
+        """The live session for a token, its user and the user's active grants (oldest first), in one query:
+        every authenticated request starts here."""
         stmt = (
-            select(AuthSession, User)
+            select(AuthSession, User, RoleGrant)
             .join(User, User.id == AuthSession.user_id)
+            .outerjoin(RoleGrant, and_(RoleGrant.user_id == User.id, RoleGrant.revoked_at.is_(None)))
             .where(
                 AuthSession.token_hash == token_hash,
                 AuthSession.revoked_at.is_(None),
                 AuthSession.expires_at > now,
             )
+            .order_by(RoleGrant.created_at)
         )
-        row = (await self.session.execute(stmt)).first()
-        return (row[0], row[1]) if row else None
+        rows = (await self.session.execute(stmt)).all()
+        if not rows:
+            return None
+        return rows[0][0], rows[0][1], [row[2] for row in rows if row[2] is not None]
 
     async def revoke_session(self, session_id: uuid.UUID, now: datetime) -> None:
         await self.session.execute(

@@ -14,6 +14,7 @@ from app.models import (
     BookingLine,
     Elder,
     FamilyBinding,
+    IdempotencyKey,
     MealNotification,
     MenuItem,
     SlotDay,
@@ -89,6 +90,30 @@ class BookingRepository:
             )
         )
         return bool((await self.session.execute(stmt)).scalar())
+
+    async def full_unless_replayed(
+        self,
+        canteen_id: uuid.UUID,
+        service_date: date,
+        slot: str,
+        meals: int,
+        *,
+        idempotency: tuple[str, str, str],
+    ) -> bool:
+        """One plain read, first thing in a booking request: whether the slot is known and has no room for
+        ``meals`` (as of the last commit), and the request's (scope, owner, key) has not been used, since a
+        replay must still get its booking back."""
+        scope, owner, key = idempotency
+        full = exists().where(
+            SlotDay.canteen_id == canteen_id,
+            SlotDay.service_date == service_date,
+            SlotDay.slot == slot,
+            SlotDay.booked_meals + meals > SlotDay.capacity,
+        )
+        used = exists().where(
+            IdempotencyKey.scope == scope, IdempotencyKey.owner == owner, IdempotencyKey.key == key
+        )
+        return bool((await self.session.execute(select(and_(full, ~used)))).scalar())
 
     async def release_capacity(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int

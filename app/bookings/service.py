@@ -416,8 +416,17 @@ class BookingService:
         self, session: AsyncSession, subject: Subject, payload: BookingRequest, idempotency_key: str | None
     ) -> tuple[BookingOut, bool]:
         """Returns the booking and whether this call created it (False: a replay of the same key)."""
+        key = idempotency.require_key(idempotency_key)
+        owner = str(subject.user_id)
+        # Most requests of a lunch rush arrive after the slot has filled: they are answered from one read.
+        meals = sum(i.quantity for i in payload.items)
+        if await BookingRepository(session).full_unless_replayed(
+            payload.canteen_id, payload.date, payload.slot.value, meals, idempotency=("booking", owner, key)
+        ):
+            raise _slot_full()
+        booking_id = uuid.uuid4()
         claim = await idempotency.claim(
-            session, scope="booking", owner=str(subject.user_id), key=idempotency_key, body=payload
+            session, scope="booking", owner=owner, key=key, body=payload, resource_id=booking_id
         )
         if claim.existing_id is not None:
             existing = await BookingRepository(session).get_readable(subject, claim.existing_id)
@@ -438,7 +447,6 @@ class BookingService:
         )
 
         async def record(booking: Booking) -> None:
-            await idempotency.complete(session, claim, booking.id)
             if channel in STAFF_CHANNELS:
                 await self._audit_booking(session, subject, booking, "booking.create")
 
@@ -447,6 +455,8 @@ class BookingService:
             ctx,
             actor_id=subject.user_id,
             channel=channel,
+            booking_id=booking_id,
+            room_checked=True,
             before_reserving=record,
             once_priced=self._confirmation(session, ctx),
             reserve_at_commit=True,
@@ -477,6 +487,8 @@ class BookingService:
         before_reserving: Callable[[Booking], Awaitable[None]] | None = None,
         once_priced: Callable[[Booking], Awaitable[None]] | None = None,
         reserve_at_commit: bool = False,
+        booking_id: uuid.UUID | None = None,
+        room_checked: bool = False,
     ) -> tuple[Booking, list[BookingLine]]:
         """Insert the booking and its lines, then take the slot's capacity, the items' stock and the charity
         hold: the rows every booking of the slot shares, locked from there to the commit.
@@ -489,18 +501,23 @@ class BookingService:
         ``reserve_at_commit``: the caller commits right after (a booking request), so capacity and stock are
         taken by the commit itself, and a refusal then comes from the commit (``unit_of_work``). Otherwise
         they are taken here, and a full slot or a sold-out item raises from this call (a standing order's
-        day inside its savepoint, a walk-in). Returns the booking and its lines (elder's meal first)."""
+        day inside its savepoint, a walk-in). ``booking_id``: the id chosen up front (its idempotency claim
+        names it); ``room_checked``: the caller has just refused a full slot from a read itself.
+        Returns the booking and its lines (elder's meal first)."""
         repo = BookingRepository(session)
         meals = sum(q for _, q in ctx.items)
         # A full slot is refused from a plain read, without waiting for its row lock (most of a rush's
         # refusals); the conditional UPDATE below is what actually guards capacity.
-        if not await repo.slot_has_room(ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals):
+        if not room_checked and not await repo.slot_has_room(
+            ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals
+        ):
             raise _slot_full()
         already = await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date)
         priced = await price(session, ctx, already_subsidized=already)
         booking: Booking | None = None
         for _attempt in range(8):
             candidate = Booking(
+                id=booking_id or uuid.uuid4(),
                 elder_id=ctx.elder.id,
                 canteen_id=ctx.canteen.id,
                 menu_id=ctx.menu.id,

@@ -53,14 +53,22 @@ def body_hash(body: BaseModel | dict[str, Any]) -> str:
 
 
 async def claim(
-    session: AsyncSession, *, scope: str, owner: str, key: str | None, body: BaseModel | dict[str, Any]
+    session: AsyncSession,
+    *,
+    scope: str,
+    owner: str,
+    key: str | None,
+    body: BaseModel | dict[str, Any],
+    resource_id: uuid.UUID | None = None,
 ) -> Claim:
+    """``resource_id``: the id the caller will give what it makes, when it can choose it up front (then no
+    ``complete`` is needed; the claim and the resource commit or roll back together anyway)."""
     key = require_key(key)
     digest = body_hash(body)
     new_id = uuid.uuid4()
     inserted = await session.execute(
         insert(IdempotencyKey)
-        .values(id=new_id, scope=scope, owner=owner, key=key, request_hash=digest)
+        .values(id=new_id, scope=scope, owner=owner, key=key, request_hash=digest, resource_id=resource_id)
         .on_conflict_do_nothing(index_elements=["scope", "owner", "key"])
         .returning(IdempotencyKey.id)
     )

@@ -242,3 +242,27 @@ async def test_item_stock_and_delivery(
         "/api/v1/bookings", json=body(w, canteen=w.other_canteen, mode="delivery"), headers=headers | key()
     )
     assert no_delivery.status_code == 409 and no_delivery.json()["error"] == "DeliveryUnavailable"
+
+
+async def test_a_full_slot_still_answers_a_replay_with_its_booking(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full slot is refused from one read before anything else, but never to the request that got the
+    last seat: its replay (same key, same body) still gets its booking, and the key reused for a different
+    meal is still told so."""
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session, capacity=1)
+    headers = await login(client, w.family_openid)
+    mine = key()
+    first = await client.post("/api/v1/bookings", json=body(w), headers=headers | mine)
+    assert first.status_code == 201, first.text
+    replay = await client.post("/api/v1/bookings", json=body(w), headers=headers | mine)
+    assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
+    reused = await client.post("/api/v1/bookings", json=body(w, quantity=2), headers=headers | mine)
+    assert reused.status_code == 409 and reused.json()["error"] == "IdempotencyKeyReused"
+    other = await client.post("/api/v1/bookings", json=body(w), headers=headers | key())
+    assert other.status_code == 409 and other.json()["error"] == "SlotFull"
+    missing = await client.post("/api/v1/bookings", json=body(w), headers=headers)
+    assert missing.status_code == 400 and missing.json()["error"] == "IdempotencyKeyRequired"
+    assert await _count(session) == 1
+    assert await session.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 1
