@@ -8,7 +8,6 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bookings.repository import BookingRepository
-from app.elders.repository import ElderRepository
 from app.kit.money import format_yuan
 from app.models import Booking, Canteen, Elder
 
@@ -51,24 +50,17 @@ async def queue_booking_messages(
     from app.bookings.tasks import send_notification
     from app.worker import enqueue
 
-    recipients: list[uuid.UUID] = []
-    if elder.user_id is not None:
-        recipients.append(elder.user_id)
-    recipients += [u for u in await ElderRepository(session).family_user_ids(elder.id) if u not in recipients]
-    repo = BookingRepository(session)
-    created = []
-    for user_id in recipients:
-        nid = await repo.add_notification(
-            booking_id=booking.id,
-            user_id=user_id,
-            kind=kind,
-            template_id=TEMPLATES[kind],
-            data=_data(kind, booking, canteen, elder, reason),
-            page=f"pages/bookings/detail?id={booking.id}",
-        )
-        if nid is not None:
-            enqueue(session, send_notification, str(nid))
-            created.append(nid)
+    created = await BookingRepository(session).add_notifications(
+        booking_id=booking.id,
+        elder_id=elder.id,
+        elder_user_id=elder.user_id,
+        kind=kind,
+        template_id=TEMPLATES[kind],
+        data=_data(kind, booking, canteen, elder, reason),
+        page=f"pages/bookings/detail?id={booking.id}",
+    )
+    for nid in created:
+        enqueue(session, send_notification, str(nid))
     return created
 
 

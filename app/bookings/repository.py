@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import Select, and_, exists, literal, or_, select, tuple_, update
+from sqlalchemy import CompoundSelect, Select, and_, exists, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +16,7 @@ from app.models import (
     FamilyBinding,
     IdempotencyKey,
     MealNotification,
+    Menu,
     MenuItem,
     SlotDay,
     StandingOrder,
@@ -144,6 +145,25 @@ class BookingRepository:
         )
         return bool((await self.session.execute(stmt)).scalar())
 
+    async def published_menu_with(
+        self, canteen_id: uuid.UUID, service_date: date, slot: str, item_ids: Sequence[uuid.UUID]
+    ) -> tuple[Menu, dict[uuid.UUID, MenuItem]] | None:
+        """The meal's published menu and those of ``item_ids`` that are on it, in one query."""
+        stmt = (
+            select(Menu, MenuItem)
+            .outerjoin(MenuItem, and_(MenuItem.menu_id == Menu.id, MenuItem.id.in_(item_ids)))
+            .where(
+                Menu.canteen_id == canteen_id,
+                Menu.service_date == service_date,
+                Menu.slot == slot,
+                Menu.status == "published",
+            )
+        )
+        rows = (await self.session.execute(stmt)).all()
+        if not rows:
+            return None
+        return rows[0][0], {row[1].id: row[1] for row in rows if row[1] is not None}
+
     async def menu_items(
         self, menu_id: uuid.UUID, item_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, MenuItem]:
@@ -270,32 +290,47 @@ class BookingRepository:
 
     # ------------------------------------------------------------ notifications
 
-    async def add_notification(
+    async def add_notifications(
         self,
         *,
         booking_id: uuid.UUID,
-        user_id: uuid.UUID,
+        elder_id: uuid.UUID,
+        elder_user_id: uuid.UUID | None,
         kind: str,
         template_id: str,
         data: dict[str, str],
         page: str | None,
-    ) -> uuid.UUID | None:
+    ) -> list[uuid.UUID]:
+        """One message row for each recipient, in one statement: the elder (if they have an account) and every
+        family member bound to them. A recipient who already has this kind of message for the booking is
+        skipped. Returns the ids of the rows written."""
+        family = select(FamilyBinding.user_id.label("user_id")).where(
+            FamilyBinding.elder_id == elder_id, FamilyBinding.revoked_at.is_(None)
+        )
+        everyone: Select[tuple[uuid.UUID]] | CompoundSelect = family
+        if elder_user_id is not None:
+            elder_self = select(literal(elder_user_id, MealNotification.user_id.type).label("user_id"))
+            everyone = elder_self.union(family)  # a member who is also the elder gets one message
+        recipients = everyone.subquery()
+        rows = select(
+            func.gen_random_uuid(),
+            literal(booking_id, MealNotification.booking_id.type),
+            recipients.c.user_id,
+            literal(kind, MealNotification.kind.type),
+            literal(template_id, MealNotification.template_id.type),
+            literal(data, MealNotification.data.type),
+            literal(page, MealNotification.page.type),
+            literal("pending", MealNotification.status.type),
+        )
         stmt = (
             insert(MealNotification)
-            .values(
-                id=uuid.uuid4(),
-                booking_id=booking_id,
-                user_id=user_id,
-                kind=kind,
-                template_id=template_id,
-                data=data,
-                page=page,
-                status="pending",
+            .from_select(
+                ["id", "booking_id", "user_id", "kind", "template_id", "data", "page", "status"], rows
             )
             .on_conflict_do_nothing(index_elements=["booking_id", "kind", "user_id"])
             .returning(MealNotification.id)
         )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        return list((await self.session.execute(stmt)).scalars())
 
     async def grant_quota(self, user_id: uuid.UUID, template_id: str) -> int:
         stmt = (

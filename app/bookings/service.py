@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -68,8 +69,6 @@ from app.worker import stage_pending_jobs
 
 MAX_DAYS_AHEAD = 30
 STAFF_CHANNELS = {Channel.phone.value, Channel.counter.value}
-SUBSIDY_INDEX = "uq_bookings_one_subsidized_meal_per_day"
-CODE_INDEX = "uq_bookings_serve_code"
 
 
 def now() -> datetime:
@@ -322,10 +321,10 @@ class BookingService:
         at: datetime,
         enforce_cutoff: bool = True,
     ) -> Context:
-        canteen = await CanteenRepository(session).get(canteen_id, active_only=True)
-        if canteen is None:
+        found_canteen = await CanteenRepository(session).get_with_slot(canteen_id, slot, active_only=True)
+        if found_canteen is None:
             raise NotFound("找不到这个食堂", code="CanteenNotFound")
-        slot_cfg = await CanteenRepository(session).get_slot(canteen.id, slot)
+        canteen, slot_cfg = found_canteen
         if slot_cfg is None or not slot_cfg.is_active:
             raise Conflict("这个食堂不供应该餐次", code="SlotNotServed")
         today = business_date(at)
@@ -340,10 +339,12 @@ class BookingService:
                 code="BookingClosed",
                 detail={"cutoff_at": cutoff_at.isoformat()},
             )
-        menu = await MenuRepository(session).published(canteen.id, service_date, slot)
-        if menu is None:
+        published = await BookingRepository(session).published_menu_with(
+            canteen.id, service_date, slot, [i.menu_item_id for i in items]
+        )
+        if published is None:
             raise Conflict("这一餐的菜单还没有发布", code="MenuNotPublished")
-        found = await BookingRepository(session).menu_items(menu.id, [i.menu_item_id for i in items])
+        menu, found = published
         missing = [str(i.menu_item_id) for i in items if i.menu_item_id not in found]
         if missing:
             raise Conflict(
@@ -516,48 +517,47 @@ class BookingService:
         priced = await price(session, ctx, already_subsidized=already)
         booking: Booking | None = None
         for _attempt in range(8):
-            candidate = Booking(
-                id=booking_id or uuid.uuid4(),
-                elder_id=ctx.elder.id,
-                canteen_id=ctx.canteen.id,
-                menu_id=ctx.menu.id,
-                service_date=ctx.service_date,
-                slot=ctx.slot.slot,
-                mode=ctx.mode,
-                status="confirmed",
-                meals=meals,
-                subsidized=priced.subsidized,
-                policy_id=priced.policy_id,
-                serve_code=new_serve_code(),
-                cutoff_at=ctx.cutoff_at,
-                serve_start_at=ctx.serve_start_at,
-                serve_end_at=ctx.serve_end_at,
-                list_price_fen=priced.total("list_price_fen"),
-                gov_subsidy_fen=priced.total("gov_subsidy_fen"),
-                charity_subsidy_fen=0,
-                delivery_fee_fen=priced.total("delivery_fee_fen"),
-                self_pay_fen=priced.total("self_pay_fen") + priced.total("charity_subsidy_fen"),
-                booked_by_id=actor_id,
-                channel=channel,
-                standing_order_id=standing_order_id,
+            # A unique index may refuse the row: today's subsidized meal was taken first (possibly at another
+            # canteen, possibly by a transaction that just committed), or the serve code is taken at this
+            # canteen that day. ON CONFLICT DO NOTHING says so without a savepoint; then look which.
+            insert_booking = (
+                insert(Booking)
+                .values(
+                    id=booking_id or uuid.uuid4(),
+                    elder_id=ctx.elder.id,
+                    canteen_id=ctx.canteen.id,
+                    menu_id=ctx.menu.id,
+                    service_date=ctx.service_date,
+                    slot=ctx.slot.slot,
+                    mode=ctx.mode,
+                    status="confirmed",
+                    meals=meals,
+                    subsidized=priced.subsidized,
+                    policy_id=priced.policy_id,
+                    serve_code=new_serve_code(),
+                    cutoff_at=ctx.cutoff_at,
+                    serve_start_at=ctx.serve_start_at,
+                    serve_end_at=ctx.serve_end_at,
+                    list_price_fen=priced.total("list_price_fen"),
+                    gov_subsidy_fen=priced.total("gov_subsidy_fen"),
+                    charity_subsidy_fen=0,
+                    delivery_fee_fen=priced.total("delivery_fee_fen"),
+                    self_pay_fen=priced.total("self_pay_fen") + priced.total("charity_subsidy_fen"),
+                    booked_by_id=actor_id,
+                    channel=channel,
+                    standing_order_id=standing_order_id,
+                )
+                .on_conflict_do_nothing()
+                .returning(Booking)
             )
-            try:
-                # refusals: once SET CONSTRAINTS … IMMEDIATE has run in this transaction, inserts fire them
-                with refusals_as_errors():
-                    async with session.begin_nested():
-                        session.add(candidate)
-                        await session.flush()
-            except IntegrityError as exc:
-                message = str(exc.orig)
-                if SUBSIDY_INDEX in message and priced.subsidized:
-                    # Another booking took today's subsidized meal first (possibly at another canteen).
-                    priced = await price(session, ctx, already_subsidized=True)
-                    continue
-                if CODE_INDEX in message:
-                    continue
-                raise
-            booking = candidate
-            break
+            # refusals: once SET CONSTRAINTS … IMMEDIATE has run in this transaction, inserts fire them
+            with refusals_as_errors():
+                booking = (await session.execute(insert_booking)).scalar_one_or_none()
+            if booking is not None:
+                break
+            if priced.subsidized and await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date):
+                priced = await price(session, ctx, already_subsidized=True)
+            # otherwise the serve code was taken: the next attempt draws another
         if booking is None:
             raise Conflict("系统繁忙，请稍后再试", code="BookingRetry")
         lines: list[tuple[PricedLine, BookingLine]] = []

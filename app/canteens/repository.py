@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, Float, case, cast, func, null, select
+from sqlalchemy import ColumnElement, Float, and_, case, cast, func, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Canteen, CanteenSlot
@@ -67,6 +67,20 @@ class CanteenRepository:
         for slot in (await self.session.execute(stmt)).scalars():
             out[slot.canteen_id].append(slot)
         return out
+
+    async def get_with_slot(
+        self, canteen_id: uuid.UUID, slot: str, *, active_only: bool = False
+    ) -> tuple[Canteen, CanteenSlot | None] | None:
+        """The canteen and its configuration of ``slot`` (None if it has none), in one query."""
+        stmt = (
+            select(Canteen, CanteenSlot)
+            .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == slot))
+            .where(Canteen.id == canteen_id)
+        )
+        if active_only:
+            stmt = stmt.where(Canteen.is_active.is_(True))
+        row = (await self.session.execute(stmt)).first()
+        return None if row is None else (row[0], row[1])
 
     async def get_slot(self, canteen_id: uuid.UUID, slot: str) -> CanteenSlot | None:
         stmt = select(CanteenSlot).where(CanteenSlot.canteen_id == canteen_id, CanteenSlot.slot == slot)

@@ -6,7 +6,7 @@ from datetime import date
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import SubsidyPolicy, SubsidyTier
+from app.models import District, SubsidyPolicy, SubsidyTier
 
 
 class SubsidyRepository:
@@ -28,6 +28,35 @@ class SubsidyRepository:
             .limit(1)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def policy_for_district(
+        self, district_code: str, on: date
+    ) -> tuple[SubsidyPolicy | None, list[SubsidyTier]]:
+        """``policy_in_force`` for the district's city, with its tiers (largest amount first), in one query."""
+        chosen = (
+            select(SubsidyPolicy.id)
+            .join(District, District.city == SubsidyPolicy.city)
+            .where(
+                District.code == district_code,
+                SubsidyPolicy.is_active.is_(True),
+                or_(SubsidyPolicy.district_code == district_code, SubsidyPolicy.district_code.is_(None)),
+                SubsidyPolicy.effective_from <= on,
+                or_(SubsidyPolicy.effective_to.is_(None), SubsidyPolicy.effective_to > on),
+            )
+            .order_by(SubsidyPolicy.district_code.is_(None), SubsidyPolicy.effective_from.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(SubsidyPolicy, SubsidyTier)
+            .outerjoin(SubsidyTier, SubsidyTier.policy_id == SubsidyPolicy.id)
+            .where(SubsidyPolicy.id == chosen)
+            .order_by(SubsidyTier.amount_fen.desc())
+        )
+        rows = (await self.session.execute(stmt)).all()
+        if not rows:
+            return None, []
+        return rows[0][0], [row[1] for row in rows if row[1] is not None]
 
     async def tiers(self, policy_id: object) -> Sequence[SubsidyTier]:
         stmt = (

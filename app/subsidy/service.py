@@ -97,14 +97,7 @@ def decide(
 async def load_policy(
     session: AsyncSession, canteen: Canteen, on: date
 ) -> tuple[SubsidyPolicy | None, Sequence[SubsidyTier]]:
-    district = await session.get(District, canteen.district_code)
-    if district is None:
-        return None, []
-    repo = SubsidyRepository(session)
-    policy = await repo.policy_in_force(city=district.city, district_code=district.code, on=on)
-    if policy is None:
-        return None, []
-    return policy, await repo.tiers(policy.id)
+    return await SubsidyRepository(session).policy_for_district(canteen.district_code, on)
 
 
 def policy_out(policy: SubsidyPolicy, tiers: Sequence[SubsidyTier]) -> PolicyOut:

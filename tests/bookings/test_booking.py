@@ -266,3 +266,28 @@ async def test_a_full_slot_still_answers_a_replay_with_its_booking(
     assert missing.status_code == 400 and missing.json()["error"] == "IdempotencyKeyRequired"
     assert await _count(session) == 1
     assert await session.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 1
+
+
+async def test_a_serve_code_already_taken_that_day_is_drawn_again(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serve codes are unique per canteen and day; a booking that draws a taken one draws again (no savepoint,
+    nothing half-written), and one that keeps drawing taken codes is refused plainly."""
+    from app.bookings import service as booking_module
+
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session, capacity=10)
+    headers = await login(client, w.family_openid)
+    draws = iter(["111111", "111111", "222222"])
+    monkeypatch.setattr(booking_module, "new_serve_code", lambda: next(draws))
+    first = await client.post("/api/v1/bookings", json=body(w), headers=headers | key())
+    assert first.status_code == 201 and first.json()["serve_code"] == "111111"
+    second = await client.post("/api/v1/bookings", json=body(w, quantity=2), headers=headers | key())
+    assert second.status_code == 201, second.text
+    assert second.json()["serve_code"] == "222222" and not second.json()["subsidized"]
+
+    monkeypatch.setattr(booking_module, "new_serve_code", lambda: "111111")
+    stuck = await client.post("/api/v1/bookings", json=body(w, quantity=3), headers=headers | key())
+    assert stuck.status_code == 409 and stuck.json()["error"] == "BookingRetry"
+    assert await _count(session) == 2
+    assert await session.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 3
