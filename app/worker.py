@@ -121,8 +121,7 @@ async def stage_pending_jobs(session: AsyncSession) -> None:
 
     A service may call it early, before it locks shared rows, so the commit has nothing left to write; the
     commit then stages only the jobs enqueued since."""
-    from sqlalchemy.dialects.postgresql import insert
-
+    from app.kit.sql import insert_or_skip
     from app.models import JobOutbox
 
     pending: list[dramatiq.Message[Any]] = session.info.get(PENDING_KEY, [])
@@ -141,9 +140,8 @@ async def stage_pending_jobs(session: AsyncSession) -> None:
         }
         for m in messages
     ]
-    await session.execute(
-        insert(JobOutbox).values(rows).on_conflict_do_nothing(index_elements=["message_id"])
-    )
+    # executemany (not one multi-VALUES statement, which SQLAlchemy compiles anew for every row count)
+    await session.execute(insert_or_skip(JobOutbox), rows)  # its one unique constraint: message_id
 
 
 async def send_pending_jobs(session: AsyncSession) -> None:

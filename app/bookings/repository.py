@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.subject import Subject
+from app.kit.sql import insert_or_skip
 from app.models import (
     Booking,
     BookingLine,
@@ -323,11 +324,10 @@ class BookingRepository:
             literal("pending", MealNotification.status.type),
         )
         stmt = (
-            insert(MealNotification)
+            insert_or_skip(MealNotification)  # its one unique constraint: (booking_id, kind, user_id)
             .from_select(
                 ["id", "booking_id", "user_id", "kind", "template_id", "data", "page", "status"], rows
             )
-            .on_conflict_do_nothing(index_elements=["booking_id", "kind", "user_id"])
             .returning(MealNotification.id)
         )
         return list((await self.session.execute(stmt)).scalars())

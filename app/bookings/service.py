@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +47,7 @@ from app.kit import idempotency
 from app.kit.crypto import mask_name
 from app.kit.money import format_yuan
 from app.kit.pagination import Page, decode_cursor_as, encode_cursor
+from app.kit.sql import insert_or_skip
 from app.kit.time import SHANGHAI, business_date, shanghai_datetime, utcnow
 from app.menus.repository import MenuRepository
 from app.menus.service import require_operated_canteen
@@ -519,9 +519,10 @@ class BookingService:
         for _attempt in range(8):
             # A unique index may refuse the row: today's subsidized meal was taken first (possibly at another
             # canteen, possibly by a transaction that just committed), or the serve code is taken at this
-            # canteen that day. ON CONFLICT DO NOTHING says so without a savepoint; then look which.
+            # canteen that day. ON CONFLICT DO NOTHING (every unique index of bookings is one of those two) says
+            # so without a savepoint; then look which.
             insert_booking = (
-                insert(Booking)
+                insert_or_skip(Booking)
                 .values(
                     id=booking_id or uuid.uuid4(),
                     elder_id=ctx.elder.id,
@@ -547,7 +548,6 @@ class BookingService:
                     channel=channel,
                     standing_order_id=standing_order_id,
                 )
-                .on_conflict_do_nothing()
                 .returning(Booking)
             )
             # refusals: once SET CONSTRAINTS … IMMEDIATE has run in this transaction, inserts fire them

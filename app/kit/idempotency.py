@@ -22,10 +22,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.exceptions import BadRequest, Conflict
+from app.kit.sql import insert_or_skip
 from app.models import IdempotencyKey
 
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -67,9 +67,8 @@ async def claim(
     digest = body_hash(body)
     new_id = uuid.uuid4()
     inserted = await session.execute(
-        insert(IdempotencyKey)
+        insert_or_skip(IdempotencyKey)
         .values(id=new_id, scope=scope, owner=owner, key=key, request_hash=digest, resource_id=resource_id)
-        .on_conflict_do_nothing(index_elements=["scope", "owner", "key"])
         .returning(IdempotencyKey.id)
     )
     if inserted.scalar_one_or_none() is not None:

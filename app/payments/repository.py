@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.sql import insert_or_skip
 from app.models import PaymentInbox
 from app.wechat.pay import Notification
 
@@ -23,9 +23,8 @@ class InboxRepository:
         """The new row's id, or None when this notification was already stored (and so already handled:
         the row commits together with its effect). A concurrent duplicate waits here for the first to commit."""
         inserted = await self.session.execute(
-            insert(PaymentInbox)
+            insert_or_skip(PaymentInbox)  # its one unique constraint: (source, external_id)
             .values(source=source, external_id=external_id, event_type=event_type, payload=payload)
-            .on_conflict_do_nothing(index_elements=["source", "external_id"])
             .returning(PaymentInbox.id)
         )
         return inserted.scalar_one_or_none()
@@ -52,9 +51,7 @@ class InboxRepository:
         ]
         table = cast(Table, PaymentInbox.__table__)
         result = await self.session.execute(
-            insert(table)
-            .on_conflict_do_nothing(index_elements=[table.c.source, table.c.external_id])
-            .returning(table.c.external_id),
+            insert_or_skip(table).returning(table.c.external_id),
             rows,
         )
         return set(result.scalars())

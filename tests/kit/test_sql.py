@@ -1,0 +1,59 @@
+"""``insert_or_skip``: ON CONFLICT DO NOTHING that SQLAlchemy caches, and never lends its form to a plain insert."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import event, func, insert, select
+from sqlalchemy.engine.interfaces import CacheStats
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.sql import insert_or_skip
+from app.models import IdempotencyKey
+
+
+def _key(key: str) -> dict[str, object]:
+    return {"id": uuid.uuid4(), "scope": "test", "owner": "sql", "key": key, "request_hash": "h"}
+
+
+async def test_a_conflicting_row_is_skipped_and_the_compiled_form_is_reused(session: AsyncSession) -> None:
+    hits: list[CacheStats] = []
+
+    def seen(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if "idempotency_keys" in statement:
+            hits.append(context.cache_hit)
+
+    engine = session.bind.engine.sync_engine  # type: ignore[union-attr]
+    event.listen(engine, "after_cursor_execute", seen)
+    try:
+        returned = []
+        for values in (_key("k-1"), _key("k-1"), _key("k-2")):
+            stmt = insert_or_skip(IdempotencyKey).values(**values).returning(IdempotencyKey.key)
+            returned.append((await session.execute(stmt)).scalar_one_or_none())
+    finally:
+        event.remove(engine, "after_cursor_execute", seen)
+    assert returned == ["k-1", None, "k-2"]  # the second k-1 broke the unique key: skipped, nothing returned
+    assert hits[1:] == [CacheStats.CACHE_HIT, CacheStats.CACHE_HIT]
+    count = select(func.count()).select_from(IdempotencyKey).where(IdempotencyKey.owner == "sql")
+    assert await session.scalar(count) == 2
+
+
+async def test_a_plain_insert_of_the_same_shape_still_fails_on_a_conflict(session: AsyncSession) -> None:
+    """The ON CONFLICT clause belongs to the class, which is part of the cache key: a plain insert compiled
+    after it must not pick up its compiled form and silently skip a duplicate."""
+    await session.execute(insert_or_skip(IdempotencyKey).values(**_key("k-3")).returning(IdempotencyKey.key))
+    with pytest.raises(IntegrityError):
+        async with session.begin_nested():
+            await session.execute(insert(IdempotencyKey).values(**_key("k-3")).returning(IdempotencyKey.key))
+    with pytest.raises(IntegrityError):
+        async with session.begin_nested():
+            await session.execute(insert(IdempotencyKey), [_key("k-3")])
+
+
+async def test_executemany_skips_the_rows_that_conflict(session: AsyncSession) -> None:
+    await session.execute(insert_or_skip(IdempotencyKey), [_key("m-1"), _key("m-2")])
+    await session.execute(insert_or_skip(IdempotencyKey), [_key("m-2"), _key("m-3")])
+    keys = select(IdempotencyKey.key).where(IdempotencyKey.owner == "sql").order_by(IdempotencyKey.key)
+    assert list((await session.execute(keys)).scalars()) == ["m-1", "m-2", "m-3"]
