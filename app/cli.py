@@ -40,6 +40,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from app.config import check_startable, get_settings
     from app.db import resolve_database_url
     from app.logging import configure_logging
+    from app.serving import reuse_port_supported, serve_workers
 
     settings = get_settings()
     check_startable(settings)
@@ -49,16 +50,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1 and settings.inprocess_jobs:
         print("多进程运行需要 REDIS_URL（进程间共享任务队列和缓存）；未设置时只能单进程。", file=sys.stderr)
         return 2
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host or settings.HOST,
-        port=args.port or settings.PORT,
-        workers=workers,
-        log_config=None,
-        proxy_headers=True,
-        timeout_keep_alive=5,
-    )
+    options: dict[str, Any] = {
+        "app": "app.main:create_app",
+        "factory": True,
+        "host": args.host or settings.HOST,
+        "port": args.port or settings.PORT,
+        "log_config": None,
+        "proxy_headers": True,
+        "timeout_keep_alive": 5,
+    }
+    if workers > 1 and reuse_port_supported():
+        # a socket per worker, so the kernel spreads connections evenly (see app/serving.py)
+        return serve_workers(workers, log_level_name=settings.LOG_LEVEL, **options)
+    uvicorn.run(workers=workers, **options)
     return 0
 
 

@@ -28,19 +28,21 @@ SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 
 
 async def _load_subject(session: AsyncSession, token: str) -> Subject | None:
-    repo = AuthRepository(session)
-    found = await repo.get_live_session(token_hash(token), utcnow())
-    if found is None:
+    rows = await AuthRepository(session).get_live_session(token_hash(token), utcnow())
+    if not rows:
         return None
-    auth_session, user, grants = found
+    first = rows[0]
     return Subject(
-        user_id=user.id,
-        openid=user.openid,
-        session_id=auth_session.id,
-        session_expires_at=auth_session.expires_at,
+        user_id=first.user_id,
+        openid=first.openid,
+        session_id=first.session_id,
+        session_expires_at=first.expires_at,
         grants=tuple(
-            GrantInfo(id=g.id, role=Role(g.role), canteen_id=g.canteen_id, district_code=g.district_code)
-            for g in grants
+            GrantInfo(
+                id=r.grant_id, role=Role(r.role), canteen_id=r.canteen_id, district_code=r.district_code
+            )
+            for r in rows
+            if r.grant_id is not None
         ),
     )
 

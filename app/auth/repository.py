@@ -3,12 +3,34 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Row, and_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AuthSession, RoleGrant, User
+
+_LIVE_SESSION = (
+    select(
+        AuthSession.id.label("session_id"),
+        AuthSession.expires_at,
+        User.id.label("user_id"),
+        User.openid,
+        RoleGrant.id.label("grant_id"),
+        RoleGrant.role,
+        RoleGrant.canteen_id,
+        RoleGrant.district_code,
+    )
+    .join(User, User.id == AuthSession.user_id)
+    .outerjoin(RoleGrant, and_(RoleGrant.user_id == User.id, RoleGrant.revoked_at.is_(None)))
+    .where(
+        AuthSession.token_hash == bindparam("token_hash"),
+        AuthSession.revoked_at.is_(None),
+        AuthSession.expires_at > bindparam("now"),
+    )
+    .order_by(RoleGrant.created_at)
+)
 
 
 class AuthRepository:
@@ -47,26 +69,11 @@ class AuthRepository:
     def add_session(self, auth_session: AuthSession) -> None:
         self.session.add(auth_session)
 
-    async def get_live_session(
-        self, token_hash: str, now: datetime
-    ) -> tuple[AuthSession, User, list[RoleGrant]] | None:
-        """The live session for a token, its user and the user's active grants (oldest first), in one query:
-        every authenticated request starts here."""
-        stmt = (
-            select(AuthSession, User, RoleGrant)
-            .join(User, User.id == AuthSession.user_id)
-            .outerjoin(RoleGrant, and_(RoleGrant.user_id == User.id, RoleGrant.revoked_at.is_(None)))
-            .where(
-                AuthSession.token_hash == token_hash,
-                AuthSession.revoked_at.is_(None),
-                AuthSession.expires_at > now,
-            )
-            .order_by(RoleGrant.created_at)
-        )
-        rows = (await self.session.execute(stmt)).all()
-        if not rows:
-            return None
-        return rows[0][0], rows[0][1], [row[2] for row in rows if row[2] is not None]
+    async def get_live_session(self, token_hash: str, now: datetime) -> Sequence[Row[Any]]:
+        """The live session for a token with its user's active grants (oldest first), one row per grant (one
+        row with no grant columns if there are none; no rows if the token is not live). Every authenticated
+        request starts here, so it is one prepared statement that reads columns, not ORM objects."""
+        return (await self.session.execute(_LIVE_SESSION, {"token_hash": token_hash, "now": now})).all()
 
     async def revoke_session(self, session_id: uuid.UUID, now: datetime) -> None:
         await self.session.execute(

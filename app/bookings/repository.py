@@ -4,7 +4,20 @@ import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import CompoundSelect, Select, and_, exists, func, literal, or_, select, tuple_, update
+from sqlalchemy import (
+    CompoundSelect,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +39,22 @@ from app.models import (
 )
 
 LIVE = ("confirmed", "served")
+
+_FULL_UNLESS_REPLAYED = select(
+    and_(
+        exists().where(
+            SlotDay.canteen_id == bindparam("canteen_id"),
+            SlotDay.service_date == bindparam("service_date"),
+            SlotDay.slot == bindparam("slot"),
+            SlotDay.booked_meals + bindparam("meals", type_=Integer) > SlotDay.capacity,
+        ),
+        ~exists().where(
+            IdempotencyKey.scope == bindparam("scope"),
+            IdempotencyKey.owner == bindparam("owner"),
+            IdempotencyKey.key == bindparam("key"),
+        ),
+    )
+)
 
 
 class BookingRepository:
@@ -106,16 +135,16 @@ class BookingRepository:
         ``meals`` (as of the last commit), and the request's (scope, owner, key) has not been used, since a
         replay must still get its booking back."""
         scope, owner, key = idempotency
-        full = exists().where(
-            SlotDay.canteen_id == canteen_id,
-            SlotDay.service_date == service_date,
-            SlotDay.slot == slot,
-            SlotDay.booked_meals + meals > SlotDay.capacity,
-        )
-        used = exists().where(
-            IdempotencyKey.scope == scope, IdempotencyKey.owner == owner, IdempotencyKey.key == key
-        )
-        return bool((await self.session.execute(select(and_(full, ~used)))).scalar())
+        params = {
+            "canteen_id": canteen_id,
+            "service_date": service_date,
+            "slot": slot,
+            "meals": meals,
+            "scope": scope,
+            "owner": owner,
+            "key": key,
+        }
+        return bool((await self.session.execute(_FULL_UNLESS_REPLAYED, params)).scalar())
 
     async def release_capacity(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int
