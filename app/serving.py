@@ -6,15 +6,18 @@ workers, so one core served nearly everything while the other idled. With a sock
 ``SO_REUSEPORT`` group, the kernel spreads new connections over the processes evenly.
 
 The parent only supervises: it starts the workers, starts a new one if one dies, and on SIGTERM / SIGINT stops
-them all (each finishes its requests in flight, as uvicorn does on SIGTERM).
+them all (each finishes its requests in flight, as uvicorn does on SIGTERM). A worker whose supervisor was
+killed outright stops by itself within a second or two.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -36,12 +39,21 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, reuse_port=True, backlog=2048)
 
 
+def _leave_with_parent(parent_pid: int) -> None:
+    """If the supervisor is killed outright (SIGKILL, OOM), stop too instead of serving on as an orphan."""
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    log.warning("supervisor_gone", parent_pid=parent_pid)
+    os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+
+
 def _worker(options: dict[str, Any]) -> None:
     import uvicorn
 
     from app.logging import configure_logging
 
     configure_logging(options.pop("log_level_name"))
+    threading.Thread(target=_leave_with_parent, args=(options.pop("parent_pid"),), daemon=True).start()
     config = uvicorn.Config(**options)
     uvicorn.Server(config).run(sockets=[_listen(config.host, config.port)])
 
@@ -52,7 +64,7 @@ def serve_workers(workers: int, *, log_level_name: str, **uvicorn_options: Any) 
     # fail here, in the parent, if the address is not ours to take (another server, a bad host)
     _listen(uvicorn_options["host"], uvicorn_options["port"]).close()
     context = multiprocessing.get_context("spawn")
-    options = {**uvicorn_options, "log_level_name": log_level_name}
+    options = {**uvicorn_options, "log_level_name": log_level_name, "parent_pid": os.getpid()}
     stopping = False
 
     def start() -> BaseProcess:

@@ -78,3 +78,33 @@ def test_workers_share_connections_evenly_are_replaced_and_stop_together() -> No
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1].startswith("Z")  # exited, waiting to be reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_stop_when_their_supervisor_is_killed() -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    code = (
+        "from app.serving import serve_workers; "
+        f"raise SystemExit(serve_workers(2, log_level_name='WARNING', app='tests.test_serving:pid_app', "
+        f"host='127.0.0.1', port={port}, log_config=None))"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        pids = _wait_for(lambda: len(seen := {_answering_pid(base) for _ in range(20)}) == 2 and seen, 60)
+        parent.kill()  # SIGKILL: no chance to stop its workers
+        parent.wait()
+        _wait_for(lambda: all(_gone(pid) for pid in pids), 30)
+        with pytest.raises(httpx.HTTPError):
+            _answering_pid(base)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
