@@ -238,6 +238,7 @@ async def test_item_stock_and_delivery(
     assert ok.json()["self_pay_fen"] == 1000 + 200 + 100  # companion portion + delivery + elder's 1元
     sold_out = await client.post("/api/v1/bookings", json=body(w, canteen=w.canteen), headers=headers | key())
     assert sold_out.status_code == 409 and sold_out.json()["error"] == "ItemSoldOut"
+    assert "特惠套餐" in sold_out.json()["message"]
     no_delivery = await client.post(
         "/api/v1/bookings", json=body(w, canteen=w.other_canteen, mode="delivery"), headers=headers | key()
     )

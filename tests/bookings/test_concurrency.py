@@ -83,6 +83,8 @@ async def test_item_stock_under_concurrency(
     codes = [r.status_code for r in results]
     assert codes.count(201) == 20 and codes.count(409) == 40
     assert {r.json()["error"] for r in results if r.status_code == 409} == {"ItemSoldOut"}
+    refused = next(r.json() for r in results if r.status_code == 409)
+    assert "特惠套餐" in refused["message"] and refused["detail"]["menu_item_id"] == str(w.items[0].id)
     async with unit_of_work() as s:
         item = (await s.execute(select(MenuItem).where(MenuItem.id == w.items[0].id))).scalar_one()
         assert item.sold == 20
