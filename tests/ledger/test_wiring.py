@@ -160,6 +160,57 @@ async def test_cancel_and_no_show_release_the_hold(
     await _ledger_ok(session)
 
 
+async def test_the_no_show_job_voids_every_missed_meals_hold_and_only_those(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four elders' lunches each hold 3 yuan of donated money; one is served. The no-show job marks the other
+    three in one run, voids their holds in one ledger batch, and leaves the served meal's posting alone."""
+    from tests.fixtures.factories import create_elder
+
+    w, _ = await _world(session, monkeypatch, 1200)
+    elder_ids = [str(w.elder.id)]
+    for i in range(3):
+        elder, _ = await create_elder(
+            session,
+            district_code=w.district,
+            birth=w.elder.birth_date,
+            categories=["独居"],
+            family_openids=(w.family_openid,),
+            name=f"长者{i}",
+        )
+        elder_ids.append(str(elder.id))
+    fam = await login(client, w.family_openid)
+    booked = []
+    for elder_id in elder_ids:
+        res = await client.post(
+            "/api/v1/bookings", json=body(w) | {"elder_id": elder_id}, headers=fam | key()
+        )
+        assert res.status_code == 201, res.text
+        assert res.json()["charity_subsidy_fen"] == 300
+        booked.append(res.json())
+    assert await pool_free(session, canteen_pool(w.canteen.id)) == 0
+
+    op = await login(client, w.operator_openid)
+    set_now(monkeypatch, LUNCH)
+    served = await client.post(
+        f"/api/v1/canteens/{w.canteen.id}/serve", json={"code": booked[0]["serve_code"]}, headers=op
+    )
+    assert served.status_code == 200, served.text
+
+    set_now(monkeypatch, shanghai_datetime(DAY, time(15, 0)))
+    assert await booking_service.mark_no_shows(session) == 3
+    assert await booking_service.mark_no_shows(session) == 0  # a second run finds nothing more to do
+    assert await booking_status(session, booked[0]["id"]) == "served"
+    _, kept = await hold_of_booking(session, booked[0]["id"])
+    assert kept is not None and kept.status == "posted"
+    for b in booked[1:]:
+        assert await booking_status(session, b["id"]) == "no_show"
+        _, hold = await hold_of_booking(session, b["id"])
+        assert hold is not None and hold.status == "voided"
+    assert await pool_free(session, canteen_pool(w.canteen.id)) == 900
+    await _ledger_ok(session)
+
+
 async def test_empty_pool_elder_pays_and_partial_pool_pays_part(
     client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
