@@ -132,7 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP API (uvicorn); in-process jobs when REDIS_URL is unset")
     p.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: PORT, 8000)")
-    p.add_argument("--workers", type=int, help="uvicorn worker processes (needs REDIS_URL when > 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="uvicorn worker processes (needs REDIS_URL when > 1); on Linux each accepts on its own "
+        "SO_REUSEPORT socket, so connections are spread evenly, and a worker that dies is replaced",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("worker", help="run Dramatiq job workers and the periodic scheduler (needs REDIS_URL)")
