@@ -3,9 +3,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
-    CompoundSelect,
     Integer,
     Select,
     and_,
@@ -39,6 +39,62 @@ from app.models import (
 )
 
 LIVE = ("confirmed", "served")
+
+# Statements built once (bind parameters by name): a booking request runs each of them, and building and
+# hashing a statement costs about as much Python as executing it.
+_HAS_SUBSIDIZED_MEAL = select(
+    exists().where(
+        Booking.elder_id == bindparam("elder_id"),
+        Booking.service_date == bindparam("service_date"),
+        Booking.subsidized.is_(True),
+        Booking.status.in_(LIVE),
+    )
+)
+
+_PUBLISHED_MENU_WITH = (
+    select(Menu, MenuItem)
+    .outerjoin(
+        MenuItem,
+        and_(MenuItem.menu_id == Menu.id, MenuItem.id.in_(bindparam("item_ids", expanding=True))),
+    )
+    .where(
+        Menu.canteen_id == bindparam("canteen_id"),
+        Menu.service_date == bindparam("service_date"),
+        Menu.slot == bindparam("slot"),
+        Menu.status == "published",
+    )
+)
+
+
+def _notifications_for(recipients: Any) -> Any:
+    """One message row per recipient user id (``recipients``: a select of ``user_id``), skipping those who
+    already have this kind of message for the booking (the table's one unique constraint)."""
+    rows = recipients.subquery()
+    values = select(
+        func.gen_random_uuid(),
+        bindparam("booking_id", type_=MealNotification.booking_id.type),
+        rows.c.user_id,
+        bindparam("kind", type_=MealNotification.kind.type),
+        bindparam("template_id", type_=MealNotification.template_id.type),
+        bindparam("data", type_=MealNotification.data.type),
+        bindparam("page", type_=MealNotification.page.type),
+        literal("pending", MealNotification.status.type),
+    )
+    table = MealNotification.__table__  # the table, not the entity: parameters bind, not ORM bulk rows
+    return (
+        insert_or_skip(table)
+        .from_select(["id", "booking_id", "user_id", "kind", "template_id", "data", "page", "status"], values)
+        .returning(table.c.id)
+    )
+
+
+_FAMILY = select(FamilyBinding.user_id.label("user_id")).where(
+    FamilyBinding.elder_id == bindparam("elder_id"), FamilyBinding.revoked_at.is_(None)
+)
+_NOTIFY_FAMILY = _notifications_for(_FAMILY)
+_NOTIFY_ELDER_AND_FAMILY = _notifications_for(  # a member who is also the elder gets one message
+    select(bindparam("elder_user_id", type_=MealNotification.user_id.type).label("user_id")).union(_FAMILY)
+)
 
 _FULL_UNLESS_REPLAYED = select(
     and_(
@@ -165,31 +221,15 @@ class BookingRepository:
         )
 
     async def has_subsidized_meal(self, elder_id: uuid.UUID, service_date: date) -> bool:
-        stmt = select(
-            exists().where(
-                Booking.elder_id == elder_id,
-                Booking.service_date == service_date,
-                Booking.subsidized.is_(True),
-                Booking.status.in_(LIVE),
-            )
-        )
-        return bool((await self.session.execute(stmt)).scalar())
+        params = {"elder_id": elder_id, "service_date": service_date}
+        return bool((await self.session.execute(_HAS_SUBSIDIZED_MEAL, params)).scalar())
 
     async def published_menu_with(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, item_ids: Sequence[uuid.UUID]
     ) -> tuple[Menu, dict[uuid.UUID, MenuItem]] | None:
         """The meal's published menu and those of ``item_ids`` that are on it, in one query."""
-        stmt = (
-            select(Menu, MenuItem)
-            .outerjoin(MenuItem, and_(MenuItem.menu_id == Menu.id, MenuItem.id.in_(item_ids)))
-            .where(
-                Menu.canteen_id == canteen_id,
-                Menu.service_date == service_date,
-                Menu.slot == slot,
-                Menu.status == "published",
-            )
-        )
-        rows = (await self.session.execute(stmt)).all()
+        params = {"canteen_id": canteen_id, "service_date": service_date, "slot": slot, "item_ids": item_ids}
+        rows = (await self.session.execute(_PUBLISHED_MENU_WITH, params)).all()
         if not rows:
             return None
         return rows[0][0], {row[1].id: row[1] for row in rows if row[1] is not None}
@@ -334,32 +374,17 @@ class BookingRepository:
         """One message row for each recipient, in one statement: the elder (if they have an account) and every
         family member bound to them. A recipient who already has this kind of message for the booking is
         skipped. Returns the ids of the rows written."""
-        family = select(FamilyBinding.user_id.label("user_id")).where(
-            FamilyBinding.elder_id == elder_id, FamilyBinding.revoked_at.is_(None)
-        )
-        everyone: Select[tuple[uuid.UUID]] | CompoundSelect = family
-        if elder_user_id is not None:
-            elder_self = select(literal(elder_user_id, MealNotification.user_id.type).label("user_id"))
-            everyone = elder_self.union(family)  # a member who is also the elder gets one message
-        recipients = everyone.subquery()
-        rows = select(
-            func.gen_random_uuid(),
-            literal(booking_id, MealNotification.booking_id.type),
-            recipients.c.user_id,
-            literal(kind, MealNotification.kind.type),
-            literal(template_id, MealNotification.template_id.type),
-            literal(data, MealNotification.data.type),
-            literal(page, MealNotification.page.type),
-            literal("pending", MealNotification.status.type),
-        )
-        stmt = (
-            insert_or_skip(MealNotification)  # its one unique constraint: (booking_id, kind, user_id)
-            .from_select(
-                ["id", "booking_id", "user_id", "kind", "template_id", "data", "page", "status"], rows
-            )
-            .returning(MealNotification.id)
-        )
-        return list((await self.session.execute(stmt)).scalars())
+        stmt = _NOTIFY_FAMILY if elder_user_id is None else _NOTIFY_ELDER_AND_FAMILY
+        params = {
+            "booking_id": booking_id,
+            "elder_id": elder_id,
+            "elder_user_id": elder_user_id,
+            "kind": kind,
+            "template_id": template_id,
+            "data": data,
+            "page": page,
+        }
+        return list((await self.session.execute(stmt, params)).scalars())
 
     async def grant_quota(self, user_id: uuid.UUID, template_id: str) -> int:
         stmt = (

@@ -161,6 +161,8 @@ def _sold_out(menu_item_id: str | None, name: str | None) -> Conflict:
     )
 
 
+_INSERT_BOOKING = insert_or_skip(Booking).returning(Booking)  # built once; rows given as parameters
+
 # the constraint triggers that take a slot's capacity and a limited item's stock (migration 0014)
 RESERVING_TRIGGERS = "bookings_take_capacity, booking_lines_take_stock"
 register_refusal("SlotFull", lambda _detail, _hint: _slot_full())
@@ -521,38 +523,34 @@ class BookingService:
             # canteen, possibly by a transaction that just committed), or the serve code is taken at this
             # canteen that day. ON CONFLICT DO NOTHING (every unique index of bookings is one of those two) says
             # so without a savepoint; then look which.
-            insert_booking = (
-                insert_or_skip(Booking)
-                .values(
-                    id=booking_id or uuid.uuid4(),
-                    elder_id=ctx.elder.id,
-                    canteen_id=ctx.canteen.id,
-                    menu_id=ctx.menu.id,
-                    service_date=ctx.service_date,
-                    slot=ctx.slot.slot,
-                    mode=ctx.mode,
-                    status="confirmed",
-                    meals=meals,
-                    subsidized=priced.subsidized,
-                    policy_id=priced.policy_id,
-                    serve_code=new_serve_code(),
-                    cutoff_at=ctx.cutoff_at,
-                    serve_start_at=ctx.serve_start_at,
-                    serve_end_at=ctx.serve_end_at,
-                    list_price_fen=priced.total("list_price_fen"),
-                    gov_subsidy_fen=priced.total("gov_subsidy_fen"),
-                    charity_subsidy_fen=0,
-                    delivery_fee_fen=priced.total("delivery_fee_fen"),
-                    self_pay_fen=priced.total("self_pay_fen") + priced.total("charity_subsidy_fen"),
-                    booked_by_id=actor_id,
-                    channel=channel,
-                    standing_order_id=standing_order_id,
-                )
-                .returning(Booking)
+            values = dict(
+                id=booking_id or uuid.uuid4(),
+                elder_id=ctx.elder.id,
+                canteen_id=ctx.canteen.id,
+                menu_id=ctx.menu.id,
+                service_date=ctx.service_date,
+                slot=ctx.slot.slot,
+                mode=ctx.mode,
+                status="confirmed",
+                meals=meals,
+                subsidized=priced.subsidized,
+                policy_id=priced.policy_id,
+                serve_code=new_serve_code(),
+                cutoff_at=ctx.cutoff_at,
+                serve_start_at=ctx.serve_start_at,
+                serve_end_at=ctx.serve_end_at,
+                list_price_fen=priced.total("list_price_fen"),
+                gov_subsidy_fen=priced.total("gov_subsidy_fen"),
+                charity_subsidy_fen=0,
+                delivery_fee_fen=priced.total("delivery_fee_fen"),
+                self_pay_fen=priced.total("self_pay_fen") + priced.total("charity_subsidy_fen"),
+                booked_by_id=actor_id,
+                channel=channel,
+                standing_order_id=standing_order_id,
             )
             # refusals: once SET CONSTRAINTS … IMMEDIATE has run in this transaction, inserts fire them
             with refusals_as_errors():
-                booking = (await session.execute(insert_booking)).scalar_one_or_none()
+                booking = (await session.execute(_INSERT_BOOKING, [values])).scalar_one_or_none()
             if booking is not None:
                 break
             if priced.subsidized and await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date):

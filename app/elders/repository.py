@@ -4,11 +4,24 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, literal, or_, select, true
+from sqlalchemy import Select, bindparam, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.subject import Subject
 from app.models import Elder, ElderInvite, FamilyBinding
+
+_ACTABLE = select(Elder).where(
+    Elder.id == bindparam("elder_id"),
+    or_(
+        Elder.user_id == bindparam("user_id"),
+        Elder.id.in_(
+            select(FamilyBinding.elder_id).where(
+                FamilyBinding.user_id == bindparam("user_id"), FamilyBinding.revoked_at.is_(None)
+            )
+        ),
+    ),
+)
+_ACTABLE_FOR_UPDATE = _ACTABLE.with_for_update()
 
 
 class ElderRepository:
@@ -42,10 +55,10 @@ class ElderRepository:
     async def get_actable(
         self, subject: Subject, elder_id: uuid.UUID, *, for_update: bool = False
     ) -> Elder | None:
-        stmt = self.actable_statement(subject).where(Elder.id == elder_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        """``actable_statement`` for one elder, through a statement built once (every booking runs it)."""
+        stmt = _ACTABLE_FOR_UPDATE if for_update else _ACTABLE
+        params = {"elder_id": elder_id, "user_id": subject.user_id}
+        return (await self.session.execute(stmt, params)).scalar_one_or_none()
 
     async def list_readable(
         self, subject: Subject, *, limit: int, after: tuple[datetime, uuid.UUID] | None

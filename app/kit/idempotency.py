@@ -29,6 +29,7 @@ from app.kit.sql import insert_or_skip
 from app.models import IdempotencyKey
 
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+_CLAIM = insert_or_skip(IdempotencyKey).returning(IdempotencyKey.id)  # built once; its one unique key
 
 
 @dataclass
@@ -67,9 +68,15 @@ async def claim(
     digest = body_hash(body)
     new_id = uuid.uuid4()
     inserted = await session.execute(
-        insert_or_skip(IdempotencyKey)
-        .values(id=new_id, scope=scope, owner=owner, key=key, request_hash=digest, resource_id=resource_id)
-        .returning(IdempotencyKey.id)
+        _CLAIM,
+        {
+            "id": new_id,
+            "scope": scope,
+            "owner": owner,
+            "key": key,
+            "request_hash": digest,
+            "resource_id": resource_id,
+        },
     )
     if inserted.scalar_one_or_none() is not None:
         return Claim(id=new_id, existing_id=None)

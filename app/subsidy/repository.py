@@ -3,10 +3,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import District, SubsidyPolicy, SubsidyTier
+
+# built once: every booking request prices its meal through it
+_POLICY_FOR_DISTRICT = (
+    select(SubsidyPolicy, SubsidyTier)
+    .outerjoin(SubsidyTier, SubsidyTier.policy_id == SubsidyPolicy.id)
+    .where(
+        SubsidyPolicy.id
+        == (
+            select(SubsidyPolicy.id)
+            .join(District, District.city == SubsidyPolicy.city)
+            .where(
+                District.code == bindparam("district_code"),
+                SubsidyPolicy.is_active.is_(True),
+                or_(
+                    SubsidyPolicy.district_code == bindparam("district_code"),
+                    SubsidyPolicy.district_code.is_(None),
+                ),
+                SubsidyPolicy.effective_from <= bindparam("on"),
+                or_(SubsidyPolicy.effective_to.is_(None), SubsidyPolicy.effective_to > bindparam("on")),
+            )
+            .order_by(SubsidyPolicy.district_code.is_(None), SubsidyPolicy.effective_from.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+    )
+    .order_by(SubsidyTier.amount_fen.desc())
+)
 
 
 class SubsidyRepository:
@@ -33,27 +60,9 @@ class SubsidyRepository:
         self, district_code: str, on: date
     ) -> tuple[SubsidyPolicy | None, list[SubsidyTier]]:
         """``policy_in_force`` for the district's city, with its tiers (largest amount first), in one query."""
-        chosen = (
-            select(SubsidyPolicy.id)
-            .join(District, District.city == SubsidyPolicy.city)
-            .where(
-                District.code == district_code,
-                SubsidyPolicy.is_active.is_(True),
-                or_(SubsidyPolicy.district_code == district_code, SubsidyPolicy.district_code.is_(None)),
-                SubsidyPolicy.effective_from <= on,
-                or_(SubsidyPolicy.effective_to.is_(None), SubsidyPolicy.effective_to > on),
-            )
-            .order_by(SubsidyPolicy.district_code.is_(None), SubsidyPolicy.effective_from.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        stmt = (
-            select(SubsidyPolicy, SubsidyTier)
-            .outerjoin(SubsidyTier, SubsidyTier.policy_id == SubsidyPolicy.id)
-            .where(SubsidyPolicy.id == chosen)
-            .order_by(SubsidyTier.amount_fen.desc())
-        )
-        rows = (await self.session.execute(stmt)).all()
+        rows = (
+            await self.session.execute(_POLICY_FOR_DISTRICT, {"district_code": district_code, "on": on})
+        ).all()
         if not rows:
             return None, []
         return rows[0][0], [row[1] for row in rows if row[1] is not None]
