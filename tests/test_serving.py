@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -46,9 +48,10 @@ def _wait_for(predicate: Any, seconds: float) -> Any:
     raise AssertionError("timed out")
 
 
-def test_workers_share_connections_evenly_are_replaced_and_stop_together() -> None:
+@contextmanager
+def _two_workers() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``serve_workers(2)`` serving ``pid_app`` in a process of its own; killed if the test leaves it running."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     code = (
         "from app.serving import serve_workers; "
         f"raise SystemExit(serve_workers(2, log_level_name='WARNING', app='tests.test_serving:pid_app', "
@@ -56,6 +59,15 @@ def test_workers_share_connections_evenly_are_replaced_and_stop_together() -> No
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
+        yield parent, f"http://127.0.0.1:{port}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def test_workers_share_connections_evenly_are_replaced_and_stop_together() -> None:
+    with _two_workers() as (parent, base):
         _wait_for(lambda: _answering_pid(base), 60)
         # both workers listen before the burst (each binds its own socket when it starts)
         pids = _wait_for(lambda: len(seen := {_answering_pid(base) for _ in range(20)}) == 2 and seen, 60)
@@ -74,10 +86,6 @@ def test_workers_share_connections_evenly_are_replaced_and_stop_together() -> No
         for pid in survivors | replaced:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
 
 
 def _gone(pid: int) -> bool:
@@ -89,22 +97,10 @@ def _gone(pid: int) -> bool:
 
 
 def test_workers_stop_when_their_supervisor_is_killed() -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    code = (
-        "from app.serving import serve_workers; "
-        f"raise SystemExit(serve_workers(2, log_level_name='WARNING', app='tests.test_serving:pid_app', "
-        f"host='127.0.0.1', port={port}, log_config=None))"
-    )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+    with _two_workers() as (parent, base):
         pids = _wait_for(lambda: len(seen := {_answering_pid(base) for _ in range(20)}) == 2 and seen, 60)
         parent.kill()  # SIGKILL: no chance to stop its workers
         parent.wait()
         _wait_for(lambda: all(_gone(pid) for pid in pids), 30)
         with pytest.raises(httpx.HTTPError):
             _answering_pid(base)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()

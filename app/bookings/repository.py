@@ -234,12 +234,6 @@ class BookingRepository:
             return None
         return rows[0][0], {row[1].id: row[1] for row in rows if row[1] is not None}
 
-    async def menu_items(
-        self, menu_id: uuid.UUID, item_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, MenuItem]:
-        stmt = select(MenuItem).where(MenuItem.menu_id == menu_id, MenuItem.id.in_(item_ids))
-        return {i.id: i for i in (await self.session.execute(stmt)).scalars()}
-
     async def all_menu_items(self, menu_id: uuid.UUID) -> Sequence[MenuItem]:
         stmt = select(MenuItem).where(MenuItem.menu_id == menu_id).order_by(MenuItem.position)
         return (await self.session.execute(stmt)).scalars().all()

@@ -509,8 +509,8 @@ class BookingService:
         Returns the booking and its lines (elder's meal first)."""
         repo = BookingRepository(session)
         meals = sum(q for _, q in ctx.items)
-        # A full slot is refused from a plain read, without waiting for its row lock (most of a rush's
-        # refusals); the conditional UPDATE below is what actually guards capacity.
+        # A full slot is refused from a plain read, without waiting for its row lock; what actually guards
+        # capacity is the conditional UPDATE of the capacity trigger (at commit, or SET CONSTRAINTS below).
         if not room_checked and not await repo.slot_has_room(
             ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals
         ):

@@ -40,26 +40,11 @@ class SubsidyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def policy_in_force(self, *, city: str, district_code: str, on: date) -> SubsidyPolicy | None:
-        """The district's own policy if one is in force, else the city's; the latest start wins."""
-        stmt = (
-            select(SubsidyPolicy)
-            .where(
-                SubsidyPolicy.is_active.is_(True),
-                SubsidyPolicy.city == city,
-                or_(SubsidyPolicy.district_code == district_code, SubsidyPolicy.district_code.is_(None)),
-                SubsidyPolicy.effective_from <= on,
-                or_(SubsidyPolicy.effective_to.is_(None), SubsidyPolicy.effective_to > on),
-            )
-            .order_by(SubsidyPolicy.district_code.is_(None), SubsidyPolicy.effective_from.desc())
-            .limit(1)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
-
     async def policy_for_district(
         self, district_code: str, on: date
     ) -> tuple[SubsidyPolicy | None, list[SubsidyTier]]:
-        """``policy_in_force`` for the district's city, with its tiers (largest amount first), in one query."""
+        """The policy in force for a district on a day: the district's own if it has one, else its city's; the
+        latest start wins. With its tiers (largest amount first), in one query."""
         rows = (
             await self.session.execute(_POLICY_FOR_DISTRICT, {"district_code": district_code, "on": on})
         ).all()

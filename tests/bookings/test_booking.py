@@ -11,7 +11,7 @@ from app.kit.time import shanghai_datetime
 from app.models import AuditLog, Booking, BookingLine, SlotDay
 from tests.bookings.helpers import DAY, MORNING, TODAY, arrange, body, key, set_now
 from tests.fixtures.client import login
-from tests.fixtures.factories import create_canteen_slot, create_menu
+from tests.fixtures.factories import create_canteen_slot, create_menu, unique
 
 
 async def _count(session: AsyncSession) -> int:
@@ -292,3 +292,30 @@ async def test_a_serve_code_already_taken_that_day_is_drawn_again(
     assert stuck.status_code == 409 and stuck.json()["error"] == "BookingRetry"
     assert await _count(session) == 2
     assert await session.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 3
+
+
+async def test_the_full_slot_read_tells_a_stranger_nothing_about_an_elder(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full-slot refusal comes before the elder is looked up, so it must read the same for someone
+    else's elder and for an id that does not exist, and write nothing; on a slot with room, the stranger
+    still gets the 404 that hides whether the elder exists."""
+    import uuid
+
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session, capacity=1)
+    family = await login(client, w.family_openid)
+    assert (await client.post("/api/v1/bookings", json=body(w), headers=family | key())).status_code == 201
+    stranger = await login(client, unique("stranger"))
+    answers = []
+    for elder_id in (str(w.elder.id), str(uuid.uuid4())):
+        res = await client.post(
+            "/api/v1/bookings", json=body(w) | {"elder_id": elder_id}, headers=stranger | key()
+        )
+        answers.append((res.status_code, res.json()["error"], res.json()["message"]))
+    assert answers[0] == answers[1] and answers[0][:2] == (409, "SlotFull")
+    room = await client.post(
+        "/api/v1/bookings", json=body(w, canteen=w.other_canteen), headers=stranger | key()
+    )
+    assert room.status_code == 404 and room.json()["error"] == "ElderNotFound"
+    assert await _count(session) == 1

@@ -56,8 +56,10 @@ async def test_district_policy_and_versions_win(session: AsyncSession) -> None:
     await create_guangzhou_policy(session, effective_from=date(2020, 1, 1))
     newer = await create_guangzhou_policy(session, effective_from=date(2026, 12, 1))
     repo = SubsidyRepository(session)
-    found = await repo.policy_in_force(city="德州市", district_code=district, on=DAY)
+    found, tiers = await repo.policy_for_district(district, DAY)
     assert found is not None and found.id == newer.id
-    older = await repo.policy_in_force(city="德州市", district_code=district, on=date(2026, 11, 30))
+    assert [t.amount_fen for t in tiers] == sorted((t.amount_fen for t in tiers), reverse=True) and tiers
+    older, _ = await repo.policy_for_district(district, date(2026, 11, 30))
     assert older is not None and older.id != newer.id
+    assert await repo.policy_for_district("no-such-district", DAY) == (None, [])
     assert canteen.district_code == district
