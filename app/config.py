@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     HOST: str = "127.0.0.1"
     PORT: int = 8000
     WEB_CONCURRENCY: int = 1
+    # how long each process serves its own copy of a feed page or the stats (0: no copies, every read asks Redis)
+    FEED_LOCAL_CACHE_SECONDS: float = 1.0
 
     # WeChat. Mode defaults to sandbox unless real mini-program credentials are configured.
     WECHAT_MODE: WeChatMode | None = None

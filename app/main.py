@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from app.config import Environment, Settings, check_startable, get_settings
 from app.db import get_database
 from app.errors import install_error_handlers
+from app.feed.front import FeedFront
 from app.health import SANDBOX_WARNING
 from app.kit.body_limit import BodySizeLimitMiddleware
 from app.kit.openapi_errors import document_errors
@@ -53,9 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         '`{"error": 代码, "message": 中文说明, "detail": 详情}`。',
         lifespan=lifespan,
         debug=settings.DEBUG,
+        # metrics are Prometheus (/metrics) and logs are structlog; FastAPI's OpenTelemetry hooks would only
+        # look for providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     document_errors(app)
+    app.add_middleware(FeedFront)  # innermost: inside the request id, access log and metrics
     app.add_middleware(
         BodySizeLimitMiddleware,
         default_limit=settings.MAX_BODY_BYTES,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import httpx
@@ -54,16 +55,24 @@ async def test_malformed_payload_is_422_in_chinese(
 
 
 async def test_request_id_is_generated_echoed_and_logged(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     res = await client.get("/healthz")
     generated = res.headers["x-request-id"]
     assert len(generated) == 32
 
-    with caplog.at_level(logging.INFO, logger="app.access"):
+    capsys.readouterr()
+    access = logging.getLogger("app.access")  # tests run at WARNING; the access line is INFO
+    access.setLevel(logging.INFO)
+    try:
         res = await client.get("/api/v1/me", headers={"X-Request-ID": "mini-program-req-0001"})
+    finally:
+        access.setLevel(logging.NOTSET)
     assert res.headers["x-request-id"] == "mini-program-req-0001"
-    lines = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "request"]
+    written = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [
+        line for line in written if line.get("event") == "request" and line.get("logger") == "app.access"
+    ]
     assert any(
         line.get("request_id") == "mini-program-req-0001" and line.get("status") == 401 for line in lines
     )

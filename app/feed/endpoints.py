@@ -7,9 +7,10 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from app.auth.auth import CurrentSubject, SessionDep
 from app.db import SessionFactory, get_session_factory
+from app.feed import front
 from app.feed import pages as html_pages
 from app.feed.schemas import FEED_KINDS, DigestSubscription, FeedPage, FeedStats
-from app.feed.service import DIGEST_TEMPLATE, feed_service
+from app.feed.service import DIGEST_TEMPLATE, STATS_KEY, feed_service
 from app.kit import ratelimit
 from app.kit.ratelimit import rate_limit
 
@@ -24,6 +25,7 @@ public_read = [Depends(rate_limit(ratelimit.PUBLIC_READ))]
     dependencies=public_read,
 )
 async def feed(
+    request: Request,
     open_session: Annotated[SessionFactory, Depends(get_session_factory)],
     cursor: str | None = Query(None, max_length=200, description="上一页返回的 next_cursor"),
     limit: int = Query(20, ge=1, le=100),
@@ -32,13 +34,18 @@ async def feed(
     """Newest first. The cursor is stable while new events arrive: the next page continues exactly after the
     last event of this one, whatever was added on top meanwhile."""
     body = await feed_service.page_json(open_session, cursor=cursor, limit=limit, kind=kind)
+    front.remember(request.scope, feed_service.page_key(cursor=cursor, limit=limit, kind=kind))
     return Response(body, media_type="application/json")
 
 
 @router.get("/feed/stats", response_model=FeedStats, summary="公开统计", dependencies=public_read)
-async def feed_stats(open_session: Annotated[SessionFactory, Depends(get_session_factory)]) -> Response:
+async def feed_stats(
+    request: Request, open_session: Annotated[SessionFactory, Depends(get_session_factory)]
+) -> Response:
     """Totals donated, spent on meals, refunded, fees and balance; per fund and per canteen; the last 30 days."""
-    return Response(await feed_service.stats_json(open_session), media_type="application/json")
+    body = await feed_service.stats_json(open_session)
+    front.remember(request.scope, STATS_KEY)
+    return Response(body, media_type="application/json")
 
 
 @router.get(

@@ -10,9 +10,12 @@ Publishing: every feed event inserted or grown in a transaction is published on 
 ``sangyu:feed:events``) and the cache version is bumped **after** that transaction commits, never before and
 never for a rolled-back one (SQLAlchemy ``after_commit``). Feed pages and stats are cached under that version, so
 a new event invalidates them at once; a short TTL bounds staleness if a publish is lost. In front of Redis each
-process keeps what it served for ``LOCAL_TTL_SECONDS`` (one second), so a burst of public reads costs neither
-Redis nor PostgreSQL; a process drops that copy as soon as it publishes a change itself, and another process's
-copy is at most one second old. With Redis down every read comes from PostgreSQL and writes still succeed.
+process keeps what it served for ``FEED_LOCAL_CACHE_SECONDS`` (one second), so a burst of public reads costs
+neither Redis nor PostgreSQL, and a stream of new events costs one rebuild per page per second in each process
+rather than one per event. When that second is up, one task rebuilds the copy while readers keep getting the
+one that just ran out (for at most ``LOCAL_STALE_SECONDS`` more), so no reader waits for a rebuild. A change is
+therefore on every page within about a second, in every process alike; the live stream (``/feed/stream``) has it
+at once. With Redis down every read comes from PostgreSQL and writes still succeed.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, object_session
 
 from app import redis as app_redis
+from app.config import get_settings
 from app.db import SessionFactory
 from app.donations.schemas import DonationOut
 from app.exceptions import BadRequest
@@ -63,8 +67,6 @@ def _channel_name() -> str:
     databases would hear each other's events: name the channel after the database."""
     from urllib.parse import urlsplit
 
-    from app.config import get_settings
-
     url = get_settings().REDIS_URL
     db = (urlsplit(url).path.strip("/") or "0") if url else "local"
     return f"sangyu:feed:events:{db}"
@@ -74,9 +76,10 @@ CHANNEL = _channel_name()
 VERSION_KEY = "sangyu:feed:version"
 CACHE_PREFIX = "sangyu:feed:cache"
 PAGE_TTL_SECONDS = 60
-LOCAL_TTL_SECONDS = 1.0
+LOCAL_STALE_SECONDS = 4.0  # how long past its second a copy may still be served while it is being rebuilt
 LOCAL_MAX_ENTRIES = 2048
 STATS_TTL_SECONDS = 30
+STATS_KEY = "stats"
 REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not hold up a public read or a committed write
 ANONYMOUS = "爱心人士"
 SLOT_NAMES = {"breakfast": "早餐", "lunch": "午餐", "dinner": "晚餐"}
@@ -279,7 +282,6 @@ breaker = _Breaker()
 
 async def publish(messages: list[dict[str, Any]]) -> None:
     """Bump the cache version and publish each message. Never raises: a committed change stays committed."""
-    local_cache.clear()
     try:
         client = app_redis.get_redis()
         async with client.pipeline(transaction=False) as pipe:
@@ -301,24 +303,41 @@ async def wait_published() -> None:
 
 
 class _LocalCache:
-    """This process's copy of recently served bodies, each kept ``LOCAL_TTL_SECONDS``."""
+    """This process's copy of recently served bodies: fresh for ``FEED_LOCAL_CACHE_SECONDS`` (0: no copies),
+    then servable ``LOCAL_STALE_SECONDS`` longer while a rebuild is on its way."""
 
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple[float, str]] = {}
+    def __init__(self, seconds: float | None = None) -> None:
+        self.entries: dict[str, tuple[float, str]] = {}  # key → (fresh until, body)
+        self._seconds = seconds
+
+    @property
+    def seconds(self) -> float:
+        return get_settings().FEED_LOCAL_CACHE_SECONDS if self._seconds is None else self._seconds
 
     def get(self, key: str) -> str | None:
+        """The body while it is fresh."""
+        hit = self.entries.get(key)
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        return hit[1]
+
+    def get_stale(self, key: str) -> str | None:
+        """The body, fresh or not, unless it is too old to serve even while it is being rebuilt."""
         hit = self.entries.get(key)
         if hit is None:
             return None
-        if hit[0] <= time.monotonic():
+        if hit[0] + LOCAL_STALE_SECONDS <= time.monotonic():
             self.entries.pop(key, None)
             return None
         return hit[1]
 
     def put(self, key: str, body: str) -> None:
+        seconds = self.seconds
+        if seconds <= 0:
+            return
         if len(self.entries) >= LOCAL_MAX_ENTRIES:
             self.entries.clear()
-        self.entries[key] = (time.monotonic() + LOCAL_TTL_SECONDS, body)
+        self.entries[key] = (time.monotonic() + seconds, body)
 
     def clear(self) -> None:
         self.entries.clear()
@@ -326,38 +345,72 @@ class _LocalCache:
 
 local_cache = _LocalCache()
 _building: dict[tuple[int, str], asyncio.Future[str]] = {}
+_build_tasks: set[asyncio.Task[None]] = (
+    set()
+)  # builds run in a task of their own: a reader leaving stops none
 
 
 async def _cached(
     key: str, build: Callable[[AsyncSession], Awaitable[str]], ttl: int, open_session: SessionFactory
 ) -> str:
     """This process's copy, else Redis's (under the current version), else built from PostgreSQL and kept in
-    both. Concurrent misses of one key in one process wait for a single build instead of each running it."""
+    both. Concurrent misses of one key in one process wait for a single build instead of each running it; a
+    copy that has just run out is still served while one task rebuilds it."""
     body = local_cache.get(key)
     if body is not None:
         return body
+    stale = local_cache.get_stale(key)
     flight = (id(asyncio.get_running_loop()), key)
     pending = _building.get(flight)
-    if pending is not None:
-        return await asyncio.shield(pending)
+    if pending is None:
+        pending = _start_build(flight, key, build, ttl, open_session)
+    if stale is not None:  # the rebuild goes on without this reader
+        return stale
+    return await asyncio.shield(pending)
+
+
+def servable(key: str) -> str | None:
+    """What a reader may be given at once: the fresh copy, or, while its rebuild is on its way, the copy that
+    has just run out."""
+    body = local_cache.get(key)
+    if body is None and (id(asyncio.get_running_loop()), key) in _building:
+        body = local_cache.get_stale(key)
+    return body
+
+
+def _start_build(
+    flight: tuple[int, str],
+    key: str,
+    build: Callable[[AsyncSession], Awaitable[str]],
+    ttl: int,
+    open_session: SessionFactory,
+) -> asyncio.Future[str]:
     future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     _building[flight] = future
-    try:
-        version = await _cache_version()
-        body = await _cache_get(version, key) if version is not None else None
-        if body is None:
-            async with open_session() as session:
-                body = await build(session)
-            await _cache_set(version, key, body, ttl)
-        local_cache.put(key, body)
-        future.set_result(body)
-        return body
-    except BaseException as exc:
-        future.set_exception(exc)
-        future.exception()  # retrieved: waiters (if any) re-raise it, nobody else has to
-        raise
-    finally:
-        _building.pop(flight, None)
+
+    async def run() -> None:
+        try:
+            version = await _cache_version()
+            body = await _cache_get(version, key) if version is not None else None
+            if body is None:
+                async with open_session() as session:
+                    body = await build(session)
+                await _cache_set(version, key, body, ttl)
+            local_cache.put(key, body)
+            future.set_result(body)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters (if any) re-raise it, nobody else has to
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("feed_cache_build_failed", key=key, error=type(exc).__name__)
+        finally:
+            _building.pop(flight, None)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _build_tasks.add(task)
+    task.add_done_callback(_build_tasks.discard)
+    return future
 
 
 async def _cache_get(version: str, key: str) -> str | None:
@@ -414,22 +467,25 @@ class FeedService:
             raise invalid_cursor()
         return before
 
+    def page_key(self, *, cursor: str | None, limit: int, kind: str | None = None) -> str:
+        """The cache key of a feed page; refuses an unknown kind or a bad cursor."""
+        if kind is not None and kind not in FEED_KINDS:
+            raise BadRequest("不认识的动态类型", code="UnknownFeedKind", detail={"kinds": list(FEED_KINDS)})
+        return f"page:{self._before(cursor) or 0}:{limit}:{kind or ''}"
+
     async def page_json(
         self, open_session: SessionFactory, *, cursor: str | None, limit: int, kind: str | None = None
     ) -> str:
         """A feed page as JSON text (what the endpoint sends), from the cache when it is fresh. PostgreSQL is
         asked (in a read transaction of its own) only when neither this process nor Redis has it."""
-        if kind is not None and kind not in FEED_KINDS:
-            raise BadRequest("不认识的动态类型", code="UnknownFeedKind", detail={"kinds": list(FEED_KINDS)})
+        key = self.page_key(cursor=cursor, limit=limit, kind=kind)
         before = self._before(cursor)
 
         async def build(session: AsyncSession) -> str:
             page = await self.page(session, before=before, limit=limit, kind=kind)
             return page.model_dump_json()
 
-        return await _cached(
-            f"page:{before or 0}:{limit}:{kind or ''}", build, PAGE_TTL_SECONDS, open_session
-        )
+        return await _cached(key, build, PAGE_TTL_SECONDS, open_session)
 
     async def page(
         self, session: AsyncSession, *, before: int | None, limit: int, kind: str | None = None
@@ -448,7 +504,7 @@ class FeedService:
         async def build(session: AsyncSession) -> str:
             return (await self.stats(session)).model_dump_json()
 
-        return await _cached("stats", build, STATS_TTL_SECONDS, open_session)
+        return await _cached(STATS_KEY, build, STATS_TTL_SECONDS, open_session)
 
     async def stats(self, session: AsyncSession, *, days: int = 30) -> FeedStats:
         repo = FeedRepository(session)

@@ -1,8 +1,17 @@
 """Sliding-window rate limits in Redis (a sorted set of request timestamps per key).
 
-One round trip per request: a Lua script trims the window, counts, and records the request only if it is
-allowed (refused requests do not count). Where the server cannot run scripts (the in-process stand-in used
-when ``REDIS_URL`` is unset) the same steps go as one MULTI/EXEC pipeline.
+Exact limits (logins, money writes): one round trip per request. A Lua script trims the window, counts, and
+records the request only if it is allowed (refused requests do not count). Where the server cannot run scripts
+(the in-process stand-in used when ``REDIS_URL`` is unset) the same steps go as one MULTI/EXEC pipeline.
+
+Batched limits (public reads, ``Limit(batched=True)``): each process decides from what it last heard from Redis
+about the caller (how many requests the window held) plus what it has let through since, without a round trip.
+Every ``FLUSH_SECONDS`` it adds the requests it let through to the same sorted sets, in one pipeline for all
+callers, and hears back each caller's count (a count older than ``KNOWN_SECONDS`` is asked for again). A caller
+the process knows nothing about yet is let through and counted the same way, so up to ``limit`` of its first
+requests to one process are not checked against the others until the next flush, 50 ms later. A caller spread
+over several processes may thus get a little more than the limit for a moment; the limit holds from then on.
+Public reads are where that trade is worth it: they are most of the traffic, and they fail open anyway.
 
 When Redis cannot be reached a limit either lets the request through (``fail_open=True``: reads, logins — better an
 unthrottled read than an elder locked out) or refuses it with 503 (``fail_open=False``: writes that move money, where
@@ -11,10 +20,13 @@ an unthrottled burst is worse than a short refusal). See docs/reliability.md.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -33,43 +45,60 @@ class Limit:
     limit: int
     window_seconds: int
     fail_open: bool = True
+    batched: bool = False  # counted in batches (see the module's docstring); only for fail-open limits
 
 
+# returns {1 if allowed, requests in the window (this one included when allowed), oldest timestamp or ''}
 _SLIDING_WINDOW = """
 local key, now, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', key, 0, now - window)
-if redis.call('ZCARD', key) < limit then
+local count = redis.call('ZCARD', key)
+local allowed = 0
+if count < limit then
     redis.call('ZADD', key, now, ARGV[4])
     redis.call('EXPIRE', key, window + 1)
-    return ''
+    count = count + 1
+    allowed = 1
 end
-return redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or ''
+return {allowed, count, oldest}
 """
 _script = AsyncScript(None, _SLIDING_WINDOW.encode())  # type: ignore[arg-type]  # client given per call
 _no_scripting: set[int] = set()  # clients (by id) whose server refused EVAL
 
 
+def _retry_after(oldest: float | None, limit: Limit, now: float) -> int:
+    start = now if oldest is None else oldest
+    return max(1, int(start + limit.window_seconds - now) + 1)
+
+
 async def hit(redis: Any, limit: Limit, identity: str, now: float | None = None) -> int | None:
-    """Count one request for ``identity``. Returns None when allowed, else seconds until a slot frees up."""
+    """Count one request for ``identity`` exactly. Returns None when allowed, else seconds until a slot frees
+    up."""
     now = time.time() if now is None else now
-    key = f"sangyu:rl:{limit.name}:{identity}"
+    allowed, _, oldest = await _hit_exact(redis, limit, f"sangyu:rl:{limit.name}:{identity}", now)
+    return None if allowed else _retry_after(oldest, limit, now)
+
+
+async def _hit_exact(redis: Any, limit: Limit, key: str, now: float) -> tuple[bool, int, float | None]:
+    """(allowed, requests in the window, oldest request's timestamp)."""
     member = f"{now:.6f}:{uuid.uuid4().hex[:8]}"
     if id(redis) not in _no_scripting:
         try:
-            oldest = await _script(
+            allowed, count, oldest = await _script(
                 keys=[key], args=[f"{now:.6f}", limit.window_seconds, limit.limit, member], client=redis
             )
         except ResponseError as exc:  # no scripting on this server; connection errors propagate
             log.info("rate_limit_without_scripting", error=str(exc)[:80])
             _no_scripting.add(id(redis))
         else:
-            if not oldest:
-                return None
-            return max(1, int(float(oldest) + limit.window_seconds - now) + 1)
+            return bool(int(allowed)), int(count), float(oldest) if oldest else None
     return await _hit_pipelined(redis, limit, key, member, now)
 
 
-async def _hit_pipelined(redis: Any, limit: Limit, key: str, member: str, now: float) -> int | None:
+async def _hit_pipelined(
+    redis: Any, limit: Limit, key: str, member: str, now: float
+) -> tuple[bool, int, float | None]:
     window_start = now - limit.window_seconds
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zremrangebyscore(key, 0, window_start)
@@ -78,12 +107,136 @@ async def _hit_pipelined(redis: Any, limit: Limit, key: str, member: str, now: f
         pipe.zrange(key, 0, 0, withscores=True)
         pipe.expire(key, limit.window_seconds + 1)
         _, _, count, oldest, _ = await pipe.execute()
+    oldest_ts = float(oldest[0][1]) if oldest else None
     if count <= limit.limit:
-        return None
+        return True, int(count), oldest_ts
     # refused requests do not count against the caller
     await redis.zrem(key, member)
-    oldest_ts = oldest[0][1] if oldest else now
-    return max(1, int(oldest_ts + limit.window_seconds - now) + 1)
+    return False, int(count) - 1, oldest_ts
+
+
+# ---------------------------------------------------------------- batched limits
+
+FLUSH_SECONDS = 0.05  # how often a process adds what it let through to the shared windows
+KNOWN_SECONDS = 1.0  # a caller's count older than this is asked for again at the next flush
+_PRUNE_ABOVE = 4096  # callers remembered per process before stale ones are dropped
+
+
+@dataclass
+class _Known:
+    at: float  # when Redis said so
+    count: int  # requests in the window then, this process's flushed ones included
+    oldest: float | None
+    limit: Limit
+
+
+@dataclass
+class _Batches:
+    """One event loop's view (Redis clients are loop-bound)."""
+
+    known: dict[str, _Known] = field(default_factory=dict)
+    pending: dict[str, list[float]] = field(default_factory=dict)  # let through, not yet in Redis
+    limits: dict[str, Limit] = field(default_factory=dict)
+    flush_scheduled: bool = False
+    redis: Any = None  # the client the pending requests are for
+    flushes: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+_MEMBER_PREFIX = uuid.uuid4().hex[:8]  # this process; with the counter below, members never collide
+_members = itertools.count()
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batches] = weakref.WeakKeyDictionary()
+
+
+async def hit_batched(redis: Any, limit: Limit, identity: str, now: float | None = None) -> int | None:
+    """Like ``hit``, for a ``batched`` limit, without a round trip (see the module's docstring)."""
+    now = time.time() if now is None else now
+    loop = asyncio.get_running_loop()
+    state = _batches.get(loop)
+    if state is None:
+        state = _batches[loop] = _Batches()
+    key = f"sangyu:rl:{limit.name}:{identity}"
+    known = state.known.get(key)
+    pending = state.pending.get(key)
+    state.redis = redis
+    if known is not None and now - known.at > KNOWN_SECONDS and key not in state.limits:
+        state.limits[key] = limit  # heard about too long ago: ask again at the next flush
+        _schedule_flush(state, loop)
+    counted = (known.count if known is not None else 0) + (len(pending) if pending else 0)
+    if counted >= limit.limit:
+        oldest = known.oldest if known is not None and known.oldest is not None else (pending or [now])[0]
+        return _retry_after(oldest, limit, now)
+    if pending is None:
+        state.pending[key] = [now]
+        state.limits[key] = limit
+    else:
+        pending.append(now)
+    _schedule_flush(state, loop)
+    return None
+
+
+def _schedule_flush(state: _Batches, loop: asyncio.AbstractEventLoop) -> None:
+    if not state.flush_scheduled:
+        state.flush_scheduled = True
+        loop.call_later(FLUSH_SECONDS, _start_flush, state)
+
+
+def _start_flush(state: _Batches) -> None:
+    task = asyncio.get_running_loop().create_task(_flush(state, state.redis))
+    state.flushes.add(task)
+    task.add_done_callback(state.flushes.discard)
+
+
+async def _flush(state: _Batches, redis: Any, also: dict[str, Limit] | None = None) -> None:
+    """Add every pending request to its window in one pipeline, and bring those callers' counts (and those of
+    ``also``) up to date."""
+    state.flush_scheduled = False
+    pending, state.pending = state.pending, {}
+    limits, state.limits = state.limits, {}
+    for key, limit in (also or {}).items():
+        limits.setdefault(key, limit)
+    if not limits:
+        return
+    now = time.time()
+    keys = list(limits)
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                limit = limits[key]
+                pipe.zremrangebyscore(key, 0, now - limit.window_seconds)
+                members = pending.get(key)
+                if members:
+                    pipe.zadd(key, {f"{ts:.6f}:{_MEMBER_PREFIX}{next(_members)}": ts for ts in members})
+                    pipe.expire(key, limit.window_seconds + 1)
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
+            replies = iter(await pipe.execute())
+    except Exception as exc:  # batched limits fail open: these requests were let through already
+        log.warning("rate_limit_flush_failed", callers=len(keys), error=type(exc).__name__)
+        return
+    for key in keys:
+        next(replies)
+        if pending.get(key):
+            next(replies), next(replies)
+        count, oldest = next(replies), next(replies)
+        state.known[key] = _Known(
+            at=now, count=int(count), oldest=float(oldest[0][1]) if oldest else None, limit=limits[key]
+        )
+    if len(state.known) > _PRUNE_ABOVE:
+        stale = [k for k, v in state.known.items() if now - v.at > KNOWN_SECONDS and k not in state.pending]
+        for k in stale:
+            del state.known[k]
+
+
+async def settle() -> None:
+    """Tests: finish this loop's flushes, then hear again from Redis about every caller this process knows, as
+    the next flush would."""
+    state = _batches.get(asyncio.get_running_loop())
+    if state is None:
+        return
+    while state.flushes:
+        await asyncio.gather(*list(state.flushes), return_exceptions=True)
+    if state.known or state.pending:
+        await _flush(state, state.redis, {key: known.limit for key, known in state.known.items()})
 
 
 def client_ip(request: Request) -> str:
@@ -96,18 +249,7 @@ def rate_limit(
     """A FastAPI dependency enforcing ``limit`` per caller identity (IP by default)."""
 
     async def dependency(request: Request) -> None:
-        from app.redis import get_redis
-
-        try:
-            retry_after = await hit(get_redis(), limit, by(request))
-        except Exception as exc:
-            if limit.fail_open:
-                log.warning("rate_limit_unavailable_fail_open", limit=limit.name, error=type(exc).__name__)
-                return
-            log.warning("rate_limit_unavailable_fail_closed", limit=limit.name, error=type(exc).__name__)
-            raise ServiceUnavailable(
-                "系统繁忙，请稍后再试", code="RateLimiterUnavailable", headers={"Retry-After": "5"}
-            ) from exc
+        retry_after = await check(limit, by(request))
         if retry_after is not None:
             raise TooManyRequests(
                 f"操作太频繁了，请 {retry_after} 秒后再试",
@@ -118,9 +260,28 @@ def rate_limit(
     return dependency
 
 
+async def check(limit: Limit, identity: str) -> int | None:
+    """Count one request: None when allowed, else seconds to wait. Redis away: None for a fail-open limit,
+    503 for the others."""
+    from app.redis import get_redis
+
+    try:
+        if limit.batched:
+            return await hit_batched(get_redis(), limit, identity)
+        return await hit(get_redis(), limit, identity)
+    except Exception as exc:
+        if limit.fail_open:
+            log.warning("rate_limit_unavailable_fail_open", limit=limit.name, error=type(exc).__name__)
+            return None
+        log.warning("rate_limit_unavailable_fail_closed", limit=limit.name, error=type(exc).__name__)
+        raise ServiceUnavailable(
+            "系统繁忙，请稍后再试", code="RateLimiterUnavailable", headers={"Retry-After": "5"}
+        ) from exc
+
+
 # The limits in one place (per IP unless noted).
 LOGIN = Limit("login", limit=60, window_seconds=60, fail_open=True)
 DONATION_CREATE = Limit("donation_create", limit=30, window_seconds=60, fail_open=False)
 REFUND_REQUEST = Limit("refund_request", limit=10, window_seconds=3600, fail_open=False)
-PUBLIC_READ = Limit("public_read", limit=300, window_seconds=60, fail_open=True)
+PUBLIC_READ = Limit("public_read", limit=300, window_seconds=60, fail_open=True, batched=True)
 QR_SCAN = Limit("qr_scan", limit=60, window_seconds=60, fail_open=True)

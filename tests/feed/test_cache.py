@@ -38,6 +38,7 @@ async def test_new_events_invalidate_cached_pages_and_stats(
     target = await create_target(session)
     await pay(session, target, 111)
     await session.commit()
+    await feed_module.wait_published()  # the version bump follows the commit
     assert (await _amounts(client))[0] == 111
     stats = (await client.get("/api/v1/feed/stats")).json()["totals"]
 
@@ -120,19 +121,63 @@ async def test_redis_down_reads_and_writes_still_work(
     assert not feed_module.breaker.stale
 
 
-async def test_local_copy_lasts_one_second_and_goes_with_own_publish(monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = feed_module._LocalCache()
+def test_local_copy_is_fresh_for_its_second_then_servable_a_little_longer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = feed_module._LocalCache(seconds=1.0)
     clock = [1000.0]
     monkeypatch.setattr(feed_module.time, "monotonic", lambda: clock[0])
     cache.put("page:0:20:", "body")
-    clock[0] += feed_module.LOCAL_TTL_SECONDS - 0.01
+    clock[0] += 0.99
     assert cache.get("page:0:20:") == "body"
     clock[0] += 0.02
-    assert cache.get("page:0:20:") is None
-    # a publish from this process drops the process-wide copy at once
-    feed_module.local_cache.put("stats", "old")
-    await feed_module.publish([])
-    assert feed_module.local_cache.get("stats") is None
+    assert cache.get("page:0:20:") is None  # not fresh…
+    assert cache.get_stale("page:0:20:") == "body"  # …but servable while it is being rebuilt
+    clock[0] += feed_module.LOCAL_STALE_SECONDS
+    assert cache.get_stale("page:0:20:") is None  # too old even for that
+    off = feed_module._LocalCache(seconds=0)
+    off.put("stats", "x")
+    assert off.get("stats") is None and off.get_stale("stats") is None
+
+
+async def test_events_cost_one_rebuild_per_second_and_no_reader_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from contextlib import asynccontextmanager
+
+    cache = feed_module._LocalCache(seconds=1.0)
+    monkeypatch.setattr(feed_module, "local_cache", cache)
+    monkeypatch.setattr(feed_module, "_cache_version", _no_version)
+    clock = [1000.0]
+    monkeypatch.setattr(feed_module.time, "monotonic", lambda: clock[0])
+    builds: list[str] = []
+    release = asyncio.Event()
+
+    @asynccontextmanager
+    async def no_session() -> Any:
+        yield None
+
+    async def build(session: Any) -> str:
+        builds.append(f"v{len(builds) + 1}")
+        if len(builds) > 1:
+            await release.wait()  # a slow rebuild
+        return builds[-1]
+
+    key = f"test:{uuid.uuid4().hex}"
+    assert await feed_module._cached(key, build, 5, no_session) == "v1"
+    for _ in range(20):  # events keep arriving within the second: nothing is rebuilt
+        await feed_module.publish([])
+        assert await feed_module._cached(key, build, 5, no_session) == "v1"
+    assert builds == ["v1"]
+    clock[0] += 1.5  # the copy has run out: readers get it at once while one task rebuilds it
+    answers = await asyncio.gather(*(feed_module._cached(key, build, 5, no_session) for _ in range(10)))
+    assert answers == ["v1"] * 10
+    assert builds == ["v1", "v2"]
+    release.set()
+    await asyncio.gather(*feed_module._build_tasks)
+    assert await feed_module._cached(key, build, 5, no_session) == "v2"
+    clock[0] += 1 + feed_module.LOCAL_STALE_SECONDS  # far too old to serve: the reader waits for the build
+    assert await feed_module._cached(key, build, 5, no_session) == "v3"
 
 
 async def test_concurrent_misses_build_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -107,3 +109,100 @@ async def test_oversized_bodies_are_refused() -> None:
 
         res = await c.post("/api/v1/x", content=chunks(), headers={"content-type": "application/json"})
         assert res.status_code == 413
+
+
+class _CountingRedis:
+    """The real client, counting the round trips made through it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.round_trips = 0
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        self.round_trips += 1
+        return self.inner.pipeline(transaction=transaction)
+
+    async def evalsha(self, *args: Any) -> Any:
+        self.round_trips += 1
+        return await self.inner.evalsha(*args)
+
+    async def script_load(self, *args: Any) -> Any:
+        return await self.inner.script_load(*args)
+
+    async def zrem(self, *args: Any) -> Any:
+        self.round_trips += 1
+        return await self.inner.zrem(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def _window(limit: Limit, identity: str) -> int:
+    return int(await get_redis().zcard(f"sangyu:rl:{limit.name}:{identity}"))
+
+
+async def test_batched_limit_counts_every_request_in_one_round_trip() -> None:
+    limit = Limit(f"b{uuid.uuid4().hex[:8]}", limit=50, window_seconds=60, batched=True)
+    redis = _CountingRedis(get_redis())
+    answers = [await ratelimit.hit_batched(redis, limit, "reader") for _ in range(30)]
+    assert answers == [None] * 30
+    assert redis.round_trips == 0  # decided here
+    await ratelimit.settle()
+    assert redis.round_trips == 1  # …and added to the shared window in one pipeline
+    assert await _window(limit, "reader") == 30
+
+
+async def test_batched_limit_refuses_at_the_limit_and_refused_requests_do_not_count() -> None:
+    limit = Limit(f"b{uuid.uuid4().hex[:8]}", limit=5, window_seconds=60, batched=True)
+    redis = get_redis()
+    answers = [await ratelimit.hit_batched(redis, limit, "reader") for _ in range(8)]
+    assert answers[:5] == [None] * 5
+    assert all(a is not None and 1 <= a <= 61 for a in answers[5:])
+    await ratelimit.settle()
+    assert await _window(limit, "reader") == 5
+    retry = await ratelimit.hit_batched(redis, limit, "reader")  # what Redis said: still full
+    assert retry is not None and retry >= 1
+    await ratelimit.settle()
+    assert await _window(limit, "reader") == 5
+    assert await ratelimit.hit_batched(redis, limit, "someone-else") is None
+
+
+async def test_batched_limit_hears_about_other_processes_at_the_next_flush() -> None:
+    limit = Limit(f"b{uuid.uuid4().hex[:8]}", limit=10, window_seconds=60, batched=True)
+    redis = get_redis()
+    assert await ratelimit.hit_batched(redis, limit, "reader") is None
+    await ratelimit.settle()  # the window holds 1
+    # another process lets 8 requests of the same caller through meanwhile
+    now = time.time()
+    await redis.zadd(f"sangyu:rl:{limit.name}:reader", {f"{now:.6f}:other{i}": now for i in range(8)})
+    assert await ratelimit.hit_batched(redis, limit, "reader") is None  # 1 known + 1 pending: allowed here
+    await asyncio.sleep(ratelimit.FLUSH_SECONDS * 4)  # the flush adds it and hears the window holds 10
+    assert await _window(limit, "reader") == 10
+    assert await ratelimit.hit_batched(redis, limit, "reader") is not None
+
+
+async def test_a_caller_new_to_this_process_is_let_through_once_then_held_to_the_shared_count() -> None:
+    """The trade batched limits make (see app/kit/ratelimit.py): a caller this process knows nothing about is
+    counted, not checked, until the next flush."""
+    limit = Limit(f"b{uuid.uuid4().hex[:8]}", limit=10, window_seconds=60, batched=True)
+    redis = get_redis()
+    now = time.time()
+    await redis.zadd(f"sangyu:rl:{limit.name}:busy", {f"{now:.6f}:elsewhere{i}": now for i in range(10)})
+    assert await ratelimit.hit_batched(redis, limit, "busy") is None
+    await asyncio.sleep(ratelimit.FLUSH_SECONDS * 4)
+    assert await _window(limit, "busy") == 11
+    assert await ratelimit.hit_batched(redis, limit, "busy") is not None
+    # a burst to one process is held to the limit even before any flush
+    answers = [await ratelimit.hit_batched(redis, limit, "burst") for _ in range(15)]
+    assert answers.count(None) == 10
+
+
+async def test_batched_limit_fails_open_when_redis_goes_away(capsys: pytest.CaptureFixture[str]) -> None:
+    limit = Limit(f"b{uuid.uuid4().hex[:8]}", limit=10, window_seconds=60, batched=True)
+    down = _DownRedis()
+    assert [await ratelimit.hit_batched(down, limit, "reader") for _ in range(3)] == [None] * 3
+    await asyncio.sleep(ratelimit.FLUSH_SECONDS * 4)  # the flush cannot reach Redis: logged, nothing raised
+    assert "rate_limit_flush_failed" in capsys.readouterr().out
+    assert await ratelimit.check(limit, "reader") is None  # and the next request still gets through
+    await ratelimit.settle()
+    assert await _window(limit, "reader") == 1  # only what reached Redis is counted there

@@ -4,7 +4,6 @@ structlog and stdlib loggers, exceptions included. Everything written to stdout 
 
 from __future__ import annotations
 
-import io
 import logging
 import uuid
 from collections.abc import Iterator
@@ -26,23 +25,17 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @pytest.fixture
-def debug_logs() -> Iterator[io.StringIO]:
-    """The app's own logging setup at DEBUG, its JSON lines also copied into a buffer."""
+def debug_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
+    """The app's own logging setup at DEBUG; every line it writes to stdout is captured."""
     configure_logging("DEBUG")
-    root = logging.getLogger()
-    buffer = io.StringIO()
-    copy = logging.StreamHandler(buffer)
-    copy.setFormatter(root.handlers[0].formatter)
-    root.addHandler(copy)
     logging.getLogger("sqlalchemy.engine").setLevel(logging.DEBUG)
-    yield buffer
+    yield capsys
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
-    root.removeHandler(copy)
     configure_logging(get_settings().LOG_LEVEL)
 
 
 async def test_no_pii_or_secrets_in_logs_at_any_level(
-    client: httpx.AsyncClient, session: AsyncSession, debug_logs: io.StringIO
+    client: httpx.AsyncClient, session: AsyncSession, debug_logs: pytest.CaptureFixture[str]
 ) -> None:
     settings = get_settings()
     district = (await create_district(session)).code
@@ -101,7 +94,7 @@ async def test_no_pii_or_secrets_in_logs_at_any_level(
         slog.exception("probe_exception")
         plain.exception("stdlib exception for %s", phone)
 
-    out = debug_logs.getvalue()
+    out = debug_logs.readouterr().out
     assert "pii_probe" in out and "stdlib probe" in out and "probe_exception" in out
     assert '"level": "debug"' in out  # DEBUG really was on
     for secret in (id_number, phone, "13787654321", token, "hunter2-very-secret", settings.SECRET_KEY):
