@@ -186,9 +186,33 @@ def _start_flush(state: _Batches) -> None:
     task.add_done_callback(state.flushes.discard)
 
 
+# KEYS: the callers' windows. ARGV: now, then per key: window seconds, n, n × (timestamp, member).
+# Returns per key {requests in the window, oldest timestamp or ''}.
+_FLUSH = """
+local now = tonumber(ARGV[1])
+local i = 2
+local out = {}
+for k = 1, #KEYS do
+    local key, window, n = KEYS[k], tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    i = i + 2
+    redis.call('ZREMRANGEBYSCORE', key, 0, now - window)
+    for _ = 1, n do
+        redis.call('ZADD', key, ARGV[i], ARGV[i + 1])
+        i = i + 2
+    end
+    if n > 0 then
+        redis.call('EXPIRE', key, window + 1)
+    end
+    out[k] = {redis.call('ZCARD', key), redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or ''}
+end
+return out
+"""
+_flush_script = AsyncScript(None, _FLUSH.encode())  # type: ignore[arg-type]  # client given per call
+
+
 async def _flush(state: _Batches, redis: Any, also: dict[str, Limit] | None = None) -> None:
-    """Add every pending request to its window in one pipeline, and bring those callers' counts (and those of
-    ``also``) up to date."""
+    """Add every pending request to its window, and bring those callers' counts (and those of ``also``) up to
+    date: one script call for them all (a pipeline where the server runs no scripts)."""
     state.flush_scheduled = False
     pending, state.pending = state.pending, {}
     limits, state.limits = state.limits, {}
@@ -199,32 +223,56 @@ async def _flush(state: _Batches, redis: Any, also: dict[str, Limit] | None = No
     now = time.time()
     keys = list(limits)
     try:
-        async with redis.pipeline(transaction=False) as pipe:
+        if id(redis) in _no_scripting:
+            counts = await _flush_pipelined(redis, keys, limits, pending, now)
+        else:
+            args: list[Any] = [f"{now:.6f}"]
             for key in keys:
-                limit = limits[key]
-                pipe.zremrangebyscore(key, 0, now - limit.window_seconds)
-                members = pending.get(key)
-                if members:
-                    pipe.zadd(key, {f"{ts:.6f}:{_MEMBER_PREFIX}{next(_members)}": ts for ts in members})
-                    pipe.expire(key, limit.window_seconds + 1)
-                pipe.zcard(key)
-                pipe.zrange(key, 0, 0, withscores=True)
-            replies = iter(await pipe.execute())
+                members = pending.get(key) or []
+                args += (limits[key].window_seconds, len(members))
+                for ts in members:
+                    args += (f"{ts:.6f}", f"{ts:.6f}:{_MEMBER_PREFIX}{next(_members)}")
+            try:
+                counts = await _flush_script(keys=keys, args=args, client=redis)
+            except ResponseError as exc:
+                log.info("rate_limit_without_scripting", error=str(exc)[:80])
+                _no_scripting.add(id(redis))
+                counts = await _flush_pipelined(redis, keys, limits, pending, now)
     except Exception as exc:  # batched limits fail open: these requests were let through already
         log.warning("rate_limit_flush_failed", callers=len(keys), error=type(exc).__name__)
         return
-    for key in keys:
-        next(replies)
-        if pending.get(key):
-            next(replies), next(replies)
-        count, oldest = next(replies), next(replies)
+    for key, (count, oldest) in zip(keys, counts, strict=True):
         state.known[key] = _Known(
-            at=now, count=int(count), oldest=float(oldest[0][1]) if oldest else None, limit=limits[key]
+            at=now, count=int(count), oldest=float(oldest) if oldest else None, limit=limits[key]
         )
     if len(state.known) > _PRUNE_ABOVE:
         stale = [k for k, v in state.known.items() if now - v.at > KNOWN_SECONDS and k not in state.pending]
         for k in stale:
             del state.known[k]
+
+
+async def _flush_pipelined(
+    redis: Any, keys: list[str], limits: dict[str, Limit], pending: dict[str, list[float]], now: float
+) -> list[tuple[int, str]]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            limit = limits[key]
+            pipe.zremrangebyscore(key, 0, now - limit.window_seconds)
+            members = pending.get(key)
+            if members:
+                pipe.zadd(key, {f"{ts:.6f}:{_MEMBER_PREFIX}{next(_members)}": ts for ts in members})
+                pipe.expire(key, limit.window_seconds + 1)
+            pipe.zcard(key)
+            pipe.zrange(key, 0, 0, withscores=True)
+        replies = iter(await pipe.execute())
+    counts = []
+    for key in keys:
+        next(replies)
+        if pending.get(key):
+            next(replies), next(replies)
+        count, oldest = next(replies), next(replies)
+        counts.append((int(count), str(oldest[0][1]) if oldest else ""))
+    return counts
 
 
 async def settle() -> None:
