@@ -345,9 +345,8 @@ class _LocalCache:
 
 local_cache = _LocalCache()
 _building: dict[tuple[int, str], asyncio.Future[str]] = {}
-_build_tasks: set[asyncio.Task[None]] = (
-    set()
-)  # builds run in a task of their own: a reader leaving stops none
+# builds run in a task of their own: a reader going away stops none
+_build_tasks: set[asyncio.Task[None]] = set()
 
 
 async def _cached(
