@@ -142,10 +142,14 @@ class LedgerRepository:
         return await self.session.get(JournalEntry, entry_id)
 
     async def entries_by_ids(self, entry_ids: Sequence[uuid.UUID]) -> list[JournalEntry]:
+        if not entry_ids:  # the usual case for a batch of new payments: no round trip for nothing
+            return []
         stmt = select(JournalEntry).where(JournalEntry.id.in_(entry_ids)).order_by(JournalEntry.seq)
         return list((await self.session.execute(stmt.execution_options(populate_existing=True))).scalars())
 
     async def entries_by_keys(self, business_keys: Sequence[str]) -> dict[str, JournalEntry]:
+        if not business_keys:
+            return {}
         stmt = select(JournalEntry).where(JournalEntry.business_key.in_(business_keys))
         return {e.business_key: e for e in (await self.session.execute(stmt)).scalars()}
 

@@ -210,3 +210,34 @@ async def test_request_batch_does_not_split_when_the_database_is_away(committed:
     assert sizes == [
         8
     ]  # answered together (a 503 each), not retried one by one against a database that is away
+
+
+async def test_a_batch_of_new_payments_makes_no_round_trip_for_nothing(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    """Under read load each round trip of a batch waits its turn on the event loop: the targets come with the
+    donations' locks, and nothing is read back for payments the ledger had not seen."""
+    from sqlalchemy import event
+
+    donations = await _pending(committed_client, 3)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split())[:80])
+
+    engine = committed.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        async with unit_of_work() as s:
+            outcomes = await payment_service.handle_payment_notifications(
+                s, get_wechatpay(), [_note(d) for d in donations]
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert outcomes == ["paid"] * 3
+    assert not [x for x in statements if x.startswith("SELECT donation_targets")], statements
+    assert not [x for x in statements if x.startswith("SELECT journal_entries")], statements
+    assert len(statements) <= 16, statements
+    async with unit_of_work() as s:
+        facts = await _facts(s, [d["id"] for d in donations])
+    assert set(facts["status"].values()) == {"paid"} and facts["feed"] == 3
