@@ -6,8 +6,8 @@ records the request only if it is allowed (refused requests do not count). Where
 
 Batched limits (public reads, ``Limit(batched=True)``): each process decides from what it last heard from Redis
 about the caller (how many requests the window held) plus what it has let through since, without a round trip.
-Every ``FLUSH_SECONDS`` it adds the requests it let through to the same sorted sets, in one pipeline for all
-callers, and hears back each caller's count (a count older than ``KNOWN_SECONDS`` is asked for again). A caller
+Every ``FLUSH_SECONDS`` it adds the requests it let through to the same sorted sets, in one script call for all
+callers (a pipeline where the server runs no scripts), and hears back each caller's count (a count older than ``KNOWN_SECONDS`` is asked for again). A caller
 the process knows nothing about yet is let through and counted the same way, so up to ``limit`` of its first
 requests to one process are not checked against the others until the next flush, 50 ms later. A caller spread
 over several processes may thus get a little more than the limit for a moment; the limit holds from then on.
