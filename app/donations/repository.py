@@ -23,8 +23,6 @@ from app.models import (
 )
 from app.models.donation import DonationStatus
 
-_LOADED_TARGETS = "sangyu.donation_targets"  # session.info key: targets loaded with their donations' locks
-
 
 class DonationRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -42,15 +40,10 @@ class DonationRepository:
         return await self.session.get(DonationTarget, target_id)
 
     async def targets_by_ids(self, target_ids: set[uuid.UUID]) -> dict[uuid.UUID, DonationTarget]:
-        """Targets already loaded in this session's transaction (with their donations' locks) are not read
-        again."""
-        loaded: dict[uuid.UUID, DonationTarget] = self.session.info.get(_LOADED_TARGETS, {})
-        found = {target_id: loaded[target_id] for target_id in target_ids if target_id in loaded}
-        missing = target_ids - found.keys()
-        if missing:
-            stmt = select(DonationTarget).where(DonationTarget.id.in_(missing))
-            found.update({t.id: t for t in (await self.session.execute(stmt)).scalars()})
-        return found
+        if not target_ids:
+            return {}
+        stmt = select(DonationTarget).where(DonationTarget.id.in_(target_ids))
+        return {t.id: t for t in (await self.session.execute(stmt)).scalars()}
 
     async def list_targets(self, codes: list[str] | None = None) -> list[DonationTarget]:
         stmt = select(DonationTarget).where(DonationTarget.is_active.is_(True)).order_by(DonationTarget.code)
@@ -137,9 +130,11 @@ class DonationRepository:
             )
         ).scalar_one_or_none()
 
-    async def lock_by_out_trade_nos(self, out_trade_nos: list[str]) -> dict[str, Donation]:
-        """Row-lock many orders at once, in id order (two batches never deadlock), fresh from the database. Their
-        targets come in the same round trip, unlocked, for ``targets_by_ids`` to find in the session."""
+    async def lock_by_out_trade_nos(
+        self, out_trade_nos: list[str]
+    ) -> dict[str, tuple[Donation, DonationTarget]]:
+        """Row-lock many orders at once, in id order (two batches never deadlock), fresh from the database, each
+        with its target (read in the same round trip, not locked)."""
         if not out_trade_nos:
             return {}
         stmt = (
@@ -150,10 +145,7 @@ class DonationRepository:
             .with_for_update(of=Donation)
             .execution_options(populate_existing=True)
         )
-        rows = (await self.session.execute(stmt)).all()
-        # the session holds its objects weakly: keep the targets for this unit of work's targets_by_ids
-        self.session.info.setdefault(_LOADED_TARGETS, {}).update({t.id: t for _, t in rows})
-        return {d.out_trade_no: d for d, _ in rows if d.out_trade_no}
+        return {d.out_trade_no: (d, t) for d, t in (await self.session.execute(stmt)).all() if d.out_trade_no}
 
     async def list_for_donor(
         self, donor_user_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int

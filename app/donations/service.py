@@ -66,12 +66,14 @@ def _target_not_found() -> NotFound:
 
 @dataclass(frozen=True)
 class PaymentCompletion:
-    """A locked donation and the payment that completes it: one item of ``complete_payments``."""
+    """A locked donation and the payment that completes it: one item of ``complete_payments``. ``target``: the
+    donation's target when the caller has it already (else it is read)."""
 
     donation: Donation
     source: str
     external_ref: str
     paid_at: datetime
+    target: DonationTarget | None = None
 
 
 def mint_out_trade_no(now: datetime | None = None) -> str:
@@ -322,7 +324,10 @@ class DonationService:
             return [False] * len(items)
         await session.flush()
         repo = DonationRepository(session)
-        targets = await repo.targets_by_ids({item.donation.target_id for item in done})
+        targets = {item.donation.target_id: item.target for item in done if item.target is not None}
+        targets.update(
+            await repo.targets_by_ids({item.donation.target_id for item in done if item.target is None})
+        )
         await repo.add_feed_events(
             [
                 (

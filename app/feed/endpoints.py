@@ -10,7 +10,7 @@ from app.db import SessionFactory, get_session_factory
 from app.feed import front
 from app.feed import pages as html_pages
 from app.feed.schemas import FEED_KINDS, DigestSubscription, FeedPage, FeedStats
-from app.feed.service import DIGEST_TEMPLATE, STATS_KEY, feed_service
+from app.feed.service import DIGEST_TEMPLATE, feed_service
 from app.kit import ratelimit
 from app.kit.ratelimit import rate_limit
 
@@ -33,8 +33,8 @@ async def feed(
 ) -> Response:
     """Newest first. The cursor is stable while new events arrive: the next page continues exactly after the
     last event of this one, whatever was added on top meanwhile."""
-    body = await feed_service.page_json(open_session, cursor=cursor, limit=limit, kind=kind)
-    front.remember(request.scope, feed_service.page_key(cursor=cursor, limit=limit, kind=kind))
+    key, body = await feed_service.page_json(open_session, cursor=cursor, limit=limit, kind=kind)
+    front.remember(request.scope, key)
     return Response(body, media_type="application/json")
 
 
@@ -43,8 +43,8 @@ async def feed_stats(
     request: Request, open_session: Annotated[SessionFactory, Depends(get_session_factory)]
 ) -> Response:
     """Totals donated, spent on meals, refunded, fees and balance; per fund and per canteen; the last 30 days."""
-    body = await feed_service.stats_json(open_session)
-    front.remember(request.scope, STATS_KEY)
+    key, body = await feed_service.stats_json(open_session)
+    front.remember(request.scope, key)
     return Response(body, media_type="application/json")
 
 

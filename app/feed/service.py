@@ -466,25 +466,22 @@ class FeedService:
             raise invalid_cursor()
         return before
 
-    def page_key(self, *, cursor: str | None, limit: int, kind: str | None = None) -> str:
-        """The cache key of a feed page; refuses an unknown kind or a bad cursor."""
-        if kind is not None and kind not in FEED_KINDS:
-            raise BadRequest("不认识的动态类型", code="UnknownFeedKind", detail={"kinds": list(FEED_KINDS)})
-        return f"page:{self._before(cursor) or 0}:{limit}:{kind or ''}"
-
     async def page_json(
         self, open_session: SessionFactory, *, cursor: str | None, limit: int, kind: str | None = None
-    ) -> str:
-        """A feed page as JSON text (what the endpoint sends), from the cache when it is fresh. PostgreSQL is
-        asked (in a read transaction of its own) only when neither this process nor Redis has it."""
-        key = self.page_key(cursor=cursor, limit=limit, kind=kind)
+    ) -> tuple[str, str]:
+        """A feed page's cache key and the page as JSON text (what the endpoint sends), from the cache when it
+        is fresh. PostgreSQL is asked (in a read transaction of its own) only when neither this process nor Redis
+        has it. Refuses an unknown kind or a bad cursor."""
+        if kind is not None and kind not in FEED_KINDS:
+            raise BadRequest("不认识的动态类型", code="UnknownFeedKind", detail={"kinds": list(FEED_KINDS)})
         before = self._before(cursor)
+        key = f"page:{before or 0}:{limit}:{kind or ''}"
 
         async def build(session: AsyncSession) -> str:
             page = await self.page(session, before=before, limit=limit, kind=kind)
             return page.model_dump_json()
 
-        return await _cached(key, build, PAGE_TTL_SECONDS, open_session)
+        return key, await _cached(key, build, PAGE_TTL_SECONDS, open_session)
 
     async def page(
         self, session: AsyncSession, *, before: int | None, limit: int, kind: str | None = None
@@ -499,11 +496,13 @@ class FeedService:
     async def events_after(self, session: AsyncSession, after_id: int, limit: int = 100) -> list[FeedItem]:
         return [item_of(r) for r in await FeedRepository(session).after(after_id, limit)]
 
-    async def stats_json(self, open_session: SessionFactory) -> str:
+    async def stats_json(self, open_session: SessionFactory) -> tuple[str, str]:
+        """The stats' cache key and the stats as JSON text."""
+
         async def build(session: AsyncSession) -> str:
             return (await self.stats(session)).model_dump_json()
 
-        return await _cached(STATS_KEY, build, STATS_TTL_SECONDS, open_session)
+        return STATS_KEY, await _cached(STATS_KEY, build, STATS_TTL_SECONDS, open_session)
 
     async def stats(self, session: AsyncSession, *, days: int = 30) -> FeedStats:
         repo = FeedRepository(session)

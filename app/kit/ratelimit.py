@@ -45,7 +45,11 @@ class Limit:
     limit: int
     window_seconds: int
     fail_open: bool = True
-    batched: bool = False  # counted in batches (see the module's docstring); only for fail-open limits
+    batched: bool = False  # counted in batches (see the module's docstring)
+
+    def __post_init__(self) -> None:
+        if self.batched and not self.fail_open:
+            raise ValueError(f"{self.name}: a batched limit lets requests through before Redis hears of them")
 
 
 # returns {1 if allowed, requests in the window (this one included when allowed), oldest timestamp or ''}
@@ -65,6 +69,27 @@ return {allowed, count, oldest}
 """
 _script = AsyncScript(None, _SLIDING_WINDOW.encode())  # type: ignore[arg-type]  # client given per call
 _no_scripting: set[int] = set()  # clients (by id) whose server refused EVAL
+_MEMBER_PREFIX = uuid.uuid4().hex[:8]  # this process; with the counter below, members never collide
+_members = itertools.count()
+
+
+def _member(ts: float) -> str:
+    """A sorted-set member for one request at ``ts``."""
+    return f"{ts:.6f}:{_MEMBER_PREFIX}{next(_members)}"
+
+
+async def _scripted(
+    redis: Any, script: AsyncScript, keys: list[str], args: list[Any], steps: Callable[[], Awaitable[Any]]
+) -> Any:
+    """``script`` on ``redis``, or the same ``steps`` as a pipeline where the server runs no scripts (the
+    in-process stand-in). Connection errors propagate."""
+    if id(redis) not in _no_scripting:
+        try:
+            return await script(keys=keys, args=args, client=redis)
+        except ResponseError as exc:
+            log.info("rate_limit_without_scripting", error=str(exc)[:80])
+            _no_scripting.add(id(redis))
+    return await steps()
 
 
 def _retry_after(oldest: float | None, limit: Limit, now: float) -> int:
@@ -82,23 +107,18 @@ async def hit(redis: Any, limit: Limit, identity: str, now: float | None = None)
 
 async def _hit_exact(redis: Any, limit: Limit, key: str, now: float) -> tuple[bool, int, float | None]:
     """(allowed, requests in the window, oldest request's timestamp)."""
-    member = f"{now:.6f}:{uuid.uuid4().hex[:8]}"
-    if id(redis) not in _no_scripting:
-        try:
-            allowed, count, oldest = await _script(
-                keys=[key], args=[f"{now:.6f}", limit.window_seconds, limit.limit, member], client=redis
-            )
-        except ResponseError as exc:  # no scripting on this server; connection errors propagate
-            log.info("rate_limit_without_scripting", error=str(exc)[:80])
-            _no_scripting.add(id(redis))
-        else:
-            return bool(int(allowed)), int(count), float(oldest) if oldest else None
-    return await _hit_pipelined(redis, limit, key, member, now)
+    member = _member(now)
+    allowed, count, oldest = await _scripted(
+        redis,
+        _script,
+        [key],
+        [f"{now:.6f}", limit.window_seconds, limit.limit, member],
+        lambda: _hit_pipelined(redis, limit, key, member, now),
+    )
+    return bool(int(allowed)), int(count), float(oldest) if oldest else None
 
 
-async def _hit_pipelined(
-    redis: Any, limit: Limit, key: str, member: str, now: float
-) -> tuple[bool, int, float | None]:
+async def _hit_pipelined(redis: Any, limit: Limit, key: str, member: str, now: float) -> tuple[int, int, str]:
     window_start = now - limit.window_seconds
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zremrangebyscore(key, 0, window_start)
@@ -107,12 +127,12 @@ async def _hit_pipelined(
         pipe.zrange(key, 0, 0, withscores=True)
         pipe.expire(key, limit.window_seconds + 1)
         _, _, count, oldest, _ = await pipe.execute()
-    oldest_ts = float(oldest[0][1]) if oldest else None
+    oldest_ts = str(oldest[0][1]) if oldest else ""
     if count <= limit.limit:
-        return True, int(count), oldest_ts
+        return 1, int(count), oldest_ts
     # refused requests do not count against the caller
     await redis.zrem(key, member)
-    return False, int(count) - 1, oldest_ts
+    return 0, int(count) - 1, oldest_ts
 
 
 # ---------------------------------------------------------------- batched limits
@@ -142,8 +162,6 @@ class _Batches:
     flushes: set[asyncio.Task[None]] = field(default_factory=set)
 
 
-_MEMBER_PREFIX = uuid.uuid4().hex[:8]  # this process; with the counter below, members never collide
-_members = itertools.count()
 _batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batches] = weakref.WeakKeyDictionary()
 
 
@@ -222,22 +240,16 @@ async def _flush(state: _Batches, redis: Any, also: dict[str, Limit] | None = No
         return
     now = time.time()
     keys = list(limits)
+    args: list[Any] = [f"{now:.6f}"]
+    for key in keys:
+        members = pending.get(key) or []
+        args += (limits[key].window_seconds, len(members))
+        for ts in members:
+            args += (f"{ts:.6f}", _member(ts))
     try:
-        if id(redis) in _no_scripting:
-            counts = await _flush_pipelined(redis, keys, limits, pending, now)
-        else:
-            args: list[Any] = [f"{now:.6f}"]
-            for key in keys:
-                members = pending.get(key) or []
-                args += (limits[key].window_seconds, len(members))
-                for ts in members:
-                    args += (f"{ts:.6f}", f"{ts:.6f}:{_MEMBER_PREFIX}{next(_members)}")
-            try:
-                counts = await _flush_script(keys=keys, args=args, client=redis)
-            except ResponseError as exc:
-                log.info("rate_limit_without_scripting", error=str(exc)[:80])
-                _no_scripting.add(id(redis))
-                counts = await _flush_pipelined(redis, keys, limits, pending, now)
+        counts = await _scripted(
+            redis, _flush_script, keys, args, lambda: _flush_pipelined(redis, keys, limits, pending, now)
+        )
     except Exception as exc:  # batched limits fail open: these requests were let through already
         log.warning("rate_limit_flush_failed", callers=len(keys), error=type(exc).__name__)
         return
@@ -260,7 +272,7 @@ async def _flush_pipelined(
             pipe.zremrangebyscore(key, 0, now - limit.window_seconds)
             members = pending.get(key)
             if members:
-                pipe.zadd(key, {f"{ts:.6f}:{_MEMBER_PREFIX}{next(_members)}": ts for ts in members})
+                pipe.zadd(key, {_member(ts): ts for ts in members})
                 pipe.expire(key, limit.window_seconds + 1)
             pipe.zcard(key)
             pipe.zrange(key, 0, 0, withscores=True)

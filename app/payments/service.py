@@ -95,10 +95,11 @@ class PaymentService:
                 continue
             tx = note.resource
             out_trade_no = tx.get("out_trade_no")
-            donation = donations.get(out_trade_no) if isinstance(out_trade_no, str) else None
-            if donation is None:
+            locked = donations.get(out_trade_no) if isinstance(out_trade_no, str) else None
+            if locked is None:
                 outcomes.append(NotificationRejected("unknown out_trade_no", 404))
                 continue
+            donation, target = locked
             if tx.get("trade_state") != "SUCCESS":
                 outcomes.append(NotificationRejected("trade_state is not SUCCESS", 400))
                 continue
@@ -122,6 +123,7 @@ class PaymentService:
                         source=SOURCE,
                         external_ref=str(tx["transaction_id"]),
                         paid_at=parse_success_time(tx.get("success_time")),
+                        target=target,
                     )
                 )
                 outcomes.append("paid")

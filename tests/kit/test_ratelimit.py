@@ -209,3 +209,9 @@ async def test_batched_limit_fails_open_when_redis_goes_away(capsys: pytest.Capt
     assert await ratelimit.check(limit, "reader") is None  # and the next request still gets through
     await ratelimit.settle()
     assert await _window(limit, "reader") == 1  # only what reached Redis is counted there
+
+
+def test_a_money_limit_cannot_be_batched() -> None:
+    """Batched counting lets requests through before Redis hears of them: only for limits that fail open."""
+    with pytest.raises(ValueError):
+        Limit("money", limit=1, window_seconds=60, fail_open=False, batched=True)
