@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import String, and_, any_, bindparam, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
+from app.feed.service import publish_after_commit
 from app.kit.locks import xact_lock
+from app.kit.time import utcnow
 from app.models import (
     Canteen,
     Donation,
@@ -22,6 +26,40 @@ from app.models import (
     ReceiptCounter,
 )
 from app.models.donation import DonationStatus
+
+# Built once, with the order numbers as one array: the same SQL text for any number of them, so each pooled
+# connection prepares it once (an IN list is a new statement for every length).
+_LOCK_BY_OUT_TRADE_NOS = (
+    select(Donation, DonationTarget)
+    .join(DonationTarget, DonationTarget.id == Donation.target_id)
+    .where(Donation.out_trade_no == any_(bindparam("out_trade_nos", type_=ARRAY(String))))
+    .order_by(Donation.id)
+    .with_for_update(of=Donation)
+    .execution_options(populate_existing=True)
+)
+
+
+# The donations a batch pays, and their feed events, in one round trip; arrays keep the text fixed. The feed
+# events are inserted in the batch's order, so their ids follow it.
+_MARK_PAID = text(
+    """
+    WITH paid AS (
+        UPDATE donations AS d
+        SET status = 'paid', paid_at = v.paid_at, closed_at = NULL,
+            transaction_id = COALESCE(v.transaction_id, d.transaction_id), updated_at = CAST(:at AS timestamptz)
+        FROM unnest(CAST(:ids AS uuid[]), CAST(:paid_at AS timestamptz[]), CAST(:transaction_ids AS text[]))
+             AS v(id, paid_at, transaction_id)
+        WHERE d.id = v.id
+        RETURNING d.id
+    )
+    INSERT INTO feed_events (kind, occurred_at, payload)
+    SELECT 'donation_paid', e.occurred_at, CAST(e.payload AS jsonb)
+    FROM unnest(CAST(:paid_at AS timestamptz[]), CAST(:payloads AS text[])) WITH ORDINALITY
+         AS e(occurred_at, payload, n)
+    ORDER BY e.n
+    RETURNING id, kind, payload, occurred_at, (SELECT count(*) FROM paid) AS donations_paid
+    """
+).columns(payload=JSONB)
 
 
 class DonationRepository:
@@ -137,15 +175,8 @@ class DonationRepository:
         with its target (read in the same round trip, not locked)."""
         if not out_trade_nos:
             return {}
-        stmt = (
-            select(Donation, DonationTarget)
-            .join(DonationTarget, DonationTarget.id == Donation.target_id)
-            .where(Donation.out_trade_no.in_(out_trade_nos))
-            .order_by(Donation.id)
-            .with_for_update(of=Donation)
-            .execution_options(populate_existing=True)
-        )
-        return {d.out_trade_no: (d, t) for d, t in (await self.session.execute(stmt)).all() if d.out_trade_no}
+        rows = await self.session.execute(_LOCK_BY_OUT_TRADE_NOS, {"out_trade_nos": list(out_trade_nos)})
+        return {d.out_trade_no: (d, t) for d, t in rows.all() if d.out_trade_no}
 
     async def list_for_donor(
         self, donor_user_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
@@ -262,6 +293,36 @@ class DonationRepository:
         ).scalar_one_or_none()
 
     # -- public feed
+
+    async def mark_paid(self, payments: list[tuple[Donation, datetime, str | None, dict[str, Any]]]) -> None:
+        """Mark locked donations paid and add their ``donation_paid`` feed events, in one statement for the
+        batch: ``(donation, paid_at, transaction id or None to keep the one it has, feed payload)``. The
+        donation objects take the values written, as if they had been flushed."""
+        if not payments:
+            return
+        at = utcnow()
+        rows = (
+            await self.session.execute(
+                _MARK_PAID,
+                {
+                    "ids": [d.id for d, _, _, _ in payments],
+                    "paid_at": [paid_at for _, paid_at, _, _ in payments],
+                    "transaction_ids": [tx for _, _, tx, _ in payments],
+                    "payloads": [json.dumps(feed, ensure_ascii=False) for _, _, _, feed in payments],
+                    "at": at,
+                },
+            )
+        ).all()
+        if len(rows) != len(payments) or rows[0].donations_paid != len(payments):
+            raise RuntimeError(f"mark_paid: {len(payments)} payments, {len(rows)} feed events, not all paid")
+        for donation, paid_at, tx, _ in payments:
+            set_committed_value(donation, "status", DonationStatus.paid.value)
+            set_committed_value(donation, "paid_at", paid_at)
+            set_committed_value(donation, "closed_at", None)
+            if tx is not None:
+                set_committed_value(donation, "transaction_id", tx)
+            set_committed_value(donation, "updated_at", at)
+        publish_after_commit(self.session, rows)
 
     async def add_feed_event(self, kind: str, payload: dict[str, Any], occurred_at: datetime) -> None:
         await self.add_feed_events([(kind, payload, occurred_at)])

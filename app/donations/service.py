@@ -310,28 +310,30 @@ class DonationService:
         twice is paid by the first): the donations' UPDATE, the ledger's batch, the feed events and the
         receipt poke cost a few statements per batch, not per payment."""
         done: list[PaymentCompletion] = []
+        paying: set[uuid.UUID] = set()
         for item in items:
             donation = item.donation
-            if donation.status not in (DonationStatus.pending, DonationStatus.closed):
+            if (
+                donation.status not in (DonationStatus.pending, DonationStatus.closed)
+                or donation.id in paying
+            ):
                 continue
-            donation.status = DonationStatus.paid.value
-            donation.paid_at = item.paid_at
-            donation.closed_at = None
-            if item.source == "wechatpay":
-                donation.transaction_id = item.external_ref
+            paying.add(donation.id)
             done.append(item)
         if not done:
             return [False] * len(items)
-        await session.flush()
+        await session.flush()  # whatever the caller changed first (nothing, for a batch of notifications)
         repo = DonationRepository(session)
         targets = {item.donation.target_id: item.target for item in done if item.target is not None}
         targets.update(
             await repo.targets_by_ids({item.donation.target_id for item in done if item.target is None})
         )
-        await repo.add_feed_events(
+        await repo.mark_paid(
             [
                 (
-                    "donation_paid",
+                    item.donation,
+                    item.paid_at,
+                    item.external_ref if item.source == "wechatpay" else None,
                     {
                         "donor": donor_label(item.donation),
                         "amount_fen": item.donation.amount_fen,
@@ -340,7 +342,6 @@ class DonationService:
                         "target_kind": targets[item.donation.target_id].kind,
                         "channel": item.donation.channel,
                     },
-                    item.paid_at,
                 )
                 for item in done
             ]

@@ -25,7 +25,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -212,8 +212,15 @@ def item_of(event_row: FeedEvent) -> FeedItem:
 # ---------------------------------------------------------------- publish after commit
 
 
-def _queue(session: Session, op: str, item: FeedItem) -> None:
+def _queue(session: AsyncSession | Session, op: str, item: FeedItem) -> None:
     session.info.setdefault(_PENDING, []).append({"op": op, "event": item.model_dump(mode="json")})
+
+
+def publish_after_commit(session: AsyncSession | Session, rows: Iterable[Any]) -> None:
+    """Feed events inserted without the ORM (rows with ``id, kind, payload, occurred_at``): published after
+    the commit like those the ORM inserts."""
+    for row in rows:
+        _queue(session, "new", public_item(row.id, row.kind, row.payload, row.occurred_at))
 
 
 @event.listens_for(FeedEvent, "after_insert")

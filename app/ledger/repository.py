@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import String, and_, any_, bindparam, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.locks import xact_lock, xact_locks
@@ -32,6 +32,83 @@ from app.models import (
 
 if TYPE_CHECKING:
     from app.ledger.service import NewEntry
+
+
+# Hot-path statements, built once; every list goes as one array, so their text is the same for any batch size
+# and each pooled connection prepares them once (an IN list is a new statement for every length).
+
+# Entries and their postings in one round trip: postings only for the entries written (a replayed key's
+# insert is skipped, and so are its postings). The postings' foreign key is checked at the statement's end,
+# when the entries are there.
+_INSERT_ENTRIES = text(
+    """
+    WITH written AS (
+        INSERT INTO journal_entries (id, business_key, kind, memo, refs, content_hash, day, created_at)
+        SELECT v.id, v.business_key, v.kind, v.memo, CAST(v.refs AS jsonb), v.content_hash, v.day, v.created_at
+        FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:kinds AS text[]),
+                    CAST(:memos AS text[]), CAST(:refs AS text[]), CAST(:hashes AS text[]),
+                    CAST(:days AS date[]), CAST(:created AS timestamptz[]))
+             AS v(id, business_key, kind, memo, refs, content_hash, day, created_at)
+        ON CONFLICT (business_key) DO NOTHING
+        RETURNING id, business_key
+    ),
+    lines AS (
+        INSERT INTO postings (entry_id, line_no, account_code, amount_fen)
+        SELECT p.entry_id, p.line_no, p.account_code, p.amount_fen
+        FROM unnest(CAST(:entry_ids AS uuid[]), CAST(:line_nos AS int[]),
+                    CAST(:accounts AS text[]), CAST(:amounts AS bigint[])) WITH ORDINALITY
+             AS p(entry_id, line_no, account_code, amount_fen, n)
+        WHERE p.entry_id IN (SELECT id FROM written)
+        ORDER BY p.n
+    )
+    SELECT business_key FROM written
+    """
+)
+
+_EXISTING_ACCOUNTS = select(LedgerAccount.code).where(
+    LedgerAccount.code == any_(bindparam("codes", type_=ARRAY(String)))
+)
+
+# Two index look-ups (by donation, and by payment through its unique key), not an OR that would scan.
+_LOTS_FOR_DONATIONS_OR_REFS = select(DonationLot).from_statement(
+    text(
+        """
+        SELECT l.* FROM donation_lots AS l WHERE l.donation_id = ANY(CAST(:donation_ids AS uuid[]))
+        UNION
+        SELECT l.* FROM donation_lots AS l
+        JOIN unnest(CAST(:sources AS text[]), CAST(:refs AS text[])) AS r(source, external_ref)
+          ON l.source = r.source AND l.external_ref = r.external_ref
+        """
+    )
+)
+
+
+class NewLot(NamedTuple):
+    """A payment's lot as ``add_lots`` writes it (nothing held, allocated or refunded yet)."""
+
+    id: uuid.UUID
+    donation_id: uuid.UUID
+    account_code: str
+    source: str
+    external_ref: str
+    entry_id: uuid.UUID
+    amount_fen: int
+    paid_at: datetime
+
+
+_INSERT_LOTS = text(
+    """
+    INSERT INTO donation_lots (id, donation_id, account_code, source, external_ref, entry_id, amount_fen,
+                               held_fen, allocated_fen, refunded_fen, paid_at)
+    SELECT v.id, v.donation_id, v.account_code, v.source, v.external_ref, v.entry_id, v.amount_fen, 0, 0, 0,
+           v.paid_at
+    FROM unnest(CAST(:id AS uuid[]), CAST(:donation_id AS uuid[]), CAST(:account_code AS text[]),
+                CAST(:source AS text[]), CAST(:external_ref AS text[]), CAST(:entry_id AS uuid[]),
+                CAST(:amount_fen AS bigint[]), CAST(:paid_at AS timestamptz[])) WITH ORDINALITY
+         AS v(id, donation_id, account_code, source, external_ref, entry_id, amount_fen, paid_at, n)
+    ORDER BY v.n
+    """
+)
 
 
 class HoldRow(NamedTuple):
@@ -154,23 +231,21 @@ class LedgerRepository:
         return {e.business_key: e for e in (await self.session.execute(stmt)).scalars()}
 
     async def insert_entries(self, entries: Sequence[tuple[NewEntry, Sequence[tuple[str, int]]]]) -> set[str]:
-        """Insert unsealed entries and their postings in two statements (columns as arrays, ``unnest``: no
-        per-row SQL to build); the business keys written. A key that exists is skipped (nothing of it
-        written), having waited for a concurrent transaction holding it."""
+        """Insert unsealed entries and their postings in one statement (columns as arrays, ``unnest``: no
+        per-row SQL to build, and the same text for any batch); the business keys written. A key that exists
+        is skipped, postings included, having waited for a concurrent transaction holding it."""
+        entry_ids: list[uuid.UUID] = []
+        line_nos: list[int] = []
+        accounts: list[str] = []
+        amounts: list[int] = []
+        for entry, postings in entries:
+            for n, (account, amount) in enumerate(postings, start=1):
+                entry_ids.append(entry.id)
+                line_nos.append(n)
+                accounts.append(account)
+                amounts.append(amount)
         result = await self.session.execute(
-            text(
-                """
-                INSERT INTO journal_entries (id, business_key, kind, memo, refs, content_hash, day, created_at)
-                SELECT v.id, v.business_key, v.kind, v.memo, CAST(v.refs AS jsonb), v.content_hash, v.day,
-                       v.created_at
-                FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:kinds AS text[]),
-                            CAST(:memos AS text[]), CAST(:refs AS text[]), CAST(:hashes AS text[]),
-                            CAST(:days AS date[]), CAST(:created AS timestamptz[]))
-                     AS v(id, business_key, kind, memo, refs, content_hash, day, created_at)
-                ON CONFLICT (business_key) DO NOTHING
-                RETURNING business_key
-                """
-            ),
+            _INSERT_ENTRIES,
             {
                 "ids": [e.id for e, _ in entries],
                 "keys": [e.business_key for e, _ in entries],
@@ -180,33 +255,13 @@ class LedgerRepository:
                 "hashes": [e.content_hash for e, _ in entries],
                 "days": [e.day for e, _ in entries],
                 "created": [e.created_at for e, _ in entries],
+                "entry_ids": entry_ids,
+                "line_nos": line_nos,
+                "accounts": accounts,
+                "amounts": amounts,
             },
         )
-        written = set(result.scalars())
-        entry_ids: list[uuid.UUID] = []
-        line_nos: list[int] = []
-        accounts: list[str] = []
-        amounts: list[int] = []
-        for entry, postings in entries:
-            if entry.business_key not in written:
-                continue
-            for n, (account, amount) in enumerate(postings, start=1):
-                entry_ids.append(entry.id)
-                line_nos.append(n)
-                accounts.append(account)
-                amounts.append(amount)
-        if entry_ids:
-            await self.session.execute(
-                text(
-                    """
-                    INSERT INTO postings (entry_id, line_no, account_code, amount_fen)
-                    SELECT * FROM unnest(CAST(:entry_ids AS uuid[]), CAST(:line_nos AS int[]),
-                                         CAST(:accounts AS text[]), CAST(:amounts AS bigint[]))
-                    """
-                ),
-                {"entry_ids": entry_ids, "line_nos": line_nos, "accounts": accounts, "amounts": amounts},
-            )
-        return written
+        return set(result.scalars())
 
     async def postings_of(self, entry_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[tuple[str, int]]]:
         out: dict[uuid.UUID, list[tuple[str, int]]] = {eid: [] for eid in entry_ids}
@@ -285,8 +340,7 @@ class LedgerRepository:
         return await self.session.scalar(select(func.count()).where(Canteen.id == canteen_id)) == 1
 
     async def existing_account_codes(self, codes: Sequence[str]) -> set[str]:
-        stmt = select(LedgerAccount.code).where(LedgerAccount.code.in_(codes))
-        return set((await self.session.execute(stmt)).scalars())
+        return set((await self.session.execute(_EXISTING_ACCOUNTS, {"codes": list(codes)})).scalars())
 
     async def create_account(self, values: dict[str, Any]) -> None:
         await self.session.execute(
@@ -384,18 +438,24 @@ class LedgerRepository:
         self, donation_ids: Sequence[uuid.UUID], refs: Sequence[tuple[str, str]]
     ) -> list[DonationLot]:
         """The lots of these donations, and the lots already holding these payments (for other donations)."""
-        stmt = select(DonationLot).where(
-            or_(
-                DonationLot.donation_id.in_(donation_ids),
-                tuple_(DonationLot.source, DonationLot.external_ref).in_(list(refs)),
-            )
+        result = await self.session.execute(
+            _LOTS_FOR_DONATIONS_OR_REFS,
+            {
+                "donation_ids": list(donation_ids),
+                "sources": [source for source, _ in refs],
+                "refs": [ref for _, ref in refs],
+            },
         )
-        return list((await self.session.execute(stmt)).scalars())
+        return list(result.scalars())
 
-    async def add_lots(self, lots: Sequence[DonationLot]) -> None:
-        if lots:
-            self.session.add_all(lots)
-            await self.session.flush(lots)
+    async def add_lots(self, lots: Sequence[NewLot]) -> None:
+        """New lots in one statement, their ``fifo_no`` in the order given."""
+        if not lots:
+            return
+        await self.session.execute(
+            _INSERT_LOTS,
+            {name: [getattr(lot, name) for lot in lots] for name in NewLot._fields},
+        )
 
     async def fifo_lots(self, account_code: str, need_fen: int, *, page: int) -> list[Any]:
         """Lock and return the oldest lots of a pool (``paid_at, fifo_no``) that together cover ``need_fen``,

@@ -48,7 +48,7 @@ from app.exceptions import BadRequest, Conflict, NotFound
 from app.kit.background import PostCommitBatch
 from app.kit.time import business_date, utcnow
 from app.ledger import chain
-from app.ledger.repository import HeldAllocation, HoldRow, LedgerRepository
+from app.ledger.repository import HeldAllocation, HoldRow, LedgerRepository, NewLot
 from app.models import DonationLot, JournalEntry, LedgerDigest
 from app.models.charity_hold import HoldStatus
 
@@ -69,6 +69,18 @@ _SCOPED_ACCOUNTS = [
     (re.compile(rf"^payable:canteen:({_UUID})$"), "payable", False, "canteen"),
 ]
 _MAX_FEN = 10**15
+# Accounts seen committed by this process (``_ensure_accounts``); the session key of those created by a
+# transaction, which are not known until it commits.
+_known_accounts: set[str] = set()
+_KNOWN_ACCOUNTS_MAX = 100_000
+_CREATED_ACCOUNTS = "ledger_created_accounts"
+
+
+def forget_known_accounts() -> None:
+    """For tests that empty the database under a running process."""
+    _known_accounts.clear()
+
+
 log = structlog.get_logger("app.ledger")
 DIGEST_GRACE = timedelta(minutes=5)
 
@@ -522,8 +534,18 @@ class LedgerService:
         return sealed
 
     async def _ensure_accounts(self, repo: LedgerRepository, codes: list[str]) -> None:
-        existing = await repo.existing_account_codes(codes)
-        for code in codes:
+        """Create the accounts that do not exist yet. Accounts are never deleted, so one seen committed stays
+        known to this process and is not looked up again (if one ever went missing anyway, the postings'
+        foreign key would refuse the entry: nothing is written to an account that is not there)."""
+        unknown = [code for code in codes if code not in _known_accounts]
+        if not unknown:
+            return
+        existing = await repo.existing_account_codes(unknown)
+        created_here: set[str] = repo.session.info.setdefault(_CREATED_ACCOUNTS, set())
+        if len(_known_accounts) > _KNOWN_ACCOUNTS_MAX:
+            _known_accounts.clear()
+        _known_accounts.update(existing - created_here)  # one created by this transaction may roll back
+        for code in unknown:
             if code in existing:
                 continue
             spec = account_spec(code)
@@ -540,6 +562,7 @@ class LedgerService:
                     "canteen_id": spec.canteen_id,
                 }
             )
+            created_here.add(code)
 
     # ================================================================ donations
 
@@ -612,7 +635,7 @@ class LedgerService:
             made = {e.business_key: e for e in entries}
             await repo.add_lots(
                 [
-                    DonationLot(
+                    NewLot(
                         id=uuid.uuid4(),
                         donation_id=p.donation_id,
                         account_code=p.target_account,
@@ -620,9 +643,6 @@ class LedgerService:
                         external_ref=p.external_ref,
                         entry_id=made[_payment_key(p)].id,
                         amount_fen=p.amount_fen,
-                        held_fen=0,
-                        allocated_fen=0,
-                        refunded_fen=0,
                         paid_at=p.paid_at,
                     )
                     for p in fresh

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.sql import insert_or_skip
 from app.models import PaymentInbox
 from app.wechat.pay import Notification
+
+_CLAIM = text(
+    """
+    INSERT INTO payment_inbox (source, external_id, event_type, payload, handled_at)
+    SELECT CAST(:source AS text), v.external_id, v.event_type, CAST(v.payload AS jsonb),
+           CAST(:at AS timestamptz)
+    FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS text[]))
+         AS v(external_id, event_type, payload)
+    ON CONFLICT (source, external_id) DO NOTHING
+    RETURNING external_id
+    """
+)
 
 
 class InboxRepository:
@@ -29,30 +42,21 @@ class InboxRepository:
         )
         return inserted.scalar_one_or_none()
 
-    async def stored(self, source: str, external_ids: list[str]) -> set[str]:
-        """Which of these notifications are already stored (committed, or written earlier in this transaction)."""
-        stmt = select(PaymentInbox.external_id).where(
-            PaymentInbox.source == source, PaymentInbox.external_id.in_(external_ids)
-        )
-        return set((await self.session.execute(stmt)).scalars())
-
     async def claim_handled(self, source: str, notes: list[Notification], at: datetime) -> set[str]:
-        """Store handled notifications in one INSERT; the ids written (one already stored is skipped, having
-        waited for a concurrent transaction that holds it)."""
-        rows = [
+        """Store handled notifications in one INSERT; the ids written. One already stored is skipped, after
+        waiting for a concurrent transaction that holds it: its effect committed with it. The columns go as
+        arrays, so the statement's text is the same for every batch size (prepared once per connection)."""
+        if not notes:
+            return set()
+        result = await self.session.execute(
+            _CLAIM,
             {
                 "source": source,
-                "external_id": n.id,
-                "event_type": n.event_type,
-                "payload": n.resource,
-                "handled_at": at,
-            }
-            for n in notes
-        ]
-        table = cast(Table, PaymentInbox.__table__)
-        result = await self.session.execute(
-            insert_or_skip(table).returning(table.c.external_id),
-            rows,
+                "at": at,
+                "ids": [n.id for n in notes],
+                "types": [n.event_type for n in notes],
+                "payloads": [json.dumps(n.resource, ensure_ascii=False) for n in notes],
+            },
         )
         return set(result.scalars())
 

@@ -60,7 +60,9 @@ def transaction_matches(gateway: WeChatPayGateway, donation: Donation, tx: Mappi
 
 
 class InboxRace(Exception):
-    """A concurrent delivery of a notification in this batch committed first: run the batch again one by one."""
+    """A payment's notification was found stored while its order is still unpaid. Its row commits with the
+    payment, and the order's row is locked here, so this does not happen; if it ever does, the batch is run
+    again one notification at a time rather than guessed at."""
 
 
 class PaymentService:
@@ -70,73 +72,78 @@ class PaymentService:
         """Act on verified payment notifications in one transaction, with the outcome each would have had
         alone, in order: ``paid``, ``already_paid``, ``duplicate``, ``ignored``, or a ``NotificationRejected``
         (unknown order, not a success, not matching our order), of which nothing is kept, not even its inbox
-        row. A few statements per batch: the donations' row locks, the inbox look-up and insert, and
-        ``complete_payments``."""
-        outcomes: list[str | Exception] = []
+        row. Three statements before the payments themselves: the donations' row locks, then one INSERT of
+        the inbox rows, whose ``ON CONFLICT DO NOTHING`` tells which notifications were stored before.
+
+        Each notification is checked against its order before the inbox is written. That gives the same
+        outcomes as looking the inbox up first: a stored notification passed the same checks against the same
+        order (their fields do not change), and a payment's notification is stored in the transaction that
+        pays its order, under the order's row lock taken here, so one for an order still unpaid is new."""
         trade_nos = {
             n.resource["out_trade_no"]
             for n in notes
             if n.event_type == "TRANSACTION.SUCCESS" and isinstance(n.resource.get("out_trade_no"), str)
         }
         donations = await DonationRepository(session).lock_by_out_trade_nos(sorted(trade_nos))
-        inbox = InboxRepository(session)
-        seen = await inbox.stored(SOURCE, [n.id for n in notes])
-        claims: list[Notification] = []
-        completions: list[PaymentCompletion] = []
+        # per notification: its outcome if it turns out new (a claim), or its final outcome
+        planned: list[tuple[str, Notification | None] | Exception] = []
+        claimed: set[str] = set()  # ids claimed earlier in this batch
+        completions: dict[str, PaymentCompletion] = {}  # notification id → the payment it makes
         paying: dict[uuid.UUID, str] = {}  # donation → transaction id, paid earlier in this batch
         for note in notes:
-            if note.id in seen:
-                outcomes.append("duplicate")
+            if note.id in claimed:
+                planned.append(("duplicate", None))
                 continue
             if note.event_type != "TRANSACTION.SUCCESS":
-                seen.add(note.id)
-                claims.append(note)
-                outcomes.append("ignored")
+                claimed.add(note.id)
+                planned.append(("ignored", note))
                 continue
             tx = note.resource
             out_trade_no = tx.get("out_trade_no")
             locked = donations.get(out_trade_no) if isinstance(out_trade_no, str) else None
             if locked is None:
-                outcomes.append(NotificationRejected("unknown out_trade_no", 404))
+                planned.append(NotificationRejected("unknown out_trade_no", 404))
                 continue
             donation, target = locked
             if tx.get("trade_state") != "SUCCESS":
-                outcomes.append(NotificationRejected("trade_state is not SUCCESS", 400))
+                planned.append(NotificationRejected("trade_state is not SUCCESS", 400))
                 continue
             problem = transaction_matches(gateway, donation, tx)
             if problem is None and paying.get(donation.id, tx["transaction_id"]) != tx["transaction_id"]:
                 problem = "transaction_id mismatch"
             if problem:
                 log.error("notification_mismatch", donation_id=str(donation.id), problem=problem)
-                outcomes.append(NotificationRejected(problem, 400))
+                planned.append(NotificationRejected(problem, 400))
                 continue
-            seen.add(note.id)
-            claims.append(note)
+            claimed.add(note.id)
             if (
                 donation.status in (DonationStatus.pending, DonationStatus.closed)
                 and donation.id not in paying
             ):
                 paying[donation.id] = str(tx["transaction_id"])
-                completions.append(
-                    PaymentCompletion(
-                        donation,
-                        source=SOURCE,
-                        external_ref=str(tx["transaction_id"]),
-                        paid_at=parse_success_time(tx.get("success_time")),
-                        target=target,
-                    )
+                completions[note.id] = PaymentCompletion(
+                    donation,
+                    source=SOURCE,
+                    external_ref=str(tx["transaction_id"]),
+                    paid_at=parse_success_time(tx.get("success_time")),
+                    target=target,
                 )
-                outcomes.append("paid")
+                planned.append(("paid", note))
             else:
-                outcomes.append("already_paid")
-        if claims:
-            written = await inbox.claim_handled(SOURCE, claims, utcnow())
-            if len(written) != len(claims):
-                # Another transaction stored one of these meanwhile. A payment's notification cannot race
-                # this way (its donation row is locked above), so this is an "ignored" kind delivered twice.
-                raise InboxRace()
+                planned.append(("already_paid", note))
+        claims = [p[1] for p in planned if not isinstance(p, Exception) and p[1] is not None]
+        written = await InboxRepository(session).claim_handled(SOURCE, claims, utcnow())
+        if any(note_id not in written for note_id in completions):
+            raise InboxRace()
+        outcomes: list[str | Exception] = []
+        for p in planned:
+            if isinstance(p, Exception):
+                outcomes.append(p)
+            else:
+                outcome, claim = p
+                outcomes.append(outcome if claim is None or claim.id in written else "duplicate")
         if completions:
-            await donation_service.complete_payments(session, completions)
+            await donation_service.complete_payments(session, list(completions.values()))
         return outcomes
 
     async def handle_refund_notification(

@@ -16,7 +16,7 @@ from app.config import get_settings
 from app.db import Database, unit_of_work
 from app.errors import is_unavailable
 from app.kit.background import RequestBatch
-from app.ledger.service import ledger_service
+from app.ledger.service import forget_known_accounts, ledger_service
 from app.models import Donation, FeedEvent, JournalEntry, PaymentInbox
 from app.payments.service import payment_service
 from app.wechat.pay import Notification, NotificationRejected, get_wechatpay
@@ -212,32 +212,142 @@ async def test_request_batch_does_not_split_when_the_database_is_away(committed:
     ]  # answered together (a 503 each), not retried one by one against a database that is away
 
 
+async def _statements_of(database: Database, notes: list[Notification]) -> tuple[list[str], list[Any]]:
+    """The statements one batch sends on its own connection (not the sealer's or the numberer's), and its
+    outcomes."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async with unit_of_work() as s:
+        connection = (await s.connection()).sync_connection
+        assert connection is not None
+        event.listen(connection, "before_cursor_execute", seen)
+        try:
+            outcomes = await payment_service.handle_payment_notifications(s, get_wechatpay(), notes)
+        finally:
+            event.remove(connection, "before_cursor_execute", seen)
+    return statements, outcomes
+
+
 async def test_a_batch_of_new_payments_makes_no_round_trip_for_nothing(
     committed_client: httpx.AsyncClient, committed: Database
 ) -> None:
     """Under read load each round trip of a batch waits its turn on the event loop: the targets come with the
     donations' locks, and nothing is read back for payments the ledger had not seen."""
-    from sqlalchemy import event
 
-    donations = await _pending(committed_client, 3)
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(" ".join(statement.split())[:80])
-
-    engine = committed.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        async with unit_of_work() as s:
-            outcomes = await payment_service.handle_payment_notifications(
-                s, get_wechatpay(), [_note(d) for d in donations]
-            )
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+    warm_up, *donations = await _pending(committed_client, 4)
+    async with unit_of_work() as s:  # the first payment to a target creates its pool's account
+        assert await payment_service.handle_payment_notifications(s, get_wechatpay(), [_note(warm_up)]) == [
+            "paid"
+        ]
+    forget_known_accounts()
+    sent, outcomes = await _statements_of(committed, [_note(d) for d in donations])
+    statements = [" ".join(x.split())[:80] for x in sent]
     assert outcomes == ["paid"] * 3
     assert not [x for x in statements if x.startswith("SELECT donation_targets")], statements
     assert not [x for x in statements if x.startswith("SELECT journal_entries")], statements
-    assert len(statements) <= 16, statements
+    assert not [x for x in statements if x.startswith("SELECT payment_inbox")], statements
+    # the donations' locks, the inbox, paid + feed events, the ledger's donation locks, lots already there,
+    # the accounts (the first time this process sees them), the entries with postings, the lots, the pools
+    assert len(statements) <= 9, statements
     async with unit_of_work() as s:
         facts = await _facts(s, [d["id"] for d in donations])
-    assert set(facts["status"].values()) == {"paid"} and facts["feed"] == 3
+    assert set(facts["status"].values()) == {"paid"} and facts["feed"] == 4  # with the warm-up
+
+
+async def test_a_batch_sends_the_same_statements_whatever_its_size(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    """Each pooled connection prepares a statement once per text: a text that changed with the batch size (an
+    IN list, a multi-row VALUES) would be prepared again, a round trip more, on almost every batch."""
+    warm_up, *donations = await _pending(committed_client, 8)
+    _, outcomes = await _statements_of(committed, [_note(warm_up)])  # creates the target pool's account
+    assert outcomes == ["paid"]
+    forget_known_accounts()
+    one, outcomes = await _statements_of(committed, [_note(donations[0])])
+    assert outcomes == ["paid"]
+    forget_known_accounts()
+    five, outcomes = await _statements_of(committed, [_note(d) for d in donations[1:6]])
+    assert outcomes == ["paid"] * 5
+    assert one == five
+    # the accounts are known to the process once seen: the next batch does not look them up
+    again, outcomes = await _statements_of(committed, [_note(donations[6])])
+    assert outcomes == ["paid"]
+    assert len(again) == len(one) - 1
+    assert not [x for x in again if "FROM ledger_accounts" in x and x.lstrip().startswith("SELECT")]
+
+
+async def test_an_account_made_by_a_rolled_back_batch_is_not_taken_as_known(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    """The first payment to a target creates its pool's account; a second batch in the same transaction finds
+    it. If that transaction rolls back, the account is gone, and this process must not remember it."""
+    from sqlalchemy import delete
+
+    from app.models import LedgerAccount
+
+    a, b = await _pending(committed_client, 2)
+    account = await _facts_account(a["id"])
+    async with unit_of_work() as s:  # the target's pool has no account yet
+        await s.execute(delete(LedgerAccount).where(LedgerAccount.code == account))
+    forget_known_accounts()
+
+    class Undo(Exception):
+        pass
+
+    with pytest.raises(Undo):
+        async with unit_of_work() as s:
+            assert await payment_service.handle_payment_notifications(s, get_wechatpay(), [_note(a)]) == [
+                "paid"
+            ]
+            assert await payment_service.handle_payment_notifications(s, get_wechatpay(), [_note(b)]) == [
+                "paid"
+            ]
+            raise Undo
+    async with unit_of_work() as s:
+        assert await s.get(LedgerAccount, account) is None
+        outcomes = await payment_service.handle_payment_notifications(
+            s, get_wechatpay(), [_note(a), _note(b)]
+        )
+    assert outcomes == ["paid", "paid"]
+    async with unit_of_work() as s:
+        assert (await s.get(LedgerAccount, account)) is not None
+        check = await ledger_service.check(s)
+    assert check["ok"], check["problems"]
+
+
+async def _facts_account(donation_id: str) -> str:
+    async with unit_of_work() as s:
+        donation = await s.get(Donation, uuid.UUID(donation_id))
+        assert donation is not None
+        return donation.target_account
+
+
+async def test_a_notification_delivered_twice_at_once_is_answered_once_and_then_as_duplicate(
+    committed: Database,
+) -> None:
+    """The second delivery's inbox insert waits for the first transaction, then skips the row: "duplicate",
+    with no error and no second row."""
+    note = Notification(
+        id=unique("n"), event_type="TRANSACTION.CLOSED", create_time="2026-11-28T10:00:00+08:00", resource={}
+    )
+
+    async def second() -> list[str | Exception]:
+        async with unit_of_work() as s2:
+            return await payment_service.handle_payment_notifications(s2, get_wechatpay(), [note])
+
+    async with unit_of_work() as s1:
+        assert await payment_service.handle_payment_notifications(s1, get_wechatpay(), [note]) == ["ignored"]
+        racing = asyncio.ensure_future(second())
+        await asyncio.sleep(0.3)
+        assert not racing.done()  # waiting for the first delivery's transaction
+    assert await racing == ["duplicate"]
+    async with unit_of_work() as s:
+        stored = (
+            await s.execute(select(func.count()).where(PaymentInbox.external_id == note.id))
+        ).scalar_one()
+    assert stored == 1
