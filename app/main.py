@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,15 @@ from app.middleware import RequestContextMiddleware
 log = structlog.get_logger("app.main")
 
 
+def settle_long_lived_objects() -> None:
+    """Once started, move everything that exists (modules, the app, SQLAlchemy's mappers and caches: about
+    200,000 objects) out of the cyclic garbage collector's sight. They live as long as the process, but every
+    full collection would walk them all again: that was about a tenth of a worker's CPU under a payment storm.
+    Startup garbage is collected first, so nothing that should be freed is kept."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     check_startable(settings)
@@ -39,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.is_sandbox:
             log.warning("sandbox_mode", message=SANDBOX_WARNING, wechat_api_base=settings.wechat_api_base)
         log.info("started", env=settings.APP_ENV.value, inprocess_jobs=worker is not None)
+        settle_long_lived_objects()
         try:
             yield
         finally:
