@@ -20,6 +20,7 @@ _CLAIM = text(
            CAST(:at AS timestamptz)
     FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:payloads AS text[]))
          AS v(external_id, event_type, payload)
+    ORDER BY v.external_id
     ON CONFLICT (source, external_id) DO NOTHING
     RETURNING external_id
     """
@@ -44,7 +45,8 @@ class InboxRepository:
 
     async def claim_handled(self, source: str, notes: list[Notification], at: datetime) -> set[str]:
         """Store handled notifications in one INSERT; the ids written. One already stored is skipped, after
-        waiting for a concurrent transaction that holds it: its effect committed with it. The columns go as
+        waiting for a concurrent transaction that holds it: its effect committed with it. Rows go in id order,
+        so two transactions storing overlapping sets never wait on each other both ways. The columns go as
         arrays, so the statement's text is the same for every batch size (prepared once per connection)."""
         if not notes:
             return set()
