@@ -103,18 +103,13 @@ RunBatch = Callable[[AsyncSession, list[Item]], Awaitable[list[Result | Exceptio
 class RequestBatch(Generic[Item, Result]):
     """Group commit for requests that each wait for their own outcome.
 
-    Concurrent callers in one process hand over an item and wait. A task per event loop and session factory
-    (up to ``runners`` of them at once) takes everything waiting (up to ``max_batch``), runs
-    ``run(session, items)`` as one transaction, commits, and answers each caller with its result, or raises its
-    exception (an ``Exception`` in the result list is that item's own failure: nothing of it was written).
-    Nothing waits on purpose: a lone item runs at once, and whatever arrives while a batch runs forms the next
-    one, run by another task if fewer than ``runners`` are busy. When a batch fails as a whole (an error, or its
+    Concurrent callers in one process hand over an item and wait. One task per event loop and session factory
+    takes everything waiting (up to ``max_batch``), runs ``run(session, items)`` as one transaction, commits,
+    and answers each caller with its result, or raises its exception (an ``Exception`` in the result list is
+    that item's own failure: nothing of it was written). Nothing waits on purpose: a lone item runs at once,
+    and whatever arrives while a batch runs forms the next one. When a batch fails as a whole (an error, or its
     commit), each of its items is run again alone in a transaction of its own, so one bad item fails only its
-    own caller. A caller that goes away does not stop its item: it is committed or not like the others.
-
-    ``runners`` above one: an item that arrives while a batch is in flight starts at once instead of waiting for
-    that batch's round trips. ``run`` must then be safe against itself in another transaction, as it is
-    against another process's."""
+    own caller. A caller that goes away does not stop its item: it is committed or not like the others."""
 
     def __init__(
         self,
@@ -122,37 +117,28 @@ class RequestBatch(Generic[Item, Result]):
         run: RunBatch[Item, Result],
         *,
         max_batch: int = 200,
-        runners: int = 1,
         shared_failure: Callable[[Exception], bool] = lambda exc: False,
     ) -> None:
-        if runners < 1:
-            raise ValueError("runners must be at least 1")
         self.name = name
         self.run = run
         self.max_batch = max_batch
-        self.runners = runners
         # failures that would fail every item alone as well (the database is away): answered to all at once
         self.shared_failure = shared_failure
         self._queues: dict[tuple[int, SessionFactory], list[tuple[Item, asyncio.Future[Result]]]] = {}
-        self._tasks: dict[tuple[int, SessionFactory], set[asyncio.Task[None]]] = {}
+        self._tasks: dict[tuple[int, SessionFactory], asyncio.Task[None]] = {}
 
     async def submit(self, open_session: SessionFactory, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         key = (id(loop), open_session)
         future: asyncio.Future[Result] = loop.create_future()
-        queue = self._queues.setdefault(key, [])
-        queue.append((item, future))
-        tasks = self._tasks.setdefault(key, set())
-        tasks.difference_update([t for t in tasks if t.done()])  # finished, its done callback not run yet
-        if len(tasks) < self.runners:
-            task = loop.create_task(self._work(queue, open_session))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        self._queues.setdefault(key, []).append((item, future))
+        task = self._tasks.get(key)
+        if task is None or task.done():
+            self._tasks[key] = loop.create_task(self._work(key, open_session))
         return await future
 
-    async def _work(
-        self, queue: list[tuple[Item, asyncio.Future[Result]]], open_session: SessionFactory
-    ) -> None:
+    async def _work(self, key: tuple[int, SessionFactory], open_session: SessionFactory) -> None:
+        queue = self._queues[key]
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             while queue:
@@ -160,11 +146,12 @@ class RequestBatch(Generic[Item, Result]):
                 del queue[: self.max_batch]
                 await self._answer_batch(open_session, batch)
                 batch = []
-        except BaseException:  # cancelled (shutdown): nobody is left waiting forever
+        finally:  # cancelled (shutdown): nobody is left waiting forever, in flight or queued
             for _, future in [*batch, *queue]:
                 _answer(future, RuntimeError(f"{self.name} stopped"))
             queue.clear()
-            raise
+            self._queues.pop(key, None)
+            self._tasks.pop(key, None)
 
     async def _answer_batch(
         self, open_session: SessionFactory, batch: list[tuple[Item, asyncio.Future[Result]]]

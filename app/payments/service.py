@@ -195,9 +195,6 @@ async def _apply_payment_notifications(
 
 
 # one per process: group commit of payment notifications (see the module docstring)
-# Two batches in flight per process: a notification that arrives while one is at the database starts at once
-# rather than waiting for its round trips. Two batches are as safe together as two processes' are: rows are
-# locked in one order (donations by id, inbox rows by notification id, pools by code).
 payment_batch: RequestBatch[Notification, str] = RequestBatch(
-    "payments.notify", _apply_payment_notifications, runners=2, shared_failure=is_unavailable
+    "payments.notify", _apply_payment_notifications, shared_failure=is_unavailable
 )
