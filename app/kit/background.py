@@ -4,10 +4,12 @@ for requests that wait for their own outcome (``RequestBatch``).
 ``PostCommitBatch``: a request (or job) that writes work of this kind calls ``batch.after_commit_of(session)``:
 the batch is poked once that transaction commits (``app.db.after_commit``), never if it rolls back. The task
 waits ``window`` seconds so that a burst of commits is handled in one go, then runs ``run_once(session)`` in
-a transaction of its own and commits it. ``run_once`` takes its own transaction-scoped lock without waiting
-and returns None when another process holds it; the task then tries again a little later (that process may
-have looked before these commits), up to ``max_busy_retries`` times. Whatever is still left is picked up by
-the batch's minutely job and by readers that need it done.
+a transaction of its own and commits it. While commits keep coming, it runs at most once per ``pace`` seconds:
+under a storm each run takes everything committed meanwhile, instead of one short transaction per commit.
+``run_once`` takes its own transaction-scoped lock without waiting and returns None when another process
+holds it; the task then tries again ``pace`` later (that process may have looked before these commits), up to
+``max_busy_retries`` times. Whatever is still left is picked up by the batch's minutely job and by readers
+that need it done.
 """
 
 from __future__ import annotations
@@ -30,11 +32,18 @@ _batches: list[PostCommitBatch] = []
 
 class PostCommitBatch:
     def __init__(
-        self, name: str, run_once: RunOnce, *, window: float = 0.02, max_busy_retries: int = 50
+        self,
+        name: str,
+        run_once: RunOnce,
+        *,
+        window: float = 0.02,
+        pace: float = 0.2,
+        max_busy_retries: int = 50,
     ) -> None:
         self.name = name
         self.run_once = run_once
         self.window = window
+        self.pace = pace
         self.max_busy_retries = max_busy_retries
         # one task per event loop (a web process that also runs jobs has two loops)
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -65,9 +74,11 @@ class PostCommitBatch:
         from app.db import get_database
 
         busy = 0
+        wait = self.window
         while self._wanted.get(key):
             self._wanted[key] = False
-            await asyncio.sleep(self.window)
+            await asyncio.sleep(wait)
+            wait = self.pace  # commits kept coming (or another process was at it): gather more per run
             try:
                 async with get_database().sessionmaker() as session:
                     done = await self.run_once(session)
