@@ -4,11 +4,9 @@ Every line carries the request id (or job name) bound in contextvars. Known PII 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import sys
-import weakref
 from typing import Any
 
 import structlog
@@ -49,37 +47,13 @@ def scrub_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, An
 
 
 class _Stdout:
-    """Whatever ``sys.stdout`` is at the moment of writing (so a redirect or a test's capture sees every line).
-
-    ``write`` flushes at once, as the stdlib's ``StreamHandler`` does. ``write_soon`` (our own info and debug
-    lines) flushes at the event loop's next turn instead, once for every line written in between: under load,
-    one system call for the access lines of all the requests one turn finished, rather than one per line.
-    Outside a running loop it flushes at once."""
-
-    def __init__(self) -> None:
-        self._flush_pending: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+    """Whatever ``sys.stdout`` is at the moment of writing (so a redirect or a test's capture sees every line)."""
 
     def write(self, text: str) -> int:
         out = sys.stdout
         written = out.write(text)
-        out.flush()  # a line is out before anything else happens
+        out.flush()  # as the stdlib's StreamHandler does: a line is out before anything else happens
         return written
-
-    def write_soon(self, text: str) -> int:
-        written = sys.stdout.write(text)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            sys.stdout.flush()
-            return written
-        if loop not in self._flush_pending:
-            self._flush_pending.add(loop)
-            loop.call_soon(self._flush_for, loop)
-        return written
-
-    def _flush_for(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._flush_pending.discard(loop)
-        sys.stdout.flush()
 
     def flush(self) -> None:
         sys.stdout.flush()
@@ -107,11 +81,7 @@ class JsonLineLogger:
     def msg(self, line: str) -> None:
         STDOUT.write(line + "\n")
 
-    def msg_soon(self, line: str) -> None:
-        STDOUT.write_soon(line + "\n")
-
-    debug = info = msg_soon  # the access line of every request: flushed with the others of the loop's turn
-    warning = error = critical = exception = msg
+    debug = info = warning = error = critical = exception = msg
 
 
 def _logger_factory(*args: Any) -> JsonLineLogger:

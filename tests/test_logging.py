@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -48,62 +47,9 @@ def test_own_loggers_follow_the_stdlib_level_of_their_name(capsys: pytest.Captur
     finally:
         logging.getLogger("tests.level_probe").setLevel(logging.NOTSET)
         configure_logging(get_settings().LOG_LEVEL)
-        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
     assert "hidden_probe" not in events and "shown_probe" in events
     shown = next(line for line in lines if line["event"] == "shown_probe")
     assert shown["phone"] == "138****5678" and shown["logger"] == "tests.level_probe"
     assert shown["level"] == "info" and shown["timestamp"].endswith("Z")
-
-
-@pytest.fixture
-def info_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    configure_logging("INFO")
-    monkeypatch.setattr(logging.getLogger("tests.flush_probe"), "level", logging.INFO)
-    yield
-    configure_logging(get_settings().LOG_LEVEL)
-
-
-class _CountingStdout:
-    def __init__(self) -> None:
-        self.text = ""
-        self.flushed = ""
-        self.flushes = 0
-
-    def write(self, text: str) -> int:
-        self.text += text
-        return len(text)
-
-    def flush(self) -> None:
-        self.flushes += 1
-        self.flushed = self.text
-
-
-async def test_info_lines_of_one_loop_turn_go_out_together_and_warnings_at_once(
-    monkeypatch: pytest.MonkeyPatch, info_lines: None
-) -> None:
-    import asyncio
-    import sys
-
-    out = _CountingStdout()
-    monkeypatch.setattr(sys, "stdout", out)
-    log = structlog.get_logger("tests.flush_probe")
-    for n in range(20):
-        log.info("request_probe", n=n)
-    assert out.flushes == 0 and out.text.count("request_probe") == 20  # written, not yet flushed
-    await asyncio.sleep(0)  # the loop's next turn
-    await asyncio.sleep(0)
-    assert out.flushes == 1 and out.flushed.count("request_probe") == 20
-    log.warning("trouble_probe")
-    assert out.flushes == 2 and "trouble_probe" in out.flushed  # out before anything else happens
-
-
-def test_info_lines_outside_a_loop_are_flushed_at_once(
-    monkeypatch: pytest.MonkeyPatch, info_lines: None
-) -> None:
-    import sys
-
-    out = _CountingStdout()
-    monkeypatch.setattr(sys, "stdout", out)
-    structlog.get_logger("tests.flush_probe").info("cli_probe")
-    assert out.flushes == 1 and "cli_probe" in out.flushed
