@@ -14,6 +14,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.feed.service import publish_after_commit
 from app.kit.locks import xact_lock
+from app.kit.sql import sql_text
 from app.kit.time import utcnow
 from app.models import (
     Canteen,
@@ -241,7 +242,7 @@ class DonationRepository:
     async def set_receipts(self, rows: list[tuple[uuid.UUID, int, int]]) -> None:
         """``(donation id, year, seq)`` for each, in one statement."""
         await self.session.execute(
-            text(
+            sql_text(
                 """
                 UPDATE donations AS d
                 SET receipt_year = v.year, receipt_seq = v.seq,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.sql import sql_text
 
 
 async def xact_lock(session: AsyncSession, name: str, *, wait: bool = True) -> bool:
@@ -25,7 +27,7 @@ async def xact_locks(session: AsyncSession, names: Sequence[str]) -> None:
     if not names:
         return
     await session.execute(
-        text(
+        sql_text(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(n, 0))) "
             "FROM (SELECT DISTINCT n FROM unnest(CAST(:names AS text[])) AS n ORDER BY n) AS ordered"
         ),

@@ -1,4 +1,4 @@
-"""SQL constructs the hot paths need that SQLAlchemy does not cache by itself.
+"""SQL constructs the hot paths need that SQLAlchemy does not cache by itself: ``insert_or_skip`` and ``sql_text``.
 
 SQLAlchemy 2.0 never caches the compiled form of its PostgreSQL ``insert()`` (the dialect's ``Insert`` sets
 ``inherit_cache = False``), so a statement written with ``sqlalchemy.dialects.postgresql.insert`` is compiled
@@ -13,9 +13,10 @@ of SQLAlchemy's cache key, so a plain ``insert()`` of the same shape never share
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Insert
+from sqlalchemy import Insert, TextClause, text
 from sqlalchemy.dialects.postgresql.dml import OnConflictDoNothing
 
 
@@ -36,3 +37,11 @@ class InsertOrSkip(Insert):
 def insert_or_skip(table: Any) -> InsertOrSkip:
     """``INSERT INTO table … ON CONFLICT DO NOTHING``, compiled once and cached like any other statement."""
     return InsertOrSkip(table)
+
+
+@functools.lru_cache(maxsize=512)
+def sql_text(statement: str) -> TextClause:
+    """``text(statement)``, built once per distinct statement. ``text()`` parses the bind parameters out of the
+    string with a regular expression every time it is called, which costs more Python than sending a short
+    statement. A ``TextClause`` is immutable (``bindparams()`` returns a copy), so one can serve every call."""
+    return text(statement)

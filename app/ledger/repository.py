@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.locks import xact_lock, xact_locks
+from app.kit.sql import sql_text
 from app.models import (
     Allocation,
     Canteen,
@@ -71,7 +72,7 @@ _EXISTING_ACCOUNTS = select(LedgerAccount.code).where(
 
 # Two index look-ups (by donation, and by payment through its unique key), not an OR that would scan.
 _LOTS_FOR_DONATIONS_OR_REFS = select(DonationLot).from_statement(
-    text(
+    sql_text(
         """
         SELECT l.* FROM donation_lots AS l WHERE l.donation_id = ANY(CAST(:donation_ids AS uuid[]))
         UNION
@@ -173,7 +174,7 @@ class LedgerRepository:
     async def seal_rows(self, rows: Sequence[tuple[uuid.UUID, int, str, str]]) -> None:
         """One UPDATE for a batch: ``(entry id, seq, prev_hash, hash)``; the trigger lets only this through."""
         await self.session.execute(
-            text(
+            sql_text(
                 """
                 UPDATE journal_entries AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash
                 FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[]), CAST(:prevs AS text[]),
@@ -307,7 +308,7 @@ class LedgerRepository:
 
     async def refunded_by_donation(self) -> dict[str, int]:
         """Σ refunded fen per donation, from the refund entries' postings to the donation's pool."""
-        stmt = text(
+        stmt = sql_text(
             """
             SELECT e.refs->>'donation_id', SUM(p.amount_fen)
             FROM journal_entries e JOIN postings p ON p.entry_id = e.id
@@ -376,7 +377,7 @@ class LedgerRepository:
         if not items:
             return
         await self.session.execute(
-            text(
+            sql_text(
                 """
                 UPDATE ledger_accounts AS a SET balance_fen = a.balance_fen + v.delta
                 FROM unnest(CAST(:codes AS text[]), CAST(:deltas AS bigint[])) AS v(code, delta)
@@ -502,7 +503,7 @@ class LedgerRepository:
         """Row locks on these lots, in ``fifo_no`` order."""
         if lot_ids:
             await self.session.execute(
-                text(
+                sql_text(
                     """
                     SELECT id FROM donation_lots WHERE id = ANY(CAST(:ids AS uuid[]))
                     ORDER BY fifo_no FOR NO KEY UPDATE
@@ -539,7 +540,7 @@ class LedgerRepository:
     # (its UUIDs are ``uuid.UUID``s), without a typed result per row, and are used as tuples.
 
     async def existing_canteens(self, canteen_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        stmt = text("SELECT id FROM canteens WHERE id = ANY(CAST(:ids AS uuid[]))")
+        stmt = sql_text("SELECT id FROM canteens WHERE id = ANY(CAST(:ids AS uuid[]))")
         return set((await self.session.execute(stmt, {"ids": list(canteen_ids)})).scalars())
 
     async def claim_holds(self, rows: Sequence[tuple[str, uuid.UUID, int]]) -> dict[str, uuid.UUID]:
@@ -550,7 +551,7 @@ class LedgerRepository:
         once); the caller corrects the others with ``set_holds_held`` before its transaction ends."""
         if not rows:
             return {}
-        stmt = text(
+        stmt = sql_text(
             """
             INSERT INTO charity_holds (id, hold_key, canteen_id, requested_fen, held_fen, status)
             SELECT gen_random_uuid(), v.hold_key, v.canteen_id, v.requested_fen, v.requested_fen, 'held'
@@ -578,14 +579,14 @@ class LedgerRepository:
             WHERE hold_key = ANY(CAST(:keys AS text[])) ORDER BY hold_key
             """
         result = await self.session.execute(
-            text(sql + "FOR UPDATE" if lock else sql), {"keys": list(hold_keys)}
+            sql_text(sql + "FOR UPDATE" if lock else sql), {"keys": list(hold_keys)}
         )
         return [HoldRow(*row) for row in result.all()]
 
     async def delete_holds(self, hold_ids: Sequence[uuid.UUID]) -> None:
         """Undo ``claim_holds`` of this transaction (a batch refused after claiming, before reserving)."""
         await self.session.execute(
-            text("DELETE FROM charity_holds WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'held'"),
+            sql_text("DELETE FROM charity_holds WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'held'"),
             {"ids": list(hold_ids)},
         )
 
@@ -594,7 +595,7 @@ class LedgerRepository:
         if not rows:
             return
         await self.session.execute(
-            text(
+            sql_text(
                 """
                 UPDATE charity_holds AS h SET held_fen = v.held_fen
                 FROM unnest(CAST(:ids AS uuid[]), CAST(:held AS bigint[])) AS v(id, held_fen)
@@ -611,7 +612,7 @@ class LedgerRepository:
         if not rows:
             return
         await self.session.execute(
-            text(
+            sql_text(
                 """
                 UPDATE charity_holds AS h
                 SET status = CAST(:status AS text), entry_id = v.entry_id, resolved_at = :resolved_at
@@ -634,7 +635,7 @@ class LedgerRepository:
         if not rows:
             return
         await self.session.execute(
-            text(
+            sql_text(
                 """
                 INSERT INTO allocations
                     (id, lot_id, donation_id, hold_id, account_code, amount_fen, status, meta)
@@ -657,7 +658,7 @@ class LedgerRepository:
 
     async def held_allocations(self, hold_ids: Sequence[uuid.UUID]) -> list[HeldAllocation]:
         """The still held allocations of these holds."""
-        stmt = text(
+        stmt = sql_text(
             """
             SELECT id, hold_id, lot_id, account_code, amount_fen, donation_id FROM allocations
             WHERE hold_id = ANY(CAST(:ids AS uuid[])) AND status = 'held'
@@ -680,7 +681,7 @@ class LedgerRepository:
         if not allocation_ids:
             return
         await self.session.execute(
-            text(
+            sql_text(
                 """
                 UPDATE allocations AS a
                 SET status = CAST(:status AS text), resolved_at = :resolved_at, entry_id = v.entry_id,
@@ -704,7 +705,7 @@ class LedgerRepository:
         if not rows:
             return
         await self.session.execute(
-            text(
+            sql_text(
                 """
                 UPDATE donation_lots AS l
                 SET held_fen = l.held_fen + v.held, allocated_fen = l.allocated_fen + v.allocated
@@ -723,7 +724,7 @@ class LedgerRepository:
         if not items:
             return
         await self.session.execute(
-            text(
+            sql_text(
                 """
                 UPDATE ledger_accounts AS a
                 SET held_fen = a.held_fen + v.delta,
@@ -758,7 +759,7 @@ class LedgerRepository:
     async def booking_line_holds(self) -> list[tuple[str, int, str, uuid.UUID | None, str | None]]:
         """(booking line id, its charity portion, booking status, hold id, hold status) for every line with a
         charity portion or a hold keyed by it (a booking line's hold key is its id)."""
-        stmt = text(
+        stmt = sql_text(
             """
             SELECT bl.id::text, bl.charity_subsidy_fen, b.status, h.id, h.status
             FROM booking_lines bl

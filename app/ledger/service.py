@@ -587,14 +587,16 @@ class LedgerService:
             external_ref=external_ref,
             paid_at=paid_at,
         )
-        return (await self.record_donation_payments(session, [payment]))[0]
+        return _in_session(session, (await self.record_donation_payments(session, [payment]))[0])
 
     async def record_donation_payments(
         self, session: AsyncSession, payments: list[DonationPayment]
-    ) -> list[JournalEntry]:
+    ) -> list[EntryLike]:
         """``record_donation_payment`` for a batch, in a constant number of statements: the donations' locks,
-        one look-up of lots already there, the entries (``_post_many``) and one INSERT of the new lots. Each
-        payment is idempotent on ``(source, external_ref)``; the batch is all or nothing."""
+        one look-up of lots already there, the entries (``_write_entries``) and one INSERT of the new lots. Each
+        payment is idempotent on ``(source, external_ref)``; the batch is all or nothing. New entries come back as
+        ``NewEntry`` values, not added to the session (a batch of payments has no use for thousands of ORM
+        objects)."""
         for p in payments:
             self._check_payment(p)
         if len({p.donation_id for p in payments}) != len(payments) or len(
@@ -650,7 +652,7 @@ class LedgerService:
                 ]
             )
 
-        entries = await self._post_many(
+        entries = await self._write_entries(
             session,
             [
                 EntryDraft(
