@@ -38,9 +38,11 @@ if TYPE_CHECKING:
 # Hot-path statements, built once; every list goes as one array, so their text is the same for any batch size
 # and each pooled connection prepares them once (an IN list is a new statement for every length).
 
-# Entries and their postings in one round trip: postings only for the entries written (a replayed key's
-# insert is skipped, and so are its postings). The postings' foreign key is checked at the statement's end,
-# when the entries are there.
+# Entries with everything that hangs on them, in one round trip, for the entries actually written (a replayed
+# key's insert is skipped, and so are its postings, its lots and its credits): the postings, the donation lots
+# that refer to them, and last the money added to pools and funds (the rows every payment to a pool shares,
+# locked from here to the commit). The foreign keys are checked at the statement's end, when the entries are
+# there.
 _INSERT_ENTRIES = text(
     """
     WITH written AS (
@@ -61,6 +63,29 @@ _INSERT_ENTRIES = text(
              AS p(entry_id, line_no, account_code, amount_fen, n)
         WHERE p.entry_id IN (SELECT id FROM written)
         ORDER BY p.n
+    ),
+    lots AS (
+        INSERT INTO donation_lots (id, donation_id, account_code, source, external_ref, entry_id, amount_fen,
+                                   held_fen, allocated_fen, refunded_fen, paid_at)
+        SELECT l.id, l.donation_id, l.account_code, l.source, l.external_ref, l.entry_id, l.amount_fen,
+               0, 0, 0, l.paid_at
+        FROM unnest(CAST(:lot_ids AS uuid[]), CAST(:lot_donation_ids AS uuid[]), CAST(:lot_accounts AS text[]),
+                    CAST(:lot_sources AS text[]), CAST(:lot_refs AS text[]), CAST(:lot_entry_ids AS uuid[]),
+                    CAST(:lot_amounts AS bigint[]), CAST(:lot_paid_at AS timestamptz[])) WITH ORDINALITY
+             AS l(id, donation_id, account_code, source, external_ref, entry_id, amount_fen, paid_at, n)
+        WHERE l.entry_id IN (SELECT id FROM written)
+        ORDER BY l.n
+    ),
+    credited AS (
+        UPDATE ledger_accounts AS a SET balance_fen = a.balance_fen + c.delta
+        FROM (
+            SELECT code, sum(delta) AS delta
+            FROM unnest(CAST(:credit_entry_ids AS uuid[]), CAST(:credit_codes AS text[]),
+                        CAST(:credit_deltas AS bigint[])) AS c(entry_id, code, delta)
+            WHERE c.entry_id IN (SELECT id FROM written)
+            GROUP BY code
+        ) AS c
+        WHERE a.code = c.code
     )
     SELECT business_key FROM written
     """
@@ -95,21 +120,6 @@ class NewLot(NamedTuple):
     entry_id: uuid.UUID
     amount_fen: int
     paid_at: datetime
-
-
-_INSERT_LOTS = text(
-    """
-    INSERT INTO donation_lots (id, donation_id, account_code, source, external_ref, entry_id, amount_fen,
-                               held_fen, allocated_fen, refunded_fen, paid_at)
-    SELECT v.id, v.donation_id, v.account_code, v.source, v.external_ref, v.entry_id, v.amount_fen, 0, 0, 0,
-           v.paid_at
-    FROM unnest(CAST(:id AS uuid[]), CAST(:donation_id AS uuid[]), CAST(:account_code AS text[]),
-                CAST(:source AS text[]), CAST(:external_ref AS text[]), CAST(:entry_id AS uuid[]),
-                CAST(:amount_fen AS bigint[]), CAST(:paid_at AS timestamptz[])) WITH ORDINALITY
-         AS v(id, donation_id, account_code, source, external_ref, entry_id, amount_fen, paid_at, n)
-    ORDER BY v.n
-    """
-)
 
 
 class HoldRow(NamedTuple):
@@ -231,10 +241,18 @@ class LedgerRepository:
         stmt = select(JournalEntry).where(JournalEntry.business_key.in_(business_keys))
         return {e.business_key: e for e in (await self.session.execute(stmt)).scalars()}
 
-    async def insert_entries(self, entries: Sequence[tuple[NewEntry, Sequence[tuple[str, int]]]]) -> set[str]:
-        """Insert unsealed entries and their postings in one statement (columns as arrays, ``unnest``: no
-        per-row SQL to build, and the same text for any batch); the business keys written. A key that exists
-        is skipped, postings included, having waited for a concurrent transaction holding it."""
+    async def insert_entries(
+        self,
+        entries: Sequence[tuple[NewEntry, Sequence[tuple[str, int]]]],
+        *,
+        lots: Sequence[NewLot] = (),
+        credits: Sequence[tuple[uuid.UUID, str, int]] = (),
+    ) -> set[str]:
+        """Insert unsealed entries and their postings, the ``lots`` that refer to them, and add the
+        ``credits`` (entry id, pool or fund, amount) to the balances, in one statement (columns as arrays,
+        ``unnest``: no per-row SQL to build, and the same text for any batch); the business keys written. A
+        key that exists is skipped with everything of it, having waited for a concurrent transaction holding
+        it."""
         entry_ids: list[uuid.UUID] = []
         line_nos: list[int] = []
         accounts: list[str] = []
@@ -245,6 +263,7 @@ class LedgerRepository:
                 line_nos.append(n)
                 accounts.append(account)
                 amounts.append(amount)
+        credits = sorted(credits, key=lambda c: c[1])
         result = await self.session.execute(
             _INSERT_ENTRIES,
             {
@@ -260,6 +279,17 @@ class LedgerRepository:
                 "line_nos": line_nos,
                 "accounts": accounts,
                 "amounts": amounts,
+                "lot_ids": [lot.id for lot in lots],
+                "lot_donation_ids": [lot.donation_id for lot in lots],
+                "lot_accounts": [lot.account_code for lot in lots],
+                "lot_sources": [lot.source for lot in lots],
+                "lot_refs": [lot.external_ref for lot in lots],
+                "lot_entry_ids": [lot.entry_id for lot in lots],
+                "lot_amounts": [lot.amount_fen for lot in lots],
+                "lot_paid_at": [lot.paid_at for lot in lots],
+                "credit_entry_ids": [entry_id for entry_id, _, _ in credits],
+                "credit_codes": [code for _, code, _ in credits],
+                "credit_deltas": [delta for _, _, delta in credits],
             },
         )
         return set(result.scalars())
@@ -448,15 +478,6 @@ class LedgerRepository:
             },
         )
         return list(result.scalars())
-
-    async def add_lots(self, lots: Sequence[NewLot]) -> None:
-        """New lots in one statement, their ``fifo_no`` in the order given."""
-        if not lots:
-            return
-        await self.session.execute(
-            _INSERT_LOTS,
-            {name: [getattr(lot, name) for lot in lots] for name in NewLot._fields},
-        )
 
     async def fifo_lots(self, account_code: str, need_fen: int, *, page: int) -> list[Any]:
         """Lock and return the oldest lots of a pool (``paid_at, fifo_no``) that together cover ``need_fen``,

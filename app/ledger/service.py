@@ -34,7 +34,7 @@ import json
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol, overload
@@ -366,10 +366,9 @@ class LedgerService:
         drafts: list[EntryDraft],
         *,
         lots_kept: bool,
-        then: Callable[[list[NewEntry]], Awaitable[None]] | None = None,
     ) -> list[JournalEntry]:
         """``_write_entries``, giving back JournalEntry objects in the session (new ones join it unsealed)."""
-        entries = await self._write_entries(session, drafts, lots_kept=lots_kept, then=then)
+        entries = await self._write_entries(session, drafts, lots_kept=lots_kept)
         return [_in_session(session, entry) for entry in entries]
 
     async def _write_entries(
@@ -378,14 +377,15 @@ class LedgerService:
         drafts: list[EntryDraft],
         *,
         lots_kept: bool,
-        then: Callable[[list[NewEntry]], Awaitable[None]] | None = None,
+        lots_for: Callable[[list[NewEntry]], list[NewLot]] | None = None,
         pools_moved_by_caller: bool = False,
     ) -> list[EntryLike]:
         """Write balanced entries (one per draft, in order), or return the identical ones already written
         under their business keys; all or nothing. A batch costs the same few statements as one entry: the
-        accounts' existence, one conditional UPDATE per pool or fund the batch takes money from, one INSERT
-        of the entries and one of their postings, then ``then(new entries)`` (the caller's rows that refer to
-        them), and last one UPDATE for the pools and funds the batch adds money to.
+        accounts' existence (once per process), one conditional UPDATE per pool or fund the batch takes money
+        from, then one statement that inserts the entries, their postings and ``lots_for(new entries)`` (the
+        donation lots that refer to them) and adds the money to the pools and funds the batch pays into, all
+        for the entries actually written.
 
         Money taken from a pool is checked and its row locked first, since it can fail. Money added cannot
         fail, so it comes last: a popular pool's row is then locked only from that statement to the commit,
@@ -437,24 +437,32 @@ class LedgerService:
             )
             for p in pending
         }
+        # what each entry adds to pools and funds (applied only for the entries written)
+        credits = (
+            []
+            if pools_moved_by_caller
+            else [
+                (new[p.draft.business_key].id, code, delta)
+                for p in pending
+                for code, delta in p.deltas.items()
+                if code not in taken and delta
+            ]
+        )
         inserted = (
-            await repo.insert_entries([(new[p.draft.business_key], p.lines) for p in pending])
+            await repo.insert_entries(
+                [(new[p.draft.business_key], p.lines) for p in pending],
+                lots=lots_for([new[p.draft.business_key] for p in pending]) if lots_for else (),
+                credits=credits,
+            )
             if pending
             else set()
         )
         raced = [p for p in pending if p.draft.business_key not in inserted]
         if raced:
             # keys committed meanwhile by a concurrent transaction, which this insert waited on: give back what
-            # was taken for them (nothing was added for them yet)
+            # was taken for them (nothing was added for them, nor lots written)
             await repo.add_to_balances({code: -d for code, d in _sum_deltas(raced).items() if code in taken})
             found.update(await repo.entries_by_keys([p.draft.business_key for p in raced]))
-        written = [p for p in pending if p.draft.business_key in inserted]
-        if then is not None:
-            await then([new[p.draft.business_key] for p in written])
-        if not pools_moved_by_caller:
-            await repo.add_to_balances(
-                {code: d for code, d in _sum_deltas(written).items() if code not in taken}
-            )
         if inserted:
             sealer.after_commit_of(session)
         out: list[EntryLike] = []
@@ -633,24 +641,22 @@ class LedgerService:
             known[i] = lot
         fresh = [p for i, p in enumerate(payments) if i not in known]
 
-        async def add_lots(entries: list[NewEntry]) -> None:
+        def lots_for(entries: list[NewEntry]) -> list[NewLot]:
             made = {e.business_key: e for e in entries}
-            await repo.add_lots(
-                [
-                    NewLot(
-                        id=uuid.uuid4(),
-                        donation_id=p.donation_id,
-                        account_code=p.target_account,
-                        source=p.source,
-                        external_ref=p.external_ref,
-                        entry_id=made[_payment_key(p)].id,
-                        amount_fen=p.amount_fen,
-                        paid_at=p.paid_at,
-                    )
-                    for p in fresh
-                    if _payment_key(p) in made
-                ]
-            )
+            return [
+                NewLot(
+                    id=uuid.uuid4(),
+                    donation_id=p.donation_id,
+                    account_code=p.target_account,
+                    source=p.source,
+                    external_ref=p.external_ref,
+                    entry_id=made[_payment_key(p)].id,
+                    amount_fen=p.amount_fen,
+                    paid_at=p.paid_at,
+                )
+                for p in fresh
+                if _payment_key(p) in made
+            ]
 
         entries = await self._write_entries(
             session,
@@ -672,7 +678,7 @@ class LedgerService:
                 for p in fresh
             ],
             lots_kept=True,
-            then=add_lots,
+            lots_for=lots_for,
         )
         earlier = {e.id: e for e in await repo.entries_by_ids([lot.entry_id for lot in known.values()])}
         made = iter(entries)
