@@ -91,6 +91,11 @@ _INSERT_ENTRIES = text(
     """
 )
 
+_FREE_FEN = text(
+    "SELECT coalesce(sum(greatest(0, -balance_fen - held_fen)), 0) FROM ledger_accounts "
+    "WHERE code = ANY(CAST(:codes AS text[]))"
+)
+
 _EXISTING_ACCOUNTS = select(LedgerAccount.code).where(
     LedgerAccount.code == any_(bindparam("codes", type_=ARRAY(String)))
 )
@@ -389,6 +394,11 @@ class LedgerRepository:
             .execution_options(populate_existing=True)
         )
         return {a.code: a for a in (await self.session.execute(stmt)).scalars()}
+
+    async def free_fen(self, codes: Sequence[str]) -> int:
+        """What these pools and funds can still give (balance not held), added up; one row read per account,
+        no ORM objects (every booking that may draw on donated money asks)."""
+        return int((await self.session.execute(_FREE_FEN, {"codes": list(codes)})).scalar_one())
 
     async def accounts(self, codes: Sequence[str]) -> list[LedgerAccount]:
         stmt = select(LedgerAccount).where(LedgerAccount.code.in_(codes)).order_by(LedgerAccount.code)

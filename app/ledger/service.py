@@ -760,8 +760,7 @@ class LedgerService:
 
     async def available_for_canteen(self, session: AsyncSession, *, canteen_id: uuid.UUID) -> int:
         """Free fen for this canteen's meals: its pool plus the general meal pool."""
-        accounts = await LedgerRepository(session).accounts([canteen_pool(canteen_id), GENERAL_MEAL_POOL])
-        return sum(max(0, -a.balance_fen - a.held_fen) for a in accounts)
+        return await LedgerRepository(session).free_fen([canteen_pool(canteen_id), GENERAL_MEAL_POOL])
 
     @dataclass(frozen=True)
     class HoldRequest:
