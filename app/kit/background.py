@@ -111,38 +111,16 @@ Result = TypeVar("Result")
 RunBatch = Callable[[AsyncSession, list[Item]], Awaitable[list[Result | Exception]]]
 
 
-class _Lane(Generic[Item, Result]):
-    """One event loop's and session factory's waiting items and the tasks working on them."""
-
-    def __init__(self) -> None:
-        self.queue: list[tuple[Item, asyncio.Future[Result]]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        # held from taking a batch to the end of its statements: one batch at a time is at work, the next
-        # may start while the previous one commits
-        self.working = asyncio.Lock()
-        self.committing = 0  # tasks past their statements, waiting for their commit
-
-    def needs_task(self) -> bool:
-        """No task will look at the queue before its commit returns, and there is room for one more."""
-        live = sum(1 for task in self.tasks if not task.done())
-        return live - self.committing == 0 and live < 2
-
-
 class RequestBatch(Generic[Item, Result]):
     """Group commit for requests that each wait for their own outcome.
 
-    Concurrent callers in one process hand over an item and wait. A task per event loop and session factory
+    Concurrent callers in one process hand over an item and wait. One task per event loop and session factory
     takes everything waiting (up to ``max_batch``), runs ``run(session, items)`` as one transaction, commits,
     and answers each caller with its result, or raises its exception (an ``Exception`` in the result list is
     that item's own failure: nothing of it was written). Nothing waits on purpose: a lone item runs at once,
-    and whatever arrives while a batch runs forms the next one, which starts as soon as the batch before it
-    has sent its last statement: while one commits (and publishes what it changed), the next one is already
-    at work, so the commit's round trips are not added to the next batch's wait. At most two are in flight,
-    and only one of them is at work: two batches of one process overlap no more than two processes' do.
-
-    When a batch fails as a whole (an error, or its commit), each of its items is run again alone in a
-    transaction of its own, so one bad item fails only its own caller. A caller that goes away does not stop
-    its item: it is committed or not like the others."""
+    and whatever arrives while a batch runs forms the next one. When a batch fails as a whole (an error, or its
+    commit), each of its items is run again alone in a transaction of its own, so one bad item fails only its
+    own caller. A caller that goes away does not stop its item: it is committed or not like the others."""
 
     def __init__(
         self,
@@ -157,85 +135,54 @@ class RequestBatch(Generic[Item, Result]):
         self.max_batch = max_batch
         # failures that would fail every item alone as well (the database is away): answered to all at once
         self.shared_failure = shared_failure
-        self._lanes: dict[tuple[int, SessionFactory], _Lane[Item, Result]] = {}
+        self._queues: dict[tuple[int, SessionFactory], list[tuple[Item, asyncio.Future[Result]]]] = {}
+        self._tasks: dict[tuple[int, SessionFactory], asyncio.Task[None]] = {}
 
     async def submit(self, open_session: SessionFactory, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         key = (id(loop), open_session)
         future: asyncio.Future[Result] = loop.create_future()
-        lane = self._lanes.get(key)
-        if lane is None:
-            lane = self._lanes[key] = _Lane()
-        lane.queue.append((item, future))
-        if lane.needs_task():
-            self._start(lane, open_session)
+        self._queues.setdefault(key, []).append((item, future))
+        task = self._tasks.get(key)
+        if task is None or task.done():
+            self._tasks[key] = loop.create_task(self._work(key, open_session))
         return await future
 
-    def _start(self, lane: _Lane[Item, Result], open_session: SessionFactory) -> None:
-        task = asyncio.get_running_loop().create_task(self._work(lane, open_session))
-        lane.tasks.add(task)
-        task.add_done_callback(lane.tasks.discard)
-
-    async def _work(self, lane: _Lane[Item, Result], open_session: SessionFactory) -> None:
+    async def _work(self, key: tuple[int, SessionFactory], open_session: SessionFactory) -> None:
+        queue = self._queues[key]
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
-            while True:
-                await lane.working.acquire()
-                holding = True
-                try:
-                    if not lane.queue:
-                        return
-                    batch = lane.queue[: self.max_batch]
-                    del lane.queue[: self.max_batch]
-                    results: list[Result | Exception] | Exception
-                    try:
-                        async with open_session() as session:
-                            results = await self.run(session, [item for item, _ in batch])
-                            # every statement is sent and the commit follows as this block ends: the next
-                            # batch may start meanwhile
-                            lane.working.release()
-                            holding = False
-                            lane.committing += 1
-                            if lane.queue and lane.needs_task():
-                                self._start(lane, open_session)
-                    except Exception as exc:
-                        results = exc
-                finally:
-                    if holding:
-                        lane.working.release()
-                    else:
-                        lane.committing -= 1
-                await self._answer_batch(open_session, batch, results)
+            while queue:
+                batch = queue[: self.max_batch]
+                del queue[: self.max_batch]
+                await self._answer_batch(open_session, batch)
                 batch = []
-        except BaseException:  # cancelled (shutdown): nobody is left waiting forever, in flight or queued
-            for _, future in [*batch, *lane.queue]:
+        finally:  # cancelled (shutdown): nobody is left waiting forever, in flight or queued
+            for _, future in [*batch, *queue]:
                 _answer(future, RuntimeError(f"{self.name} stopped"))
-            lane.queue.clear()
-            raise
+            queue.clear()
+            self._queues.pop(key, None)
+            self._tasks.pop(key, None)
 
     async def _answer_batch(
-        self,
-        open_session: SessionFactory,
-        batch: list[tuple[Item, asyncio.Future[Result]]],
-        results: list[Result | Exception] | Exception,
+        self, open_session: SessionFactory, batch: list[tuple[Item, asyncio.Future[Result]]]
     ) -> None:
-        if isinstance(results, list) and len(results) != len(batch):
-            results = RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} items")
-        if isinstance(results, list):
-            for (_, future), result in zip(batch, results, strict=True):
+        try:
+            results = await self._attempt(open_session, [item for item, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1 or self.shared_failure(exc):
+                for _, future in batch:
+                    _answer(future, exc)
+                return
+            log.warning("request_batch_split", batch=self.name, size=len(batch), error=type(exc).__name__)
+            for item, future in batch:
+                try:
+                    (result,) = await self._attempt(open_session, [item])
+                except Exception as one:
+                    result = one
                 _answer(future, result)
             return
-        exc = results
-        if len(batch) == 1 or self.shared_failure(exc):
-            for _, future in batch:
-                _answer(future, exc)
-            return
-        log.warning("request_batch_split", batch=self.name, size=len(batch), error=type(exc).__name__)
-        for item, future in batch:
-            try:
-                (result,) = await self._attempt(open_session, [item])
-            except Exception as one:
-                result = one
+        for (_, future), result in zip(batch, results, strict=True):
             _answer(future, result)
 
     async def _attempt(self, open_session: SessionFactory, items: list[Item]) -> list[Result | Exception]:

@@ -158,45 +158,6 @@ async def test_request_batch_groups_waiting_callers_and_a_bad_item_fails_alone(c
     assert sizes == [11] + [1] * 11
 
 
-async def test_request_batch_starts_the_next_batch_while_the_one_before_commits() -> None:
-    """Only the commit overlaps: the next batch is at work while the previous one commits, never two batches
-    at work at once, and every caller still hears after its own commit."""
-    from contextlib import asynccontextmanager
-
-    events: list[str] = []
-    commit_may_end = asyncio.Event()
-    first_committing = asyncio.Event()
-
-    @asynccontextmanager
-    async def open_session() -> Any:
-        yield None
-        if not first_committing.is_set():
-            first_committing.set()
-            events.append("commit start")
-            await commit_may_end.wait()  # the first batch's commit is slow
-        events.append("committed")
-
-    async def run(session: Any, items: list[str]) -> list[str | Exception]:
-        events.append(f"run {','.join(items)}")
-        await asyncio.sleep(0.01)
-        events.append(f"sent {','.join(items)}")
-        return [i.upper() for i in items]
-
-    batch: RequestBatch[str, str] = RequestBatch("test", run)
-    first = asyncio.ensure_future(batch.submit(open_session, "a"))
-    await first_committing.wait()
-    later = [asyncio.ensure_future(batch.submit(open_session, i)) for i in ("b", "c")]
-    for _ in range(50):
-        if "sent b,c" in events:
-            break
-        await asyncio.sleep(0.01)
-    assert events == ["run a", "sent a", "commit start", "run b,c", "sent b,c", "committed"]
-    assert not first.done()  # its commit has not returned yet
-    commit_may_end.set()
-    assert await asyncio.gather(first, *later) == ["A", "B", "C"]
-    assert events[-1] == "committed"
-
-
 async def test_request_batch_answers_everyone_when_it_is_stopped(committed: Database) -> None:
     started = asyncio.Event()
 
@@ -210,9 +171,8 @@ async def test_request_batch_answers_everyone_when_it_is_stopped(committed: Data
     await started.wait()
     waiting.append(asyncio.ensure_future(batch.submit(unit_of_work, "queued")))
     await asyncio.sleep(0.01)
-    for lane in batch._lanes.values():
-        for task in list(lane.tasks):
-            task.cancel()  # shutdown
+    for task in list(batch._tasks.values()):
+        task.cancel()  # shutdown
     results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
     assert [str(r) for r in results] == ["test stopped", "test stopped"]
 
