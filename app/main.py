@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from app.kit.background import drain_all
         from app.redis import close_redis
         from app.worker import InProcessWorker
 
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # what this process's commits left to do after them (sealing, receipt numbers) is done before it
+            # goes, not left to the minutely job
+            await drain_all()
             if worker is not None:
                 worker.stop()
             await close_redis()

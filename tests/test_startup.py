@@ -32,3 +32,23 @@ async def test_a_started_app_takes_its_long_lived_objects_out_of_the_collectors_
         assert gc.get_freeze_count() > 20_000
         # collected before the freeze, not kept for the life of the process
         assert gone() is None
+
+
+async def test_a_stopping_app_finishes_the_work_its_commits_left(database: Database) -> None:
+    """Sealing and receipt numbers follow commits, paced under load: a process that stops finishes them first."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.kit.background import PostCommitBatch
+
+    done: list[int] = []
+
+    async def run_once(session: AsyncSession) -> int:
+        done.append(1)
+        return 1
+
+    batch = PostCommitBatch("test.on_stop", run_once, window=0.05, pace=0.5)
+    application = create_app()
+    async with LifespanManager(application):
+        batch.poke()  # a commit just before the stop
+        assert done == []
+    assert done == [1]
