@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
 
 log = structlog.get_logger("app.main")
+DRAIN_SECONDS = 5.0
 
 
 def settle_long_lived_objects() -> None:
@@ -55,8 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             # what this process's commits left to do after them (sealing, receipt numbers) is done before it
-            # goes, not left to the minutely job
-            await drain_all()
+            # goes, not left to the minutely job; unless another process keeps the lock that long
+            try:
+                await asyncio.wait_for(drain_all(), DRAIN_SECONDS)
+            except TimeoutError:
+                log.warning("post_commit_work_left", seconds=DRAIN_SECONDS)
             if worker is not None:
                 worker.stop()
             await close_redis()

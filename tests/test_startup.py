@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
 from asgi_lifespan import LifespanManager
 
 from app.db import Database
@@ -52,3 +53,27 @@ async def test_a_stopping_app_finishes_the_work_its_commits_left(database: Datab
         batch.poke()  # a commit just before the stop
         assert done == []
     assert done == [1]
+
+
+async def test_a_stopping_app_does_not_wait_long_for_a_lock_held_elsewhere(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app import main
+    from app.kit.background import PostCommitBatch
+
+    async def run_once(session: AsyncSession) -> int | None:
+        return None  # another process holds the lock, and keeps it
+
+    monkeypatch.setattr(main, "DRAIN_SECONDS", 0.3)
+    batch = PostCommitBatch("test.busy_on_stop", run_once, window=0.01, pace=0.05, max_busy_retries=1000)
+    application = create_app()
+    async with LifespanManager(application):
+        batch.poke()
+        started = time.perf_counter()
+    assert time.perf_counter() - started < 2  # the minutely job gets the rest
+    for task in batch._tasks.values():
+        task.cancel()

@@ -601,10 +601,10 @@ class LedgerService:
         self, session: AsyncSession, payments: list[DonationPayment]
     ) -> list[EntryLike]:
         """``record_donation_payment`` for a batch, in a constant number of statements: the donations' locks,
-        one look-up of lots already there, the entries (``_write_entries``) and one INSERT of the new lots. Each
-        payment is idempotent on ``(source, external_ref)``; the batch is all or nothing. New entries come back as
-        ``NewEntry`` values, not added to the session (a batch of payments has no use for thousands of ORM
-        objects)."""
+        one look-up of lots already there, then the entries with their postings, their lots and the receiving
+        pools' new balances in one (``_write_entries``). Each payment is idempotent on ``(source,
+        external_ref)``; the batch is all or nothing. New entries come back as ``NewEntry`` values, not added
+        to the session (a batch of payments has no use for thousands of ORM objects)."""
         for p in payments:
             self._check_payment(p)
         if len({p.donation_id for p in payments}) != len(payments) or len(
