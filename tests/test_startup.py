@@ -1,15 +1,75 @@
-"""What a process does once it has started."""
+"""`make run`-style startup: nothing configured → embedded PostgreSQL, fakeredis, sandbox WeChat, /readyz 200,
+and a sandbox login that goes through wechatpy to the server's own simulator over loopback HTTP. Then what a
+process does once it has started (its long-lived objects out of the collector's sight) and as it stops (the
+work its commits left is finished, within a time limit)."""
 
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
 import weakref
 
+import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import main as app_main
 from app.db import Database
+from app.kit.background import PostCommitBatch
 from app.main import create_app
+from tests.fixtures.environment import free_port
+
+
+def test_fresh_start_with_nothing_configured() -> None:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="sy") as data_dir:
+        env = {
+            k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "WECHAT_API_BASE"}
+        }
+        env.update(
+            {"APP_ENV": "development", "DATA_DIR": data_dir, "PORT": str(port), "LOG_LEVEL": "WARNING"}
+        )
+        sangyu = [sys.executable, "-m", "app.cli"]
+        subprocess.run([*sangyu, "migrate"], env=env, check=True, capture_output=True, timeout=180)
+        server = subprocess.Popen(
+            [*sangyu, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 90
+            ready = None
+            while time.monotonic() < deadline:
+                try:
+                    ready = httpx.get(f"{base}/readyz", timeout=2)
+                    if ready.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+            assert ready is not None and ready.status_code == 200, (
+                ready.text if ready else "server never answered"
+            )
+            assert httpx.get(f"{base}/healthz").json()["wechat_mode"] == "sandbox"
+            login = httpx.post(
+                f"{base}/api/v1/auth/wechat/login", json={"code": "sbx:fresh_user"}, timeout=15
+            )
+            assert login.status_code == 200, login.text
+            me = httpx.get(
+                f"{base}/api/v1/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"}
+            )
+            assert me.json()["openid"] == "fresh_user"
+            assert httpx.get(f"{base}/docs").status_code == 200
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 class _Node:
@@ -37,10 +97,6 @@ async def test_a_started_app_takes_its_long_lived_objects_out_of_the_collectors_
 
 async def test_a_stopping_app_finishes_the_work_its_commits_left(database: Database) -> None:
     """Sealing and receipt numbers follow commits, paced under load: a process that stops finishes them first."""
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    from app.kit.background import PostCommitBatch
-
     done: list[int] = []
 
     async def run_once(session: AsyncSession) -> int:
@@ -58,17 +114,10 @@ async def test_a_stopping_app_finishes_the_work_its_commits_left(database: Datab
 async def test_a_stopping_app_does_not_wait_long_for_a_lock_held_elsewhere(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import time
-
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    from app import main
-    from app.kit.background import PostCommitBatch
-
     async def run_once(session: AsyncSession) -> int | None:
         return None  # another process holds the lock, and keeps it
 
-    monkeypatch.setattr(main, "DRAIN_SECONDS", 0.3)
+    monkeypatch.setattr(app_main, "DRAIN_SECONDS", 0.3)
     batch = PostCommitBatch("test.busy_on_stop", run_once, window=0.01, pace=0.05, max_busy_retries=1000)
     application = create_app()
     async with LifespanManager(application):
