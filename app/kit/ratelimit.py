@@ -7,8 +7,8 @@ records the request only if it is allowed (refused requests do not count). Where
 Batched limits (public reads, ``Limit(batched=True)``): each process decides from what it last heard from Redis
 about the caller (how many requests the window held) plus what it has let through since, without a round trip.
 Every ``FLUSH_SECONDS`` it adds the requests it let through to the same sorted sets, in one script call for all
-callers (a pipeline where the server runs no scripts), and hears back each caller's count (a count older than ``KNOWN_SECONDS`` is asked for again). A caller
-the process knows nothing about yet is let through and counted the same way, so up to ``limit`` of its first
+callers (a pipeline where the server runs no scripts), and hears back each caller's count (a count older than
+``KNOWN_SECONDS`` is asked for again). A caller the process knows nothing about yet is let through and counted the same way, so up to ``limit`` of its first
 requests to one process are not checked against the others until the next flush, 50 ms later. A caller spread
 over several processes may thus get a little more than the limit for a moment; the limit holds from then on.
 Public reads are where that trade is worth it: they are most of the traffic, and they fail open anyway.
@@ -52,20 +52,18 @@ class Limit:
             raise ValueError(f"{self.name}: a batched limit lets requests through before Redis hears of them")
 
 
-# returns {1 if allowed, requests in the window (this one included when allowed), oldest timestamp or ''}
+# returns {1 if allowed else 0, the oldest request's timestamp or ''}
 _SLIDING_WINDOW = """
 local key, now, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', key, 0, now - window)
-local count = redis.call('ZCARD', key)
 local allowed = 0
-if count < limit then
+if redis.call('ZCARD', key) < limit then
     redis.call('ZADD', key, now, ARGV[4])
     redis.call('EXPIRE', key, window + 1)
-    count = count + 1
     allowed = 1
 end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or ''
-return {allowed, count, oldest}
+return {allowed, oldest}
 """
 _script = AsyncScript(None, _SLIDING_WINDOW.encode())  # type: ignore[arg-type]  # client given per call
 _no_scripting: set[int] = set()  # clients (by id) whose server refused EVAL
@@ -101,24 +99,19 @@ async def hit(redis: Any, limit: Limit, identity: str, now: float | None = None)
     """Count one request for ``identity`` exactly. Returns None when allowed, else seconds until a slot frees
     up."""
     now = time.time() if now is None else now
-    allowed, _, oldest = await _hit_exact(redis, limit, f"sangyu:rl:{limit.name}:{identity}", now)
-    return None if allowed else _retry_after(oldest, limit, now)
-
-
-async def _hit_exact(redis: Any, limit: Limit, key: str, now: float) -> tuple[bool, int, float | None]:
-    """(allowed, requests in the window, oldest request's timestamp)."""
+    key = f"sangyu:rl:{limit.name}:{identity}"
     member = _member(now)
-    allowed, count, oldest = await _scripted(
+    allowed, oldest = await _scripted(
         redis,
         _script,
         [key],
         [f"{now:.6f}", limit.window_seconds, limit.limit, member],
         lambda: _hit_pipelined(redis, limit, key, member, now),
     )
-    return bool(int(allowed)), int(count), float(oldest) if oldest else None
+    return None if int(allowed) else _retry_after(float(oldest) if oldest else None, limit, now)
 
 
-async def _hit_pipelined(redis: Any, limit: Limit, key: str, member: str, now: float) -> tuple[int, int, str]:
+async def _hit_pipelined(redis: Any, limit: Limit, key: str, member: str, now: float) -> tuple[int, str]:
     window_start = now - limit.window_seconds
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zremrangebyscore(key, 0, window_start)
@@ -129,10 +122,10 @@ async def _hit_pipelined(redis: Any, limit: Limit, key: str, member: str, now: f
         _, _, count, oldest, _ = await pipe.execute()
     oldest_ts = str(oldest[0][1]) if oldest else ""
     if count <= limit.limit:
-        return 1, int(count), oldest_ts
+        return 1, oldest_ts
     # refused requests do not count against the caller
     await redis.zrem(key, member)
-    return 0, int(count) - 1, oldest_ts
+    return 0, oldest_ts
 
 
 # ---------------------------------------------------------------- batched limits

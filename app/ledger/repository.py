@@ -102,7 +102,7 @@ _EXISTING_ACCOUNTS = select(LedgerAccount.code).where(
 
 # Two index look-ups (by donation, and by payment through its unique key), not an OR that would scan.
 _LOTS_FOR_DONATIONS_OR_REFS = select(DonationLot).from_statement(
-    sql_text(
+    text(
         """
         SELECT l.* FROM donation_lots AS l WHERE l.donation_id = ANY(CAST(:donation_ids AS uuid[]))
         UNION
@@ -115,7 +115,7 @@ _LOTS_FOR_DONATIONS_OR_REFS = select(DonationLot).from_statement(
 
 
 class NewLot(NamedTuple):
-    """A payment's lot as ``add_lots`` writes it (nothing held, allocated or refunded yet)."""
+    """A payment's lot as ``insert_entries`` writes it (nothing held, allocated or refunded yet)."""
 
     id: uuid.UUID
     donation_id: uuid.UUID
@@ -268,7 +268,6 @@ class LedgerRepository:
                 line_nos.append(n)
                 accounts.append(account)
                 amounts.append(amount)
-        credits = sorted(credits, key=lambda c: c[1])
         result = await self.session.execute(
             _INSERT_ENTRIES,
             {

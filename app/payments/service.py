@@ -59,7 +59,7 @@ def transaction_matches(gateway: WeChatPayGateway, donation: Donation, tx: Mappi
     return None
 
 
-class InboxRace(Exception):
+class StoredButUnpaid(Exception):
     """A payment's notification was found stored while its order is still unpaid. Its row commits with the
     payment, and the order's row is locked here, so this does not happen; if it ever does, the batch is run
     again one notification at a time rather than guessed at."""
@@ -134,7 +134,7 @@ class PaymentService:
         claims = [p[1] for p in planned if not isinstance(p, Exception) and p[1] is not None]
         written = await InboxRepository(session).claim_handled(SOURCE, claims, utcnow())
         if any(note_id not in written for note_id in completions):
-            raise InboxRace()
+            raise StoredButUnpaid()
         outcomes: list[str | Exception] = []
         for p in planned:
             if isinstance(p, Exception):

@@ -311,8 +311,10 @@ async def test_an_account_made_by_a_rolled_back_batch_is_not_taken_as_known(
     from app.models import LedgerAccount
 
     a, b = await _pending(committed_client, 2)
-    account = await _facts_account(a["id"])
     async with unit_of_work() as s:  # the target's pool has no account yet
+        account = (
+            await s.execute(select(Donation.target_account).where(Donation.id == a["id"]))
+        ).scalar_one()
         await s.execute(delete(LedgerAccount).where(LedgerAccount.code == account))
     forget_known_accounts()
 
@@ -338,13 +340,6 @@ async def test_an_account_made_by_a_rolled_back_batch_is_not_taken_as_known(
         assert (await s.get(LedgerAccount, account)) is not None
         check = await ledger_service.check(s)
     assert check["ok"], check["problems"]
-
-
-async def _facts_account(donation_id: str) -> str:
-    async with unit_of_work() as s:
-        donation = await s.get(Donation, uuid.UUID(donation_id))
-        assert donation is not None
-        return donation.target_account
 
 
 async def test_a_notification_delivered_twice_at_once_is_answered_once_and_then_as_duplicate(
