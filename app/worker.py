@@ -121,7 +121,7 @@ async def stage_pending_jobs(session: AsyncSession) -> None:
 
     A service may call it early, before it locks shared rows, so the commit has nothing left to write; the
     commit then stages only the jobs enqueued since."""
-    from app.kit.sql import insert_or_skip
+    from app.kit.sql import execute_core, insert_or_skip
     from app.models import JobOutbox
 
     pending: list[dramatiq.Message[Any]] = session.info.get(PENDING_KEY, [])
@@ -140,8 +140,9 @@ async def stage_pending_jobs(session: AsyncSession) -> None:
         }
         for m in messages
     ]
-    # executemany (not one multi-VALUES statement, which SQLAlchemy compiles anew for every row count)
-    await session.execute(insert_or_skip(JobOutbox), rows)  # its one unique constraint: message_id
+    # one row, or executemany (not one multi-VALUES statement, which SQLAlchemy compiles anew for every row
+    # count); its one unique constraint is message_id
+    await execute_core(session, insert_or_skip(JobOutbox.__table__), rows[0] if len(rows) == 1 else rows)
 
 
 async def send_pending_jobs(session: AsyncSession) -> None:

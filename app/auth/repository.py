@@ -9,6 +9,7 @@ from sqlalchemy import Row, and_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.sql import execute_core
 from app.models import AuthSession, RoleGrant, User
 
 _LIVE_SESSION = (
@@ -73,7 +74,7 @@ class AuthRepository:
         """The live session for a token with its user's active grants (oldest first), one row per grant (one
         row with no grant columns if there are none; no rows if the token is not live). Every authenticated
         request starts here, so it is one prepared statement that reads columns, not ORM objects."""
-        return (await self.session.execute(_LIVE_SESSION, {"token_hash": token_hash, "now": now})).all()
+        return (await execute_core(self.session, _LIVE_SESSION, {"token_hash": token_hash, "now": now})).all()
 
     async def revoke_session(self, session_id: uuid.UUID, now: datetime) -> None:
         await self.session.execute(

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.subject import Subject
-from app.kit.sql import insert_or_skip
+from app.kit.sql import execute_core, insert_or_skip
 from app.models import (
     Booking,
     BookingLine,
@@ -200,7 +200,7 @@ class BookingRepository:
             "owner": owner,
             "key": key,
         }
-        return bool((await self.session.execute(_FULL_UNLESS_REPLAYED, params)).scalar())
+        return bool((await execute_core(self.session, _FULL_UNLESS_REPLAYED, params)).scalar())
 
     async def release_capacity(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int
@@ -222,7 +222,7 @@ class BookingRepository:
 
     async def has_subsidized_meal(self, elder_id: uuid.UUID, service_date: date) -> bool:
         params = {"elder_id": elder_id, "service_date": service_date}
-        return bool((await self.session.execute(_HAS_SUBSIDIZED_MEAL, params)).scalar())
+        return bool((await execute_core(self.session, _HAS_SUBSIDIZED_MEAL, params)).scalar())
 
     async def published_menu_with(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, item_ids: Sequence[uuid.UUID]
@@ -378,7 +378,7 @@ class BookingRepository:
             "data": data,
             "page": page,
         }
-        return list((await self.session.execute(stmt, params)).scalars())
+        return list((await execute_core(self.session, stmt, params)).scalars())
 
     async def grant_quota(self, user_id: uuid.UUID, template_id: str) -> int:
         stmt = (

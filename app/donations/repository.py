@@ -14,7 +14,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.feed.service import publish_after_commit
 from app.kit.locks import xact_lock
-from app.kit.sql import sql_text
+from app.kit.sql import execute_core, sql_text
 from app.kit.time import utcnow
 from app.models import (
     Canteen,
@@ -303,7 +303,8 @@ class DonationRepository:
             return
         at = utcnow()
         rows = (
-            await self.session.execute(
+            await execute_core(
+                self.session,
                 _MARK_PAID,
                 {
                     "ids": [d.id for d, _, _, _ in payments],

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.exceptions import BadRequest, Conflict
-from app.kit.sql import insert_or_skip
+from app.kit.sql import execute_core, insert_or_skip
 from app.models import IdempotencyKey
 
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -67,7 +67,8 @@ async def claim(
     key = require_key(key)
     digest = body_hash(body)
     new_id = uuid.uuid4()
-    inserted = await session.execute(
+    inserted = await execute_core(
+        session,
         _CLAIM,
         {
             "id": new_id,

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.locks import xact_lock, xact_locks
-from app.kit.sql import sql_text
+from app.kit.sql import execute_core, sql_text
 from app.models import (
     Allocation,
     Canteen,
@@ -268,7 +268,8 @@ class LedgerRepository:
                 line_nos.append(n)
                 accounts.append(account)
                 amounts.append(amount)
-        result = await self.session.execute(
+        result = await execute_core(
+            self.session,
             _INSERT_ENTRIES,
             {
                 "ids": [e.id for e, _ in entries],
@@ -375,7 +376,7 @@ class LedgerRepository:
         return await self.session.scalar(select(func.count()).where(Canteen.id == canteen_id)) == 1
 
     async def existing_account_codes(self, codes: Sequence[str]) -> set[str]:
-        return set((await self.session.execute(_EXISTING_ACCOUNTS, {"codes": list(codes)})).scalars())
+        return set((await execute_core(self.session, _EXISTING_ACCOUNTS, {"codes": list(codes)})).scalars())
 
     async def create_account(self, values: dict[str, Any]) -> None:
         await self.session.execute(
@@ -397,7 +398,7 @@ class LedgerRepository:
     async def free_fen(self, codes: Sequence[str]) -> int:
         """What these pools and funds can still give (balance not held), added up; one row read per account,
         no ORM objects (every booking that may draw on donated money asks)."""
-        return int((await self.session.execute(_FREE_FEN, {"codes": list(codes)})).scalar_one())
+        return int((await execute_core(self.session, _FREE_FEN, {"codes": list(codes)})).scalar_one())
 
     async def accounts(self, codes: Sequence[str]) -> list[LedgerAccount]:
         stmt = select(LedgerAccount).where(LedgerAccount.code.in_(codes)).order_by(LedgerAccount.code)

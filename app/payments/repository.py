@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.kit.sql import insert_or_skip
+from app.kit.sql import execute_core, insert_or_skip
 from app.models import PaymentInbox
 from app.wechat.pay import Notification
 
@@ -50,7 +50,8 @@ class InboxRepository:
         arrays, so the statement's text is the same for every batch size (prepared once per connection)."""
         if not notes:
             return set()
-        result = await self.session.execute(
+        result = await execute_core(
+            self.session,
             _CLAIM,
             {
                 "source": source,

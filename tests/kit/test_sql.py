@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.kit.sql import insert_or_skip
+from app.db import Database
+from app.kit.sql import execute_core, insert_or_skip
 from app.models import IdempotencyKey
 
 
@@ -57,3 +58,50 @@ async def test_executemany_skips_the_rows_that_conflict(session: AsyncSession) -
     await session.execute(insert_or_skip(IdempotencyKey), [_key("m-2"), _key("m-3")])
     keys = select(IdempotencyKey.key).where(IdempotencyKey.owner == "sql").order_by(IdempotencyKey.key)
     assert list((await session.execute(keys)).scalars()) == ["m-1", "m-2", "m-3"]
+
+
+# ---------------------------------------------------------------- execute_core
+
+_TXID = text("SELECT txid_current()")
+
+
+async def test_execute_core_runs_in_the_sessions_transaction(session: AsyncSession) -> None:
+    """What it writes is the session's: visible to the session's next query, gone with its rollback."""
+    inserted = await execute_core(session, insert_or_skip(IdempotencyKey.__table__), _key("core-1"))
+    assert inserted.rowcount == 1
+    same = select(IdempotencyKey.key).where(IdempotencyKey.owner == "sql")
+    assert list((await session.execute(same)).scalars()) == ["core-1"]
+    assert (await execute_core(session, _TXID)).scalar() == (await session.execute(_TXID)).scalar()
+    await session.rollback()
+    assert list((await session.execute(same)).scalars()) == []
+
+
+async def test_execute_core_follows_the_session_into_its_next_transaction(committed: Database) -> None:
+    """The connection it keeps belongs to one transaction: after a commit or a rollback the next call runs in
+    the session's new transaction, not in the old one (nor outside any)."""
+    async with committed.sessionmaker() as s:
+        first = (await execute_core(s, _TXID)).scalar()
+        assert (await execute_core(s, _TXID)).scalar() == first  # kept for the rest of the transaction
+        await execute_core(s, insert_or_skip(IdempotencyKey.__table__), _key("core-2"))
+        await s.commit()
+        second = (await execute_core(s, _TXID)).scalar()
+        assert second != first
+        assert (await s.execute(_TXID)).scalar() == second
+        await execute_core(s, insert_or_skip(IdempotencyKey.__table__), _key("core-3"))
+        await s.rollback()
+        third = (await execute_core(s, _TXID)).scalar()
+        assert third not in (first, second)
+        await s.rollback()
+    async with committed.sessionmaker() as s:
+        keys = select(IdempotencyKey.key).where(IdempotencyKey.owner == "sql")
+        assert list((await s.execute(keys)).scalars()) == ["core-2"]  # committed; core-3 rolled back
+
+
+async def test_execute_core_flushes_only_where_the_session_autoflushes(committed: Database) -> None:
+    count = select(func.count()).select_from(IdempotencyKey).where(IdempotencyKey.owner == "sql")
+    for autoflush, seen in ((False, 0), (True, 1)):
+        async with committed.sessionmaker() as s:
+            s.sync_session.autoflush = autoflush
+            s.add(IdempotencyKey(**_key(f"core-flush-{autoflush}")))
+            assert (await execute_core(s, count)).scalar() == seen
+            await s.rollback()
