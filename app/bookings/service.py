@@ -8,8 +8,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import text
+from sqlalchemy import Table, insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,7 +48,7 @@ from app.kit import idempotency
 from app.kit.crypto import mask_name
 from app.kit.money import format_yuan
 from app.kit.pagination import Page, decode_cursor_as, encode_cursor
-from app.kit.sql import insert_or_skip
+from app.kit.sql import attach, execute_core, insert_or_skip
 from app.kit.time import SHANGHAI, business_date, shanghai_datetime, utcnow
 from app.menus.repository import MenuRepository
 from app.menus.service import require_operated_canteen
@@ -161,7 +162,11 @@ def _sold_out(menu_item_id: str | None, name: str | None) -> Conflict:
     )
 
 
-_INSERT_BOOKING = insert_or_skip(Booking).returning(Booking)  # built once; rows given as parameters
+# built once; rows given as parameters, every column returned for ``attach``
+_INSERT_BOOKING = insert_or_skip(Booking.__table__).returning(*Booking.__table__.c)
+_INSERT_LINES = insert(cast(Table, BookingLine.__table__)).returning(
+    *BookingLine.__table__.c, sort_by_parameter_order=True
+)
 
 # the constraint triggers that take a slot's capacity and a limited item's stock (migration 0014)
 RESERVING_TRIGGERS = "bookings_take_capacity, booking_lines_take_stock"
@@ -550,17 +555,17 @@ class BookingService:
             )
             # refusals: once SET CONSTRAINTS … IMMEDIATE has run in this transaction, inserts fire them
             with refusals_as_errors():
-                booking = (await session.execute(_INSERT_BOOKING, [values])).scalar_one_or_none()
-            if booking is not None:
+                row = (await execute_core(session, _INSERT_BOOKING, values)).first()
+            if row is not None:
+                booking = attach(session, Booking, row)
                 break
             if priced.subsidized and await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date):
                 priced = await price(session, ctx, already_subsidized=True)
             # otherwise the serve code was taken: the next attempt draws another
         if booking is None:
             raise Conflict("系统繁忙，请稍后再试", code="BookingRetry")
-        lines: list[tuple[PricedLine, BookingLine]] = []
-        for pl in priced.lines:
-            line = BookingLine(
+        rows = [
+            dict(
                 id=uuid.uuid4(),
                 booking_id=booking.id,
                 menu_item_id=pl.item.id,
@@ -574,10 +579,13 @@ class BookingService:
                 delivery_fee_fen=pl.delivery_fee_fen,
                 self_pay_fen=pl.self_pay_fen + pl.charity_subsidy_fen,
             )
-            repo.add(line)
-            lines.append((pl, line))
+            for pl in priced.lines
+        ]
         with refusals_as_errors():
-            await session.flush()
+            written = (await execute_core(session, _INSERT_LINES, rows)).all()
+        lines = [
+            (pl, attach(session, BookingLine, row)) for pl, row in zip(priced.lines, written, strict=True)
+        ]
         if before_reserving is not None:
             await before_reserving(booking)
         holds = [(pl, line) for pl, line in lines if pl.charity_subsidy_fen > 0]

@@ -1,5 +1,5 @@
 """SQL constructs the hot paths need that SQLAlchemy does not cache by itself (``insert_or_skip``, ``sql_text``),
-and a cheaper way to run them (``execute_core``).
+and a cheaper way to run them (``execute_core``, ``attach``).
 
 SQLAlchemy 2.0 never caches the compiled form of its PostgreSQL ``insert()`` (the dialect's ``Insert`` sets
 ``inherit_cache = False``), so a statement written with ``sqlalchemy.dialects.postgresql.insert`` is compiled
@@ -15,13 +15,15 @@ of SQLAlchemy's cache key, so a plain ``insert()`` of the same shape never share
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Executable, Insert, TextClause, text
+from sqlalchemy import Column, CursorResult, Executable, Insert, Row, TextClause, inspect, text
 from sqlalchemy.dialects.postgresql.dml import OnConflictDoNothing
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 _CONNECTION = "sangyu.core_connection"
+Model = TypeVar("Model")
 
 
 class _SkipAnyConflict(OnConflictDoNothing):
@@ -72,3 +74,27 @@ async def execute_core(session: AsyncSession, statement: Executable, params: Any
         connection = await session.connection()
         session.info[_CONNECTION] = (sync.get_transaction(), connection)
     return await connection.execute(statement, params)
+
+
+_COLUMNS_OF: dict[type[Any], tuple[tuple[str, Column[Any]], ...]] = {}
+
+
+def _columns_of(model: type[Any]) -> tuple[tuple[str, Column[Any]], ...]:
+    """Each mapped attribute with its column (an attribute may be named differently from its column)."""
+    found = _COLUMNS_OF.get(model)
+    if found is None:
+        found = _COLUMNS_OF[model] = tuple(
+            (attr.key, attr.columns[0]) for attr in inspect(model).column_attrs
+        )
+    return found
+
+
+def attach(session: AsyncSession, model: type[Model], row: Row[Any]) -> Model:
+    """The ORM object for a row a Core statement has just written with ``RETURNING`` every column of
+    ``model``'s table: persistent in ``session`` as if it had been loaded, so changes made to it later are
+    flushed as UPDATEs. Writing the row this way skips the ORM's unit of work for the INSERT."""
+    values = row._mapping
+    obj = model(**{key: values[column] for key, column in _columns_of(model)})
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return obj

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
-from app.kit.sql import execute_core, insert_or_skip
+from app.kit.sql import attach, execute_core, insert_or_skip
 from app.models import IdempotencyKey
 
 
@@ -105,3 +105,19 @@ async def test_execute_core_flushes_only_where_the_session_autoflushes(committed
             s.add(IdempotencyKey(**_key(f"core-flush-{autoflush}")))
             assert (await execute_core(s, count)).scalar() == seen
             await s.rollback()
+
+
+async def test_attach_makes_a_row_written_by_core_an_object_of_the_session(session: AsyncSession) -> None:
+    """As if loaded: the session's identity map holds it (no second object, no query), the server's defaults
+    came back with it, and a change to it is flushed as an UPDATE."""
+    table = IdempotencyKey.__table__
+    written = await execute_core(session, insert(table).returning(*table.c), _key("attach-1"))
+    key = attach(session, IdempotencyKey, written.one())
+    assert key.created_at is not None
+    assert not session.new and not session.dirty
+    assert await session.get(IdempotencyKey, key.id) is key
+    resource = uuid.uuid4()
+    key.resource_id = resource
+    await session.flush()
+    stored = select(table.c.resource_id).where(table.c.id == key.id)
+    assert (await execute_core(session, stored)).scalar() == resource
