@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    Integer,
     Select,
     and_,
     bindparam,
@@ -22,13 +22,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.subject import Subject
-from app.kit.sql import execute_core, insert_or_skip
+from app.kit.sql import execute_core, insert_or_skip, sql_text
 from app.models import (
     Booking,
     BookingLine,
+    Canteen,
+    CanteenSlot,
     Elder,
     FamilyBinding,
-    IdempotencyKey,
     MealNotification,
     Menu,
     MenuItem,
@@ -51,18 +52,25 @@ _HAS_SUBSIDIZED_MEAL = select(
     )
 )
 
-_PUBLISHED_MENU_WITH = (
-    select(Menu, MenuItem)
+# An active canteen, its configuration of the slot, the meal's published menu (exactly one, a unique index) and
+# those of the chosen items that are on it: one row per item found, or one row with what there is.
+_MEAL_SETTING = (
+    select(Canteen, CanteenSlot, Menu, MenuItem)
+    .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == bindparam("slot")))
+    .outerjoin(
+        Menu,
+        and_(
+            Menu.canteen_id == Canteen.id,
+            Menu.service_date == bindparam("service_date"),
+            Menu.slot == bindparam("slot"),
+            Menu.status == "published",
+        ),
+    )
     .outerjoin(
         MenuItem,
         and_(MenuItem.menu_id == Menu.id, MenuItem.id.in_(bindparam("item_ids", expanding=True))),
     )
-    .where(
-        Menu.canteen_id == bindparam("canteen_id"),
-        Menu.service_date == bindparam("service_date"),
-        Menu.slot == bindparam("slot"),
-        Menu.status == "published",
-    )
+    .where(Canteen.id == bindparam("canteen_id"), Canteen.is_active.is_(True))
 )
 
 
@@ -96,21 +104,39 @@ _NOTIFY_ELDER_AND_FAMILY = _notifications_for(  # a member who is also the elder
     select(bindparam("elder_user_id", type_=MealNotification.user_id.type).label("user_id")).union(_FAMILY)
 )
 
-_FULL_UNLESS_REPLAYED = select(
-    and_(
-        exists().where(
-            SlotDay.canteen_id == bindparam("canteen_id"),
-            SlotDay.service_date == bindparam("service_date"),
-            SlotDay.slot == bindparam("slot"),
-            SlotDay.booked_meals + bindparam("meals", type_=Integer) > SlotDay.capacity,
-        ),
-        ~exists().where(
-            IdempotencyKey.scope == bindparam("scope"),
-            IdempotencyKey.owner == bindparam("owner"),
-            IdempotencyKey.key == bindparam("key"),
-        ),
+# A booking request's first statement: refuse a full slot from a plain read, or else claim the request's
+# idempotency key (ON CONFLICT DO NOTHING: a key already there is a replay, or a 409). A replay of a booking
+# the slot already counts is not refused: it must get its booking back.
+_CLAIM_UNLESS_FULL = sql_text(
+    """
+    WITH refused AS (
+        SELECT EXISTS (
+            SELECT 1 FROM slot_days
+            WHERE canteen_id = CAST(:canteen_id AS uuid) AND service_date = CAST(:service_date AS date)
+              AND slot = CAST(:slot AS varchar) AND booked_meals + CAST(:meals AS integer) > capacity
+        ) AND NOT EXISTS (
+            SELECT 1 FROM idempotency_keys
+            WHERE scope = CAST(:scope AS varchar) AND owner = CAST(:owner AS varchar) AND key = CAST(:key AS varchar)
+        ) AS no_room
+    ), claimed AS (
+        INSERT INTO idempotency_keys (id, scope, owner, key, request_hash, resource_id)
+        SELECT CAST(:id AS uuid), CAST(:scope AS varchar), CAST(:owner AS varchar), CAST(:key AS varchar),
+               CAST(:request_hash AS varchar), CAST(:resource_id AS uuid)
+        FROM refused WHERE NOT no_room
+        ON CONFLICT DO NOTHING
+        RETURNING id
     )
+    SELECT (SELECT no_room FROM refused) AS no_room, EXISTS (SELECT 1 FROM claimed) AS claimed
+    """
 )
+
+
+@dataclass
+class MealSetting:
+    canteen: Canteen
+    slot: CanteenSlot | None  # None: the canteen has no configuration of this slot
+    menu: Menu | None  # None: no published menu for the meal
+    items: dict[uuid.UUID, MenuItem]  # the chosen items found on that menu
 
 
 class BookingRepository:
@@ -178,29 +204,37 @@ class BookingRepository:
         )
         return bool((await self.session.execute(stmt)).scalar())
 
-    async def full_unless_replayed(
+    async def claim_unless_full(
         self,
         canteen_id: uuid.UUID,
         service_date: date,
         slot: str,
         meals: int,
         *,
-        idempotency: tuple[str, str, str],
-    ) -> bool:
-        """One plain read, first thing in a booking request: whether the slot is known and has no room for
-        ``meals`` (as of the last commit), and the request's (scope, owner, key) has not been used, since a
-        replay must still get its booking back."""
-        scope, owner, key = idempotency
+        scope: str,
+        owner: str,
+        key: str,
+        digest: str,
+        resource_id: uuid.UUID,
+    ) -> tuple[bool, bool]:
+        """One statement, first thing in a booking request: (full, claimed). ``full``: the slot is known and
+        has no room for ``meals`` as of the last commit, and the key (scope, owner, key) has not been used (a
+        replay must still get its booking back); nothing is written then. Otherwise the key is claimed for
+        ``resource_id`` with the request's ``digest``, and ``claimed`` is False if it was already taken."""
         params = {
             "canteen_id": canteen_id,
             "service_date": service_date,
             "slot": slot,
             "meals": meals,
+            "id": uuid.uuid4(),
             "scope": scope,
             "owner": owner,
             "key": key,
+            "request_hash": digest,
+            "resource_id": resource_id,
         }
-        return bool((await execute_core(self.session, _FULL_UNLESS_REPLAYED, params)).scalar())
+        row = (await execute_core(self.session, _CLAIM_UNLESS_FULL, params)).one()
+        return bool(row.no_room), bool(row.claimed)
 
     async def release_capacity(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int
@@ -224,15 +258,17 @@ class BookingRepository:
         params = {"elder_id": elder_id, "service_date": service_date}
         return bool((await execute_core(self.session, _HAS_SUBSIDIZED_MEAL, params)).scalar())
 
-    async def published_menu_with(
+    async def meal_setting(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, item_ids: Sequence[uuid.UUID]
-    ) -> tuple[Menu, dict[uuid.UUID, MenuItem]] | None:
-        """The meal's published menu and those of ``item_ids`` that are on it, in one query."""
+    ) -> MealSetting | None:
+        """What a booking of this meal is made against, in one query; None if the canteen is not active."""
         params = {"canteen_id": canteen_id, "service_date": service_date, "slot": slot, "item_ids": item_ids}
-        rows = (await self.session.execute(_PUBLISHED_MENU_WITH, params)).all()
+        rows = (await self.session.execute(_MEAL_SETTING, params)).all()
         if not rows:
             return None
-        return rows[0][0], {row[1].id: row[1] for row in rows if row[1] is not None}
+        canteen, canteen_slot, menu, _ = rows[0]
+        items = {row[3].id: row[3] for row in rows if row[3] is not None}
+        return MealSetting(canteen=canteen, slot=canteen_slot, menu=menu, items=items)
 
     async def all_menu_items(self, menu_id: uuid.UUID) -> Sequence[MenuItem]:
         stmt = select(MenuItem).where(MenuItem.menu_id == menu_id).order_by(MenuItem.position)

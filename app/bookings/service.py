@@ -328,10 +328,12 @@ class BookingService:
         at: datetime,
         enforce_cutoff: bool = True,
     ) -> Context:
-        found_canteen = await CanteenRepository(session).get_with_slot(canteen_id, slot, active_only=True)
-        if found_canteen is None:
+        setting = await BookingRepository(session).meal_setting(
+            canteen_id, service_date, slot, [i.menu_item_id for i in items]
+        )
+        if setting is None:
             raise NotFound("找不到这个食堂", code="CanteenNotFound")
-        canteen, slot_cfg = found_canteen
+        canteen, slot_cfg = setting.canteen, setting.slot
         if slot_cfg is None or not slot_cfg.is_active:
             raise Conflict("这个食堂不供应该餐次", code="SlotNotServed")
         today = business_date(at)
@@ -346,12 +348,9 @@ class BookingService:
                 code="BookingClosed",
                 detail={"cutoff_at": cutoff_at.isoformat()},
             )
-        published = await BookingRepository(session).published_menu_with(
-            canteen.id, service_date, slot, [i.menu_item_id for i in items]
-        )
-        if published is None:
+        menu, found = setting.menu, setting.items
+        if menu is None:
             raise Conflict("这一餐的菜单还没有发布", code="MenuNotPublished")
-        menu, found = published
         missing = [str(i.menu_item_id) for i in items if i.menu_item_id not in found]
         if missing:
             raise Conflict(
@@ -426,17 +425,27 @@ class BookingService:
         """Returns the booking and whether this call created it (False: a replay of the same key)."""
         key = idempotency.require_key(idempotency_key)
         owner = str(subject.user_id)
-        # Most requests of a lunch rush arrive after the slot has filled: they are answered from one read.
+        # Most requests of a lunch rush arrive after the slot has filled: they are answered from one read, which
+        # otherwise claims the request's key.
         meals = sum(i.quantity for i in payload.items)
-        if await BookingRepository(session).full_unless_replayed(
-            payload.canteen_id, payload.date, payload.slot.value, meals, idempotency=("booking", owner, key)
-        ):
-            raise _slot_full()
         booking_id = uuid.uuid4()
-        claim = await idempotency.claim(
-            session, scope="booking", owner=owner, key=key, body=payload, resource_id=booking_id
+        digest = idempotency.body_hash(payload)
+        full, claimed = await BookingRepository(session).claim_unless_full(
+            payload.canteen_id,
+            payload.date,
+            payload.slot.value,
+            meals,
+            scope="booking",
+            owner=owner,
+            key=key,
+            digest=digest,
+            resource_id=booking_id,
         )
-        if claim.existing_id is not None:
+        if full:
+            raise _slot_full()
+        if not claimed:
+            claim = await idempotency.existing(session, scope="booking", owner=owner, key=key, digest=digest)
+            assert claim.existing_id is not None  # existing() raises for a key that names nothing yet
             existing = await BookingRepository(session).get_readable(subject, claim.existing_id)
             if existing is None:
                 raise NotFound("找不到这笔订餐", code="BookingNotFound")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, Float, and_, bindparam, case, cast, func, null, select
+from sqlalchemy import ColumnElement, Float, case, cast, func, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Canteen, CanteenSlot
@@ -19,15 +19,6 @@ def distance_expr(lat: float, lng: float) -> ColumnElement[float]:
         func.radians(Canteen.lat)
     ) * func.power(func.sin(dlng / 2), 2)
     return cast(2 * EARTH_RADIUS_M * func.asin(func.least(1.0, func.sqrt(a))), Float)
-
-
-# built once: every booking request reads its canteen and slot through it
-_CANTEEN_WITH_SLOT = (
-    select(Canteen, CanteenSlot)
-    .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == bindparam("slot")))
-    .where(Canteen.id == bindparam("canteen_id"))
-)
-_ACTIVE_CANTEEN_WITH_SLOT = _CANTEEN_WITH_SLOT.where(Canteen.is_active.is_(True))
 
 
 class CanteenRepository:
@@ -76,14 +67,6 @@ class CanteenRepository:
         for slot in (await self.session.execute(stmt)).scalars():
             out[slot.canteen_id].append(slot)
         return out
-
-    async def get_with_slot(
-        self, canteen_id: uuid.UUID, slot: str, *, active_only: bool = False
-    ) -> tuple[Canteen, CanteenSlot | None] | None:
-        """The canteen and its configuration of ``slot`` (None if it has none), in one query."""
-        stmt = _ACTIVE_CANTEEN_WITH_SLOT if active_only else _CANTEEN_WITH_SLOT
-        row = (await self.session.execute(stmt, {"canteen_id": canteen_id, "slot": slot})).first()
-        return None if row is None else (row[0], row[1])
 
     async def get_slot(self, canteen_id: uuid.UUID, slot: str) -> CanteenSlot | None:
         stmt = select(CanteenSlot).where(CanteenSlot.canteen_id == canteen_id, CanteenSlot.slot == slot)

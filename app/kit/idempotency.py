@@ -81,6 +81,12 @@ async def claim(
     )
     if inserted.scalar_one_or_none() is not None:
         return Claim(id=new_id, existing_id=None)
+    return await existing(session, scope=scope, owner=owner, key=key, digest=digest)
+
+
+async def existing(session: AsyncSession, *, scope: str, owner: str, key: str, digest: str) -> Claim:
+    """The claim a request whose key is already taken runs into: the same request's (a replay: what it made),
+    or a 409 when the key was used for a different body or its first request has not finished."""
     row = (
         await session.execute(
             select(IdempotencyKey).where(

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.time import shanghai_datetime
-from app.models import AuditLog, Booking, BookingLine, SlotDay
+from app.models import AuditLog, Booking, BookingLine, IdempotencyKey, SlotDay
 from tests.bookings.helpers import DAY, MORNING, TODAY, arrange, body, key, set_now
 from tests.fixtures.client import login
 from tests.fixtures.factories import create_canteen_slot, create_menu, unique
@@ -261,8 +261,11 @@ async def test_a_full_slot_still_answers_a_replay_with_its_booking(
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
     reused = await client.post("/api/v1/bookings", json=body(w, quantity=2), headers=headers | mine)
     assert reused.status_code == 409 and reused.json()["error"] == "IdempotencyKeyReused"
-    other = await client.post("/api/v1/bookings", json=body(w), headers=headers | key())
+    refused_key = key()
+    other = await client.post("/api/v1/bookings", json=body(w), headers=headers | refused_key)
     assert other.status_code == 409 and other.json()["error"] == "SlotFull"
+    kept = select(func.count()).where(IdempotencyKey.key == refused_key["Idempotency-Key"])
+    assert await session.scalar(kept) == 0  # the refusal claimed nothing: the key is free to use again
     missing = await client.post("/api/v1/bookings", json=body(w), headers=headers)
     assert missing.status_code == 400 and missing.json()["error"] == "IdempotencyKeyRequired"
     assert await _count(session) == 1
