@@ -52,10 +52,11 @@ _HAS_SUBSIDIZED_MEAL = select(
     )
 )
 
-# An active canteen, its configuration of the slot, the meal's published menu (exactly one, a unique index) and
-# those of the chosen items that are on it: one row per item found, or one row with what there is.
+# An active canteen, its configuration of the slot, the meal's published menu (exactly one, a unique index),
+# those of the chosen items that are on it (one row per item found, or one row with what there is), and whether
+# the elder already has a subsidised meal that day.
 _MEAL_SETTING = (
-    select(Canteen, CanteenSlot, Menu, MenuItem)
+    select(Canteen, CanteenSlot, Menu, MenuItem, _HAS_SUBSIDIZED_MEAL.scalar_subquery())
     .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == bindparam("slot")))
     .outerjoin(
         Menu,
@@ -137,6 +138,7 @@ class MealSetting:
     slot: CanteenSlot | None  # None: the canteen has no configuration of this slot
     menu: Menu | None  # None: no published menu for the meal
     items: dict[uuid.UUID, MenuItem]  # the chosen items found on that menu
+    subsidized_today: bool  # the elder already has a subsidised meal (confirmed or served) that day
 
 
 class BookingRepository:
@@ -259,16 +261,35 @@ class BookingRepository:
         return bool((await execute_core(self.session, _HAS_SUBSIDIZED_MEAL, params)).scalar())
 
     async def meal_setting(
-        self, canteen_id: uuid.UUID, service_date: date, slot: str, item_ids: Sequence[uuid.UUID]
+        self,
+        canteen_id: uuid.UUID,
+        service_date: date,
+        slot: str,
+        item_ids: Sequence[uuid.UUID],
+        *,
+        elder_id: uuid.UUID,
     ) -> MealSetting | None:
-        """What a booking of this meal is made against, in one query; None if the canteen is not active."""
-        params = {"canteen_id": canteen_id, "service_date": service_date, "slot": slot, "item_ids": item_ids}
+        """What a booking of this meal for this elder is made against, in one query; None if the canteen is
+        not active."""
+        params = {
+            "canteen_id": canteen_id,
+            "service_date": service_date,
+            "slot": slot,
+            "item_ids": item_ids,
+            "elder_id": elder_id,
+        }
         rows = (await self.session.execute(_MEAL_SETTING, params)).all()
         if not rows:
             return None
-        canteen, canteen_slot, menu, _ = rows[0]
+        canteen, canteen_slot, menu, _, subsidized_today = rows[0]
         items = {row[3].id: row[3] for row in rows if row[3] is not None}
-        return MealSetting(canteen=canteen, slot=canteen_slot, menu=menu, items=items)
+        return MealSetting(
+            canteen=canteen,
+            slot=canteen_slot,
+            menu=menu,
+            items=items,
+            subsidized_today=bool(subsidized_today),
+        )
 
     async def all_menu_items(self, menu_id: uuid.UUID) -> Sequence[MenuItem]:
         stmt = select(MenuItem).where(MenuItem.menu_id == menu_id).order_by(MenuItem.position)

@@ -144,6 +144,7 @@ class Context:
     cutoff_at: datetime
     serve_start_at: datetime
     serve_end_at: datetime
+    subsidized_today: bool  # as read with the rest; the unique index on subsidised meals is what guards it
 
 
 def cutoff_for(slot: CanteenSlot, service_date: date) -> datetime:
@@ -329,7 +330,7 @@ class BookingService:
         enforce_cutoff: bool = True,
     ) -> Context:
         setting = await BookingRepository(session).meal_setting(
-            canteen_id, service_date, slot, [i.menu_item_id for i in items]
+            canteen_id, service_date, slot, [i.menu_item_id for i in items], elder_id=elder.id
         )
         if setting is None:
             raise NotFound("找不到这个食堂", code="CanteenNotFound")
@@ -374,6 +375,7 @@ class BookingService:
             cutoff_at=cutoff_at,
             serve_start_at=shanghai_datetime(service_date, slot_cfg.serve_start),
             serve_end_at=shanghai_datetime(service_date, slot_cfg.serve_end),
+            subsidized_today=setting.subsidized_today,
         )
 
     async def _out(self, session: AsyncSession, booking: Booking) -> BookingOut:
@@ -395,8 +397,7 @@ class BookingService:
             mode=payload.mode.value,
             at=at,
         )
-        already = await BookingRepository(session).has_subsidized_meal(elder.id, payload.date)
-        priced = await price(session, ctx, already_subsidized=already)
+        priced = await price(session, ctx, already_subsidized=ctx.subsidized_today)
         return QuoteOut(
             elder_id=elder.id,
             canteen_id=ctx.canteen.id,
@@ -529,8 +530,7 @@ class BookingService:
             ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals
         ):
             raise _slot_full()
-        already = await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date)
-        priced = await price(session, ctx, already_subsidized=already)
+        priced = await price(session, ctx, already_subsidized=ctx.subsidized_today)
         booking: Booking | None = None
         for _attempt in range(8):
             # A unique index may refuse the row: today's subsidized meal was taken first (possibly at another
