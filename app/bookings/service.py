@@ -591,6 +591,8 @@ class BookingService:
             for pl in priced.lines
         ]
         with refusals_as_errors():
+            if session.new or session.dirty or session.deleted:  # the caller's own rows go first, as before
+                await session.flush()
             written = (await execute_core(session, _INSERT_LINES, rows)).all()
         lines = [
             (pl, attach(session, BookingLine, row)) for pl, row in zip(priced.lines, written, strict=True)
