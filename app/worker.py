@@ -139,7 +139,8 @@ async def stage_pending_jobs(session: AsyncSession) -> None:
         }
         for m in messages
     ]
-    # one row, or executemany (not one multi-VALUES statement, which SQLAlchemy compiles anew for every row count)
+    # one row, or executemany (not one multi-VALUES statement, which SQLAlchemy compiles anew for every row
+    # count)
     await execute_core(session, _outbox_insert(), rows[0] if len(rows) == 1 else rows)
 
 

@@ -53,8 +53,8 @@ _HAS_SUBSIDIZED_MEAL = select(
 )
 
 # An active canteen, its configuration of the slot, the meal's published menu (exactly one, a unique index),
-# those of the chosen items that are on it (one row per item found, or one row with what there is), and whether
-# the elder already has a subsidised meal that day.
+# those of the chosen items that are on it (one row per item found, or one row with what there is), and
+# whether the elder already has a subsidised meal that day.
 _MEAL_SETTING = (
     select(Canteen, CanteenSlot, Menu, MenuItem, _HAS_SUBSIDIZED_MEAL.scalar_subquery())
     .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == bindparam("slot")))
@@ -117,7 +117,8 @@ _CLAIM_UNLESS_FULL = sql_text(
               AND slot = CAST(:slot AS varchar) AND booked_meals + CAST(:meals AS integer) > capacity
         ) AND NOT EXISTS (
             SELECT 1 FROM idempotency_keys
-            WHERE scope = CAST(:scope AS varchar) AND owner = CAST(:owner AS varchar) AND key = CAST(:key AS varchar)
+            WHERE scope = CAST(:scope AS varchar) AND owner = CAST(:owner AS varchar)
+              AND key = CAST(:key AS varchar)
         ) AS no_room
     ), claimed AS (
         INSERT INTO idempotency_keys (id, scope, owner, key, request_hash, resource_id)

@@ -426,8 +426,8 @@ class BookingService:
         """Returns the booking and whether this call created it (False: a replay of the same key)."""
         key = idempotency.require_key(idempotency_key)
         owner = str(subject.user_id)
-        # Most requests of a lunch rush arrive after the slot has filled: they are answered from one read, which
-        # otherwise claims the request's key.
+        # Most requests of a lunch rush arrive after the slot has filled: they are answered from one statement,
+        # which otherwise claims the request's key.
         meals = sum(i.quantity for i in payload.items)
         booking_id = uuid.uuid4()
         digest = idempotency.body_hash(payload)

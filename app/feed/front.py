@@ -4,10 +4,10 @@ A feed page or the stats are sent straight from this process's copy (``service.s
 ``FEED_LOCAL_CACHE_SECONDS`` old, or just run out while its rebuild is on its way) when the request's path and
 query string are exactly those of an earlier request that the endpoint validated and answered from that same
 copy. Routing, query validation and dependency solving are then skipped; nothing else is. The request keeps its
-id, its access-log line and its metrics (``RequestContextMiddleware`` sits outside this one) and is counted against the public-read
-limit. A refused request goes on to the endpoint, which answers the 429 in the usual shape without counting it
-again. Anything else (another path, a query string not seen yet, a copy that has run out and is not being
-rebuilt) goes to FastAPI as before, and the endpoint starts the rebuild.
+id, its access-log line and its metrics (``RequestContextMiddleware`` sits outside this one) and is counted
+against the public-read limit. A refused request goes on to the endpoint, which answers the 429 in the usual
+shape without counting it again. Anything else (another path, a query string not seen yet, a copy that has run
+out and is not being rebuilt) goes to FastAPI as before, and the endpoint starts the rebuild.
 """
 
 from __future__ import annotations

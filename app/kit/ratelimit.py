@@ -8,9 +8,10 @@ Batched limits (public reads, ``Limit(batched=True)``): each process decides fro
 about the caller (how many requests the window held) plus what it has let through since, without a round trip.
 Every ``FLUSH_SECONDS`` it adds the requests it let through to the same sorted sets, in one script call for all
 callers (a pipeline where the server runs no scripts), and hears back each caller's count (a count older than
-``KNOWN_SECONDS`` is asked for again). A caller the process knows nothing about yet is let through and counted the same way, so up to ``limit`` of its first
-requests to one process are not checked against the others until the next flush, 50 ms later. A caller spread
-over several processes may thus get a little more than the limit for a moment; the limit holds from then on.
+``KNOWN_SECONDS`` is asked for again). A caller the process knows nothing about yet is let through and counted
+the same way, so up to ``limit`` of its first requests to one process are not checked against the others until
+the next flush, 50 ms later. A caller spread over several processes may thus get a little more than the limit
+for a moment; the limit holds from then on.
 Public reads are where that trade is worth it: they are most of the traffic, and they fail open anyway.
 
 When Redis cannot be reached a limit either lets the request through (``fail_open=True``: reads, logins — better an

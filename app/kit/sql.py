@@ -1,5 +1,5 @@
-"""SQL constructs the hot paths need that SQLAlchemy does not cache by itself (``insert_or_skip``, ``sql_text``),
-and a cheaper way to run them (``execute_core``, ``attach``).
+"""SQL constructs the hot paths need that SQLAlchemy does not cache by itself (``insert_or_skip``,
+``sql_text``), and a cheaper way to run them (``execute_core``, ``attach``).
 
 SQLAlchemy 2.0 never caches the compiled form of its PostgreSQL ``insert()`` (the dialect's ``Insert`` sets
 ``inherit_cache = False``), so a statement written with ``sqlalchemy.dialects.postgresql.insert`` is compiled
@@ -54,15 +54,16 @@ def sql_text(statement: str) -> TextClause:
 
 
 async def execute_core(session: AsyncSession, statement: Executable, params: Any = None) -> CursorResult[Any]:
-    """Run ``statement`` on ``session``'s connection, in its transaction, as a Core statement: without the ORM's
-    execution path (its compile state, its bulk-insert machinery for an entity's ``insert()``, entity loading).
-    For statements built once that read columns or write rows the session does not hold; the rows come back
-    as ``Row`` tuples, never as ORM objects. Changes pending in the session are flushed first only if the
-    session autoflushes, as its own ``execute`` would (the app's sessions do not).
+    """Run ``statement`` on ``session``'s connection, in its transaction, as a Core statement: without the
+    ORM's execution path (its compile state, its bulk-insert machinery for an entity's ``insert()``, entity
+    loading). For statements built once that read columns or write rows the session does not hold; the rows
+    come back as ``Row`` tuples, never as ORM objects. Changes pending in the session are flushed first only
+    if the session autoflushes, as its own ``execute`` would (the app's sessions do not).
 
-    Measured in-process: an idempotency claim (an entity's insert) 480–670 µs of CPU through the session, 180
-    through its connection; a session look-up (columns of a join) 200–300 µs, 140–180. ``session.connection()``
-    itself costs about 100 µs, so the connection is kept for the rest of the transaction."""
+    Measured in-process: an idempotency claim (an entity's insert) 480–670 µs of CPU through the session,
+    180 through its connection; a session look-up (columns of a join) 200–300 µs, 140–180.
+    ``session.connection()`` itself costs about 100 µs, so the connection is kept for the rest of the
+    transaction."""
     sync = session.sync_session
     if sync.autoflush and (sync.new or sync.dirty or sync.deleted):
         await session.flush()

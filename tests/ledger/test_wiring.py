@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import uuid
 from datetime import time
 
 import httpx
@@ -17,7 +18,7 @@ from app.bookings.service import booking_service
 from app.kit.time import shanghai_datetime
 from app.ledger import chain
 from app.ledger.service import canteen_pool, ledger_service
-from app.models import Allocation
+from app.models import Allocation, Booking
 from app.models.role_grant import Role
 from tests.bookings.helpers import DAY, MORNING, arrange, body, key, set_now
 from tests.fixtures.client import login
@@ -63,6 +64,12 @@ async def test_charity_portion_is_held_and_shown_in_quote_and_booking(
     assert b["lines"][0]["charity_subsidy_fen"] == 300
     line, hold = await hold_of_booking(session, b["id"])
     assert line.charity_subsidy_fen == 300
+    stored = (
+        await session.execute(
+            select(Booking.charity_subsidy_fen, Booking.self_pay_fen).where(Booking.id == uuid.UUID(b["id"]))
+        )
+    ).one()
+    assert tuple(stored) == (300, 0)  # the hold's amounts reached the booking row, not only the answer
     assert hold is not None and hold.status == "held" and hold.held_fen == 300
     assert await pool_free(session, canteen_pool(w.canteen.id)) == 700
     meta = (await session.execute(select(Allocation.meta).where(Allocation.hold_id == hold.id))).scalar_one()
