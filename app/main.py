@@ -89,11 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware)
 
-    from app.api import router as api_router
+    from app.api import include_api
     from app.health import router as health_router
 
     app.include_router(health_router)
-    app.include_router(api_router)
+    include_api(app)
 
     from app.donations.endpoints import pages as donation_pages
 
