@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, and_, any_, bindparam, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -24,7 +24,6 @@ from app.models import (
     DonationTarget,
     FeedEvent,
     Fund,
-    ReceiptCounter,
 )
 from app.models.donation import DonationStatus
 
@@ -37,6 +36,17 @@ _LOCK_BY_OUT_TRADE_NOS = (
     .order_by(Donation.id)
     .with_for_update(of=Donation)
     .execution_options(populate_existing=True)
+)
+
+
+# Reserves numbers of a year's receipt sequence. Written as text: a PostgreSQL ``insert()`` with ON CONFLICT
+# is compiled again on every execution (see app/kit/sql.py), and the numberer runs after each burst of payments.
+_ADVANCE_RECEIPT_COUNTER = text(
+    """
+    INSERT INTO receipt_counters (year, last_seq) VALUES (CAST(:year AS integer), CAST(:count AS integer))
+    ON CONFLICT (year) DO UPDATE SET last_seq = receipt_counters.last_seq + EXCLUDED.last_seq
+    RETURNING last_seq
+    """
 )
 
 
@@ -228,16 +238,8 @@ class DonationRepository:
 
     async def advance_receipt_counter(self, year: int, count: int) -> int:
         """Reserve ``count`` numbers of ``year``; returns the last of them."""
-        last = await self.session.scalar(
-            insert(ReceiptCounter)
-            .values(year=year, last_seq=count)
-            .on_conflict_do_update(
-                index_elements=[ReceiptCounter.year], set_={"last_seq": ReceiptCounter.last_seq + count}
-            )
-            .returning(ReceiptCounter.last_seq)
-        )
-        assert last is not None
-        return int(last)
+        result = await execute_core(self.session, _ADVANCE_RECEIPT_COUNTER, {"year": year, "count": count})
+        return int(result.scalar_one())
 
     async def set_receipts(self, rows: list[tuple[uuid.UUID, int, int]]) -> None:
         """``(donation id, year, seq)`` for each, in one statement."""

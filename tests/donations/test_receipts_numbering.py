@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import AFTER_COMMIT_KEY, Database, unit_of_work
+from app.donations.repository import DonationRepository
 from app.donations.service import donation_service, receipts
-from app.models import Donation, DonationTarget
+from app.models import Donation, DonationTarget, ReceiptCounter
 from tests.feed.helpers import pay
 
 
@@ -81,3 +84,12 @@ async def test_a_view_does_not_wait_for_a_busy_numberer(committed: Database) -> 
     async with unit_of_work() as s:
         d = await s.get(Donation, donation.id)
         assert d is not None and d.receipt_no is not None
+
+
+async def test_a_years_counter_starts_then_advances_by_each_reservation(session: AsyncSession) -> None:
+    repo = DonationRepository(session)
+    year = random.randrange(3000, 9000)  # a year nobody numbers in; the session is rolled back
+    assert await repo.advance_receipt_counter(year, 3) == 3
+    assert await repo.advance_receipt_counter(year, 2) == 5
+    counter = await session.get(ReceiptCounter, year)
+    assert counter is not None and counter.last_seq == 5
