@@ -2,12 +2,24 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.config import get_settings
-from app.logging import configure_logging, scrub_processor, scrub_text
+from app.logging import (
+    _MAYBE_SENSITIVE,
+    _may_be_sensitive,
+    configure_logging,
+    render_json,
+    scrub_processor,
+    scrub_text,
+    timestamp_processor,
+)
 
 
 def test_scrubs_id_numbers_phones_and_tokens() -> None:
@@ -53,3 +65,48 @@ def test_own_loggers_follow_the_stdlib_level_of_their_name(capsys: pytest.Captur
     shown = next(line for line in lines if line["event"] == "shown_probe")
     assert shown["phone"] == "138****5678" and shown["logger"] == "tests.level_probe"
     assert shown["level"] == "info" and shown["timestamp"].endswith("Z")
+
+
+_PIECES = st.sampled_from(
+    ["1", "9", "13812345678", "371402195001011", "23X", "Bearer ", "bEaReR", "bear", "er", "-", " "]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.lists(_PIECES | st.text(max_size=3)).map("".join)))
+def test_fast_precheck_agrees_with_the_pattern(text: str) -> None:
+    """The byte-level check for ASCII text answers exactly as the regular expression it stands in for."""
+    assert _may_be_sensitive(text) == (_MAYBE_SENSITIVE.search(text) is not None)
+
+
+def test_json_lines_are_scrubbed_when_something_shows_and_untouched_otherwise() -> None:
+    plain = {"event": "request", "path": "/api/v1/feed", "status": 200, "duration_ms": 1.5}
+    assert json.loads(render_json(None, "info", dict(plain))) == plain
+    line = json.loads(
+        render_json(
+            None,
+            "info",
+            {
+                "event": "x",
+                "note": "电话13812345678",
+                "nested": {"who": ["Bearer abc.def"], "Password": "p"},
+                "Token": "t0k3n",
+                "count": 12345678901,  # a number is not text: written as it is
+            },
+        )
+    )
+    assert line["note"] == "电话138****5678"
+    assert line["nested"] == {"who": ["Bearer [redacted]"], "Password": "[redacted]"}
+    assert line["Token"] == "[redacted]" and line["count"] == 12345678901
+    # digits of other scripts: an ID number typed in full-width digits
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in "37140219500101123") + "X"
+    assert full_width not in render_json(None, "info", {"event": "x", "id": full_width})
+
+
+def test_timestamps_are_utc_iso_with_microseconds() -> None:
+    before = datetime.now(UTC)
+    stamp = timestamp_processor(None, "info", {})["timestamp"]
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before - timedelta(microseconds=1) <= at <= after
