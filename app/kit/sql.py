@@ -67,13 +67,15 @@ async def execute_core(session: AsyncSession, statement: Executable, params: Any
     sync = session.sync_session
     if sync.autoflush and (sync.new or sync.dirty or sync.deleted):
         await session.flush()
-    transaction = sync.get_transaction()
+    # the innermost transaction: a savepoint's (``begin_nested``) is only emitted when the session first asks
+    # for its connection, so a statement inside one must ask too, or it would run outside the savepoint
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
     kept: tuple[object, AsyncConnection] | None = session.info.get(_CONNECTION)
     if kept is not None and transaction is not None and kept[0] is transaction:
         connection = kept[1]
     else:
         connection = await session.connection()
-        session.info[_CONNECTION] = (sync.get_transaction(), connection)
+        session.info[_CONNECTION] = (sync.get_nested_transaction() or sync.get_transaction(), connection)
     return await connection.execute(statement, params)
 
 

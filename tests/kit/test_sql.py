@@ -97,6 +97,30 @@ async def test_execute_core_follows_the_session_into_its_next_transaction(commit
         assert list((await s.execute(keys)).scalars()) == ["core-2"]  # committed; core-3 rolled back
 
 
+async def test_execute_core_runs_inside_a_savepoint(committed: Database) -> None:
+    """Inside ``begin_nested`` it writes in the savepoint: a rollback to it takes the row away and keeps what
+    came before, also when it is the savepoint's first statement (which is what emits the SAVEPOINT)."""
+    keys = select(IdempotencyKey.key).where(IdempotencyKey.owner == "sql").order_by(IdempotencyKey.key)
+    async with committed.sessionmaker() as s:
+        await execute_core(s, insert_or_skip(IdempotencyKey.__table__), _key("core-sp-1"))
+        with pytest.raises(RuntimeError):
+            async with s.begin_nested():
+                await execute_core(s, insert_or_skip(IdempotencyKey.__table__), _key("core-sp-2"))
+                raise RuntimeError("undo")
+        async with s.begin_nested():  # a savepoint that is released keeps its row
+            await execute_core(s, insert_or_skip(IdempotencyKey.__table__), _key("core-sp-3"))
+        with pytest.raises(RuntimeError):
+            async with s.begin_nested():
+                async with s.begin_nested():
+                    await execute_core(s, insert_or_skip(IdempotencyKey.__table__), _key("core-sp-4"))
+                raise RuntimeError("undo the outer one")
+        await execute_core(s, insert_or_skip(IdempotencyKey.__table__), _key("core-sp-5"))
+        assert list((await execute_core(s, keys)).scalars()) == ["core-sp-1", "core-sp-3", "core-sp-5"]
+        await s.commit()
+    async with committed.sessionmaker() as s:
+        assert list((await s.execute(keys)).scalars()) == ["core-sp-1", "core-sp-3", "core-sp-5"]
+
+
 async def test_execute_core_flushes_only_where_the_session_autoflushes(committed: Database) -> None:
     count = select(func.count()).select_from(IdempotencyKey).where(IdempotencyKey.owner == "sql")
     for autoflush, seen in ((False, 0), (True, 1)):
