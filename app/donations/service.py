@@ -360,6 +360,7 @@ class DonationService:
                 )
                 for item in done
             ],
+            unpaid_and_locked=True,  # every item's donation is locked by the caller and was seen unpaid above
         )
         receipts.after_commit_of(session)
         for item in done:

@@ -598,13 +598,20 @@ class LedgerService:
         return _in_session(session, (await self.record_donation_payments(session, [payment]))[0])
 
     async def record_donation_payments(
-        self, session: AsyncSession, payments: list[DonationPayment]
+        self, session: AsyncSession, payments: list[DonationPayment], *, unpaid_and_locked: bool = False
     ) -> list[EntryLike]:
         """``record_donation_payment`` for a batch, in a constant number of statements: the donations' locks,
         one look-up of lots already there, then the entries with their postings, their lots and the receiving
         pools' new balances in one (``_write_entries``). Each payment is idempotent on ``(source,
         external_ref)``; the batch is all or nothing. New entries come back as ``NewEntry`` values, not added
-        to the session (a batch of payments has no use for thousands of ORM objects)."""
+        to the session (a batch of payments has no use for thousands of ORM objects).
+
+        ``unpaid_and_locked``: the caller holds every donation's row lock in this transaction and has seen
+        each one unpaid (``DonationService.complete_payments``). A donation's lot is written by the
+        transaction that marks it paid, so none of these has one: the donation locks and the look-up are
+        skipped (two round trips of every payment batch). A payment whose entry turns out to be there already
+        (the same payment recorded for another donation) then fails the batch with ``LedgerKeyReused``, as
+        the look-up would have."""
         for p in payments:
             self._check_payment(p)
         if len({p.donation_id for p in payments}) != len(payments) or len(
@@ -614,10 +621,13 @@ class LedgerService:
                 "同一批入账里有重复的捐赠", code="LedgerBadInput", detail={"field": "donation_id"}
             )
         repo = LedgerRepository(session)
-        await repo.lock_donations([p.donation_id for p in payments])
-        lots = await repo.lots_for_donations_or_refs(
-            [p.donation_id for p in payments], [(p.source, p.external_ref) for p in payments]
-        )
+        if unpaid_and_locked:
+            lots: list[DonationLot] = []
+        else:
+            await repo.lock_donations([p.donation_id for p in payments])
+            lots = await repo.lots_for_donations_or_refs(
+                [p.donation_id for p in payments], [(p.source, p.external_ref) for p in payments]
+            )
         by_donation = {lot.donation_id: lot for lot in lots}
         by_ref = {(lot.source, lot.external_ref): lot for lot in lots}
         known: dict[int, DonationLot] = {}
@@ -680,6 +690,14 @@ class LedgerService:
             lots_kept=True,
             lots_for=lots_for,
         )
+        if unpaid_and_locked:
+            reused = next((e for e in entries if not isinstance(e, NewEntry)), None)
+            if reused is not None:
+                raise Conflict(
+                    "这笔捐款已经入账，内容却不一样",
+                    code="LedgerKeyReused",
+                    detail={"business_key": reused.business_key, "entry_id": str(reused.id)},
+                )
         earlier = {e.id: e for e in await repo.entries_by_ids([lot.entry_id for lot in known.values()])}
         made = iter(entries)
         return [earlier[known[i].entry_id] if i in known else next(made) for i in range(len(payments))]

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.exceptions import BadRequest, Conflict, NotFound
 from app.ledger import chain
-from app.ledger.service import GENERAL_MEAL_POOL, Posting, canteen_pool, ledger_service
+from app.ledger.service import GENERAL_MEAL_POOL, DonationPayment, Posting, canteen_pool, ledger_service
 from app.models import DonationLot, JournalEntry, LedgerAccount
 from app.models import Posting as PostingRow
 from tests.fixtures.factories import create_canteen, create_fund, unique
@@ -181,6 +181,20 @@ async def test_donation_payment_creates_lot_and_is_idempotent(session: AsyncSess
     with pytest.raises(Conflict):  # same transaction id credited to another donation
         await ledger_service.record_donation_payment(session, **{**kwargs, "donation_id": uuid.uuid4()})  # type: ignore[arg-type]
     assert await pool_free(session, pool) == 1000
+
+    # A caller that holds its donations locked and unpaid skips the look-up of lots: the same payment for
+    # another donation is still refused, by the entries' insert, and nothing of the batch stays.
+    other = DonationPayment(**{**kwargs, "donation_id": uuid.uuid4()})  # type: ignore[arg-type]
+    fresh = DonationPayment(**{**kwargs, "donation_id": uuid.uuid4(), "external_ref": unique("tx")})  # type: ignore[arg-type]
+    with pytest.raises(Conflict) as err:
+        async with session.begin_nested():
+            await ledger_service.record_donation_payments(session, [fresh, other], unpaid_and_locked=True)
+    assert err.value.error_code == "LedgerKeyReused"
+    fresh_key = f"donation:wechatpay:{fresh.external_ref}:paid"
+    assert await entry_count(session, fresh_key) == 0 and await pool_free(session, pool) == 1000
+    made = await ledger_service.record_donation_payments(session, [fresh], unpaid_and_locked=True)
+    assert [e.business_key for e in made] == [fresh_key]
+    assert await pool_free(session, pool) == 2000
 
 
 async def test_donation_to_fund_and_bad_targets(session: AsyncSession) -> None:

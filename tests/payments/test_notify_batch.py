@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
@@ -366,3 +367,43 @@ async def test_a_notification_delivered_twice_at_once_is_answered_once_and_then_
             await s.execute(select(func.count()).where(PaymentInbox.external_id == note.id))
         ).scalar_one()
     assert stored == 1
+
+
+async def test_a_payment_already_recorded_for_another_order_fails_alone(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    """A batch skips the look-up of lots (its orders are locked and unpaid), so a transaction id that the ledger
+    already holds for another order is refused (by the orders' unique transaction id, and the ledger's entries
+    would refuse it too): that notification fails, alone, and leaves nothing behind; the others in its batch are
+    paid."""
+    first, second, third, fourth = await _pending(committed_client, 4)
+    reused_tx = "4200" + "5" * 24
+    async with unit_of_work() as s:
+        assert await payment_service.handle_payment_notifications(
+            s, get_wechatpay(), [_note(first, note_id="n-first", tx=reused_tx)]
+        ) == ["paid"]
+    # the orders' own unique transaction id refuses it first, before the ledger
+    with pytest.raises(IntegrityError):
+        async with unit_of_work() as s:
+            await payment_service.handle_payment_notifications(
+                s, get_wechatpay(), [_note(second, note_id="n-second", tx=reused_tx)]
+            )
+
+    reused = payment_notification(third["out_trade_no"], third["amount_fen"], transaction_id=reused_tx)
+    good = [payment_notification(d["out_trade_no"], d["amount_fen"]) for d in (second, fourth)]
+    results = await asyncio.gather(
+        *(committed_client.post(NOTIFY, content=body, headers=h) for h, body in [good[0], reused, good[1]])
+    )
+    assert [r.status_code for r in results] == [204, 500, 204]
+    async with unit_of_work() as s:
+        facts = await _facts(s, [d["id"] for d in (first, second, third, fourth)])
+        check = await ledger_service.check(s)
+    assert facts["status"] == {
+        first["id"]: "paid",
+        second["id"]: "paid",
+        third["id"]: "pending",
+        fourth["id"]: "paid",
+    }
+    assert facts["tx"][third["id"]] is None and facts["entries"] == 3
+    assert "n-second" not in facts["inbox"]
+    assert check["ok"], check["problems"]
