@@ -95,6 +95,27 @@ async def test_a_started_app_takes_its_long_lived_objects_out_of_the_collectors_
         assert gone() is None
 
 
+async def test_a_started_app_has_its_wechatpay_gateway_ready(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built at startup, not by the first payment notification; a configuration that cannot be loaded does
+    not stop the start (the requests that need it fail instead, as before)."""
+    from app.wechat import pay
+
+    pay.reset_wechatpay()
+    async with LifespanManager(create_app()):
+        assert pay._gateway is not None
+    pay.reset_wechatpay()
+
+    def broken() -> None:
+        raise RuntimeError("no merchant key")
+
+    monkeypatch.setattr(pay, "merchant_config", broken)
+    async with LifespanManager(create_app()):
+        assert pay._gateway is None
+    pay.reset_wechatpay()
+
+
 async def test_a_stopping_app_finishes_the_work_its_commits_left(database: Database) -> None:
     """Sealing and receipt numbers follow commits, paced under load: a process that stops finishes them first."""
     done: list[int] = []

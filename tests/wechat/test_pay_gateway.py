@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import time
@@ -185,3 +186,22 @@ async def test_trade_bill_gzip_sha1_backtick_yuan(gateway: WeChatPayGateway, sim
         await gateway.download_bill(bill["download_url"], "0" * 40)
     with pytest.raises(WeChatPayError):
         await gateway.trade_bill((business_date() + timedelta(days=1)).isoformat())
+
+
+async def test_calls_reuse_the_parsed_key_and_run_concurrently(
+    gateway: WeChatPayGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call has a client of its own (concurrent calls, each entering and leaving it), built without
+    parsing the merchant's RSA key again: that costs tens of milliseconds of CPU per order."""
+    import wechatpayv3.async_.core as sdk_core
+
+    parsed: list[object] = []
+    real = sdk_core.load_private_key
+    monkeypatch.setattr(sdk_core, "load_private_key", lambda pem: parsed.append(pem) or real(pem))
+    numbers = [_no() for _ in range(6)]
+    prepays = await asyncio.gather(*(_order(gateway, no, total=300 + i) for i, no in enumerate(numbers)))
+    assert all(p.startswith("wx") for p in prepays) and len(set(prepays)) == 6
+    orders = await asyncio.gather(*(gateway.query_order(no) for no in numbers))
+    assert [o["amount"]["total"] if o else None for o in orders] == [300 + i for i in range(6)]
+    assert parsed == []
+    assert gateway._offline._core._client is None  # the shared client never holds a connection
