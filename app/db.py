@@ -78,6 +78,7 @@ def create_engine(url: URL | str, settings: Settings | None = None, **kwargs: An
     settings = settings or get_settings()
     kwargs.setdefault("pool_size", settings.DATABASE_POOL_SIZE)
     kwargs.setdefault("max_overflow", settings.DATABASE_MAX_OVERFLOW)
+    kwargs.setdefault("pool_timeout", settings.DATABASE_POOL_TIMEOUT)
     engine = create_async_engine(to_async_url(url), **kwargs)
     _ping_when_idle(engine)
     return engine

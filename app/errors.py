@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.exceptions import SangyuError
@@ -110,8 +111,8 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 def is_unavailable(exc: BaseException) -> bool:
     """A database or network failure (answered 503), not a fault of the request."""
-    if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError):
-        return True
+    if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError | PoolTimeout):
+        return True  # PoolTimeout: every connection of the process stayed busy for DATABASE_POOL_TIMEOUT
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     name = type(exc).__name__

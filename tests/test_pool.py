@@ -57,3 +57,27 @@ async def test_a_connection_in_constant_use_is_not_pinged_and_fails_once_if_it_d
         assert await _backend_pid(engine) != first
     finally:
         await engine.dispose()
+
+
+async def test_a_request_that_finds_every_connection_busy_waits_then_is_told_unavailable(
+    database: Database,
+) -> None:
+    """The pool has a fixed size: no connection above it is opened, a caller waits for one to come back, and
+    after the pool's timeout gets an error that the error handler answers with a 503."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from app.config import get_settings
+    from app.errors import is_unavailable
+
+    assert get_settings().DATABASE_MAX_OVERFLOW == 0
+    engine = create_engine(database.url, pool_size=1, pool_timeout=0.2)
+    try:
+        async with engine.connect() as held:
+            await held.execute(text("SELECT 1"))
+            with pytest.raises(PoolTimeout) as waited:
+                await _backend_pid(engine)
+            assert is_unavailable(waited.value)
+        assert await _backend_pid(engine) > 0  # returned: the next caller gets it
+        assert engine.sync_engine.pool.checkedout() == 0 and engine.sync_engine.pool.overflow() <= 0
+    finally:
+        await engine.dispose()
