@@ -87,20 +87,21 @@ def scrub_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, An
     return event_dict
 
 
-_second = -1
-_second_text = ""
+# (second, its date and time as text), replaced as one value so that threads logging at once never pair a second
+# with another second's text
+_second_text: tuple[int, str] = (-1, "")
 
 
 def timestamp_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """UTC time in ISO 8601 with microseconds and ``Z``, as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes
     it, with the date and time of the second formatted once per second rather than on every line."""
-    global _second, _second_text
+    global _second_text
     now = time.time()
     second = int(now)
-    if second != _second:
-        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second = second
-    event_dict["timestamp"] = f"{_second_text}.{int((now - second) * 1_000_000):06d}Z"
+    cached = _second_text
+    if cached[0] != second:
+        cached = _second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    event_dict["timestamp"] = f"{cached[1]}.{int((now - second) * 1_000_000):06d}Z"
     return event_dict
 
 

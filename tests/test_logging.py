@@ -110,3 +110,19 @@ def test_timestamps_are_utc_iso_with_microseconds() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
     at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert before - timedelta(microseconds=1) <= at <= after
+
+
+def test_each_timestamp_names_its_own_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text of the second is cached, but a line stamped with an earlier time (another thread's, read just
+    before the second turned) still gets its own second."""
+    import app.logging as app_logging
+
+    times = iter([1_000_000_000.5, 999_999_999.25, 1_000_000_000.75, 1_000_000_001.0])
+    monkeypatch.setattr(app_logging.time, "time", lambda: next(times))
+    stamps = [timestamp_processor(None, "info", {})["timestamp"] for _ in range(4)]
+    assert stamps == [
+        "2001-09-09T01:46:40.500000Z",
+        "2001-09-09T01:46:39.250000Z",
+        "2001-09-09T01:46:40.750000Z",
+        "2001-09-09T01:46:41.000000Z",
+    ]
