@@ -81,3 +81,31 @@ async def test_a_request_that_finds_every_connection_busy_waits_then_is_told_una
         assert engine.sync_engine.pool.checkedout() == 0 and engine.sync_engine.pool.overflow() <= 0
     finally:
         await engine.dispose()
+
+
+async def test_a_request_that_waits_too_long_for_a_connection_is_answered_503(database: Database) -> None:
+    """Through the error handlers: the pool's timeout is the service being busy, told in Chinese, not a 500."""
+    import httpx
+    from fastapi import FastAPI
+
+    from app.errors import install_error_handlers
+
+    engine = create_engine(database.url, pool_size=1, pool_timeout=0.2)
+    probe = FastAPI()
+    install_error_handlers(probe)
+
+    @probe.get("/busy")
+    async def busy() -> dict[str, int]:
+        return {"pid": await _backend_pid(engine)}
+
+    transport = httpx.ASGITransport(app=probe, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            async with engine.connect() as held:
+                await held.execute(text("SELECT 1"))
+                res = await c.get("/busy")
+            assert res.status_code == 503, res.text
+            assert res.json()["error"] == "ServiceUnavailable" and "稍后再试" in res.json()["message"]
+            assert (await c.get("/busy")).status_code == 200  # the connection is back: served again
+    finally:
+        await engine.dispose()

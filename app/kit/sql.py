@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Column, CursorResult, Executable, Insert, Row, TextClause, inspect, text
 from sqlalchemy.dialects.postgresql.dml import OnConflictDoNothing
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
 _CONNECTION = "sangyu.core_connection"
 Model = TypeVar("Model")
@@ -67,16 +67,20 @@ async def execute_core(session: AsyncSession, statement: Executable, params: Any
     sync = session.sync_session
     if sync.autoflush and (sync.new or sync.dirty or sync.deleted):
         await session.flush()
-    # the innermost transaction: a savepoint's (``begin_nested``) is only emitted when the session first asks
-    # for its connection, so a statement inside one must ask too, or it would run outside the savepoint
-    transaction = sync.get_nested_transaction() or sync.get_transaction()
     kept: tuple[object, AsyncConnection] | None = session.info.get(_CONNECTION)
+    transaction = _innermost_transaction(sync)
     if kept is not None and transaction is not None and kept[0] is transaction:
         connection = kept[1]
     else:
-        connection = await session.connection()
-        session.info[_CONNECTION] = (sync.get_nested_transaction() or sync.get_transaction(), connection)
+        connection = await session.connection()  # begins the transaction (or the savepoint) if need be
+        session.info[_CONNECTION] = (_innermost_transaction(sync), connection)
     return await connection.execute(statement, params)
+
+
+def _innermost_transaction(sync: Session) -> SessionTransaction | None:
+    """A savepoint's (``begin_nested``) when one is open: it is only emitted when the session is first asked
+    for its connection, so a statement inside one must ask too, or it would run outside the savepoint."""
+    return sync.get_nested_transaction() or sync.get_transaction()
 
 
 _COLUMNS_OF: dict[type[Any], tuple[tuple[str, Column[Any]], ...]] = {}
