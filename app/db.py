@@ -251,6 +251,32 @@ async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) ->
         await run_after_commit(session)
 
 
+class TransactionHasWritten(RuntimeError):
+    """``release_connection`` was called after the transaction wrote something (a programming error)."""
+
+
+async def release_connection(session: AsyncSession) -> None:
+    """Give ``session``'s connection back to the pool before a slow call outside the database (WeChat Pay),
+    when the request has only read so far. The request's one writing transaction then begins with its next
+    statement, on whichever connection the pool hands out.
+
+    The pool has a fixed size: a request that waits on WeChat while holding a connection keeps it from every
+    other request of its process, and in sandbox mode from the simulator answering that very call.
+
+    Only a transaction that has written nothing may be ended here, or its writes would be committed apart from
+    what the request writes later: PostgreSQL assigns a transaction id at the first write, and a transaction
+    that has one raises ``TransactionHasWritten``. Ending it by COMMIT (nothing to commit) rather than ROLLBACK
+    keeps what it loaded usable. A session joined to a caller's transaction (tests) has nothing to give back."""
+    if isinstance(session.bind, AsyncConnection) or not session.in_transaction():
+        return
+    if session.new or session.dirty or session.deleted:
+        raise TransactionHasWritten("release_connection: the session has unflushed changes")
+    wrote = (await session.execute(text("SELECT pg_current_xact_id_if_assigned() IS NOT NULL"))).scalar_one()
+    if wrote:
+        raise TransactionHasWritten("release_connection: the transaction has already written")
+    await session.commit()
+
+
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 

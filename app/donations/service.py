@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import service as audit
 from app.auth.subject import Subject
 from app.config import get_settings
+from app.db import release_connection
 from app.donations.repository import DonationRepository
 from app.donations.schemas import (
     MAX_DONATION_FEN,
@@ -197,18 +198,23 @@ class DonationService:
         payload: DonationCreate,
         idempotency_key: str | None,
     ) -> DonationCreated:
+        """Open the WeChat Pay order, then write the donation and its key's claim in one transaction.
+
+        The order is opened while the request holds no database connection (``release_connection``): before
+        it the request has only read (the target, whether the key was used), and what it writes comes after.
+        A WeChat Pay failure therefore writes nothing. Two requests racing with one new key may each open an
+        order; the claim lets one donation through, and the other request answers with it. The order that lost
+        is never shown to anyone, so nobody can pay it, and WeChat Pay closes it at ``time_expire``."""
         repo = DonationRepository(session)
         target = await repo.get_target(payload.target_code)
         if target is None:
             raise _target_not_found()
-        claim = await idempotency.claim(
-            session, scope="donation", owner=str(subject.user_id), key=idempotency_key, body=payload
-        )
-        if claim.existing_id is not None:
-            existing = await repo.get_for_donor(claim.existing_id, subject.user_id, lock=True)
-            if existing is None:
-                raise _not_found()
-            return await self._created(session, gateway, existing, target, subject.openid)
+        key = idempotency.require_key(idempotency_key)
+        owner = str(subject.user_id)
+        digest = idempotency.body_hash(payload)
+        seen = await idempotency.find(session, scope="donation", owner=owner, key=key, digest=digest)
+        if seen is not None:
+            return await self._replay(session, gateway, subject, seen, target)
 
         unit = get_settings().MEAL_UNIT_FEN
         amount = payload.amount_fen if payload.amount_fen is not None else (payload.meals or 0) * unit
@@ -234,13 +240,31 @@ class DonationService:
             created_at=utcnow(),  # the request's own time, not the transaction's (list order)
             expires_at=now + timedelta(minutes=get_settings().WECHATPAY_ORDER_EXPIRE_MINUTES),
         )
-        await repo.add(donation)
+        await release_connection(session)
         donation.prepay_id = await self._prepay(gateway, donation, target, subject.openid)
         donation.prepay_at = now
-        await idempotency.complete(session, claim, donation.id)
-        await session.flush()
+        claim = await idempotency.claim(
+            session, scope="donation", owner=owner, key=key, body=payload, resource_id=donation.id
+        )
+        if claim.existing_id is not None:  # a request with the same key claimed it meanwhile
+            return await self._replay(session, gateway, subject, claim, target)
+        await repo.add(donation)
         await session.refresh(donation)
         return await self._created(session, gateway, donation, target, subject.openid, fresh=True)
+
+    async def _replay(
+        self,
+        session: AsyncSession,
+        gateway: WeChatPayGateway,
+        subject: Subject,
+        claim: idempotency.Claim,
+        target: DonationTarget,
+    ) -> DonationCreated:
+        assert claim.existing_id is not None
+        existing = await DonationRepository(session).get_for_donor(claim.existing_id, subject.user_id)
+        if existing is None:
+            raise _not_found()
+        return await self._created(session, gateway, existing, target, subject.openid)
 
     async def _created(
         self,
@@ -256,7 +280,9 @@ class DonationService:
         now = utcnow()
         if donation.status == DonationStatus.pending and donation.expires_at and donation.expires_at > now:
             if not fresh and (donation.prepay_at is None or now - donation.prepay_at > PREPAY_REUSE):
-                # same out_trade_no, identical parameters → WeChat Pay hands out a fresh prepay_id
+                # same out_trade_no, identical parameters → WeChat Pay hands out a fresh prepay_id; asked with
+                # no connection held, as for a new order (only reads came before)
+                await release_connection(session)
                 donation.prepay_id = await self._prepay(gateway, donation, target, openid)
                 donation.prepay_at = now
                 await session.flush()

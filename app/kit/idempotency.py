@@ -1,10 +1,11 @@
 """``Idempotency-Key`` handling for writes that must happen once (bookings, donations).
 
-    claim = await idempotency.claim(session, scope="booking", owner=str(subject.user_id), key=key, body=payload)
+    claim = await idempotency.claim(
+        session, scope="booking", owner=str(subject.user_id), key=key, body=payload, resource_id=new_id
+    )
     if claim.existing_id:              # a replay of a committed request: return what it made
         return await load(claim.existing_id)
-    booking = ...create...
-    await idempotency.complete(session, claim, booking.id)
+    ...create the resource with id new_id...
 
 Concurrent requests with the same key serialize on the unique index: the loser waits for the winner's
 transaction, then sees its row. Same key with a different body → 409. If the first request rolled back,
@@ -60,10 +61,10 @@ async def claim(
     owner: str,
     key: str | None,
     body: BaseModel | dict[str, Any],
-    resource_id: uuid.UUID | None = None,
+    resource_id: uuid.UUID,
 ) -> Claim:
-    """``resource_id``: the id the caller will give what it makes, when it can choose it up front (then no
-    ``complete`` is needed; the claim and the resource commit or roll back together anyway)."""
+    """``resource_id``: the id the caller will give what it makes, chosen up front; the claim and the resource
+    commit or roll back together."""
     key = require_key(key)
     digest = body_hash(body)
     new_id = uuid.uuid4()
@@ -87,13 +88,23 @@ async def claim(
 async def existing(session: AsyncSession, *, scope: str, owner: str, key: str, digest: str) -> Claim:
     """The claim a request whose key is already taken runs into: the same request's (a replay: what it made),
     or a 409 when the key was used for a different body or its first request has not finished."""
+    found = await find(session, scope=scope, owner=owner, key=key, digest=digest)
+    assert found is not None, "existing() is for a key that is taken"
+    return found
+
+
+async def find(session: AsyncSession, *, scope: str, owner: str, key: str, digest: str) -> Claim | None:
+    """``existing`` for a key that may not have been used yet (None then): a read, for a request that must
+    know whether it is a replay before it does anything slow outside the database."""
     row = (
         await session.execute(
             select(IdempotencyKey).where(
                 IdempotencyKey.scope == scope, IdempotencyKey.owner == owner, IdempotencyKey.key == key
             )
         )
-    ).scalar_one()
+    ).scalar_one_or_none()
+    if row is None:
+        return None
     if row.request_hash != digest:
         raise Conflict(
             "这个 Idempotency-Key 已用于另一笔不同的请求，请换一个新的再提交", code="IdempotencyKeyReused"
@@ -101,10 +112,3 @@ async def existing(session: AsyncSession, *, scope: str, owner: str, key: str, d
     if row.resource_id is None:
         raise Conflict("相同的请求正在处理中，请稍后刷新查看", code="RequestInProgress")
     return Claim(id=row.id, existing_id=row.resource_id)
-
-
-async def complete(session: AsyncSession, claim_: Claim, resource_id: uuid.UUID) -> None:
-    row = await session.get(IdempotencyKey, claim_.id)
-    assert row is not None
-    row.resource_id = resource_id
-    await session.flush()
