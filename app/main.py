@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from app.kit.background import drain_all
         from app.redis import close_redis
+        from app.wechat.pay import close_wechatpay
         from app.worker import InProcessWorker
 
         database = get_database()
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.warning("post_commit_work_left", seconds=DRAIN_SECONDS)
             if worker is not None:
                 worker.stop()
+            await close_wechatpay()
             await close_redis()
             await database.dispose_current()
 

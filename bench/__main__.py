@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-SCENARIOS = ["booking_rush", "notify_storm", "feed_read", "reconcile_bill", "attribution"]
+SCENARIOS = ["booking_rush", "notify_storm", "donation_open", "feed_read", "reconcile_bill", "attribution"]
 
 
 def _default_workers() -> int:

@@ -10,6 +10,7 @@ The signature primitives below are shared with the simulator and pinned by the o
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import functools
@@ -18,8 +19,8 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -211,6 +212,9 @@ class WeChatPayGateway:
         self.config = config or merchant_config()
         # Public-key mode constructs offline; this instance signs paySign and verifies notifications.
         self._offline = self._build()
+        self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _build(self) -> AsyncWeChatPay:
         c = self.config
@@ -229,27 +233,45 @@ class WeChatPayGateway:
         wxpay._core._gate_way = c.gateway
         return wxpay
 
+    def _http_client(self) -> httpx.AsyncClient:
+        """The HTTP client of the running event loop, kept for every call made on it.
+
+        wechatpayv3 opens an ``httpx.AsyncClient`` when its client object is entered and closes it on leaving,
+        so each call built a TLS context (loading the CA bundle: about 20 ms of CPU here) and opened a new
+        connection, with a TLS handshake to WeChat Pay. A kept client reuses both. An httpx client may serve
+        concurrent calls, but only on the loop that first used it: the app's loop and the job workers' each
+        get their own, forgotten with their loop. Idle connections are dropped after 4 s, before servers that
+        close them at 5 s (uvicorn's default, which the sandbox simulator runs under) can."""
+        loop = asyncio.get_running_loop()
+        client = self._http.get(loop)
+        if client is None or client.is_closed:
+            seconds = self.config.timeout_seconds
+            client = self._http[loop] = httpx.AsyncClient(
+                timeout=httpx.Timeout(seconds * 2, connect=seconds),
+                limits=httpx.Limits(keepalive_expiry=4.0),
+            )
+        return client
+
+    async def aclose(self) -> None:
+        """Close the running loop's HTTP client (at shutdown)."""
+        client = self._http.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
     def _for_one_call(self) -> AsyncWeChatPay:
-        """A client of its own for one outgoing call. wechatpayv3 keeps its HTTP client on the object between
-        entering and leaving it, so concurrent calls must not share one; but building one parses the merchant's
-        RSA key again (40–60 ms of CPU, once for every order a donor opens). So this is a copy of the offline
-        client, with its parsed keys and its settings, and a connection state of its own."""
+        """A client object of its own for one outgoing call, over the loop's kept HTTP client. Building a
+        wechatpayv3 client parses the merchant's RSA key again (40–60 ms of CPU, once for every order a donor
+        opens), so this is a copy of the offline client, with its parsed keys and its settings. It is used
+        without entering it: entering would open (and leaving close) an HTTP client of its own."""
         wxpay = copy.copy(self._offline)
         core = copy.copy(self._offline._core)
-        core._client = None
-        core._certificates = list(core._certificates)  # used only without a platform public key
+        core._client = self._http_client()
         wxpay._core = core
         return wxpay
 
-    @asynccontextmanager
-    async def _client(self) -> AsyncIterator[AsyncWeChatPay]:
-        async with self._for_one_call() as wxpay:
-            yield wxpay
-
     async def _call(self, action: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, Any]:
         try:
-            async with self._client() as wxpay:
-                status, text = await getattr(wxpay, method)(*args, **kwargs)
+            status, text = await getattr(self._for_one_call(), method)(*args, **kwargs)
         except httpx.HTTPError as exc:
             log.warning("wechatpay_unreachable", action=action, error=type(exc).__name__)
             raise WeChatUnavailable("暂时连不上微信支付，请稍后再试", detail={"action": action}) from exc
@@ -441,6 +463,12 @@ async def wechatpay_dependency() -> WeChatPayGateway:
     """``get_wechatpay`` for ``Depends``: async, so FastAPI neither sends each request through its thread pool
     nor lets a burst of first requests build the gateway in many threads at once."""
     return get_wechatpay()
+
+
+async def close_wechatpay() -> None:
+    """At shutdown: the gateway's kept HTTP connections of the running loop are closed (if it was built)."""
+    if _gateway is not None:
+        await _gateway.aclose()
 
 
 def reset_wechatpay() -> None:

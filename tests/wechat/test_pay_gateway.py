@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -191,17 +192,32 @@ async def test_trade_bill_gzip_sha1_backtick_yuan(gateway: WeChatPayGateway, sim
 async def test_calls_reuse_the_parsed_key_and_run_concurrently(
     gateway: WeChatPayGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each call has a client of its own (concurrent calls, each entering and leaving it), built without
-    parsing the merchant's RSA key again: that costs tens of milliseconds of CPU per order."""
+    """Concurrent calls, each with a client object of its own, built without parsing the merchant's RSA key
+    again (tens of milliseconds of CPU per order), over the loop's one kept HTTP client: no TLS context built
+    (about 20 ms of CPU) and no connection opened per call."""
     import wechatpayv3.async_.core as sdk_core
 
     parsed: list[object] = []
     real = sdk_core.load_private_key
     monkeypatch.setattr(sdk_core, "load_private_key", lambda pem: parsed.append(pem) or real(pem))
+    built: list[object] = []
+    real_init = httpx.AsyncClient.__init__
+
+    def counting_init(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", counting_init)
+    await gateway.aclose()  # start from no kept client on this loop
     numbers = [_no() for _ in range(6)]
     prepays = await asyncio.gather(*(_order(gateway, no, total=300 + i) for i, no in enumerate(numbers)))
     assert all(p.startswith("wx") for p in prepays) and len(set(prepays)) == 6
     orders = await asyncio.gather(*(gateway.query_order(no) for no in numbers))
     assert [o["amount"]["total"] if o else None for o in orders] == [300 + i for i in range(6)]
     assert parsed == []
-    assert gateway._offline._core._client is None  # the shared client never holds a connection
+    assert len(built) == 1 and gateway._http_client() is built[0]
+    assert gateway._offline._core._client is None  # the offline client never holds one
+    await gateway.aclose()  # closed (at shutdown): the next call on this loop gets a new one and works
+    assert built[0].is_closed  # type: ignore[attr-defined]
+    assert (await gateway.query_order(numbers[0])) is not None
+    assert len(built) == 2
