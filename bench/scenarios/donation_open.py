@@ -90,12 +90,13 @@ def run(h: Harness) -> dict[str, Any]:
         ceiling = h.ceiling(len(requests), CONCURRENCY)
         measured = h.load(requests, concurrency=CONCURRENCY, keep_bodies=True)
     counts = asyncio.run(_count())
-    bodies = measured.pop("responses")
-    first_ids = [json.loads(b)["id"] if s == 201 else None for s, b in bodies[:donors]]
+    # [status, body] per request; None where the request got no answer (counted in statuses)
+    answers = [answer if answer and answer[0] == 201 else None for answer in measured.pop("responses")]
+    first_ids = [json.loads(a[1])["id"] if a else None for a in answers[:donors]]
     same_on_retry = sum(
         1
         for n, i in enumerate(retried)
-        if bodies[donors + n][0] == 201 and json.loads(bodies[donors + n][1])["id"] == first_ids[i]
+        if (a := answers[donors + n]) is not None and first_ids[i] and json.loads(a[1])["id"] == first_ids[i]
     )
     statuses = measured["by_tag"]["open"]["statuses"]
     fields = {
