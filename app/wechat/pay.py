@@ -248,7 +248,8 @@ class WeChatPayGateway:
             seconds = self.config.timeout_seconds
             client = self._http[loop] = httpx.AsyncClient(
                 timeout=httpx.Timeout(seconds * 2, connect=seconds),
-                limits=httpx.Limits(keepalive_expiry=4.0),
+                # httpx's own bounds (100 connections, 20 kept idle); idle ones go after 4 s
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0),
             )
         return client
 
