@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -208,7 +209,9 @@ class DonationRepository:
         return list((await self.session.execute(stmt)).scalars().all())
 
     async def pending_to_check(self, *, created_before: datetime, limit: int) -> list[Donation]:
-        """Unpaid WeChat orders old enough that a notification should have come; skipped if another job has them."""
+        """Unpaid WeChat orders old enough that a notification should have come. A read, nothing locked: the
+        caller asks WeChat Pay about them with no transaction open, then locks what it changes
+        (``lock_unless_busy``)."""
         stmt = (
             select(Donation)
             .where(
@@ -218,9 +221,20 @@ class DonationRepository:
             )
             .order_by(Donation.expires_at)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
         return list((await self.session.execute(stmt)).scalars().all())
+
+    async def lock_unless_busy(self, donation_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Donation]:
+        """These donations, locked and read again, except those another transaction holds (skipped, not
+        waited for)."""
+        stmt = (
+            select(Donation)
+            .where(Donation.id.in_(donation_ids))
+            .order_by(Donation.id)
+            .with_for_update(skip_locked=True)
+        )
+        rows = await self.session.execute(stmt, execution_options={"populate_existing": True})
+        return {donation.id: donation for donation in rows.scalars()}
 
     async def lock_receipts(self, *, wait: bool) -> bool:
         """The receipt numberer's lock: one transaction at a time hands out numbers."""

@@ -9,7 +9,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -410,13 +410,25 @@ class DonationService:
         close_expired: bool = True,
     ) -> dict[str, int]:
         """Query WeChat Pay for unpaid orders whose notification has not come: complete the paid ones, close
-        the expired ones. Rows another job is already looking at are skipped."""
+        the expired ones.
+
+        WeChat Pay is asked with no connection held and no row locked: a notification for one of these orders
+        must not wait behind this job's queries of the others (up to ``limit`` of them, each up to the WeChat
+        timeout). So the candidates are read, the connection is given back (``release_connection``), every
+        order is queried (and an expired one closed at WeChat Pay), and then what came back is applied in the
+        job's one writing transaction: each donation locked and looked at again first. One that changed
+        meanwhile (its notification came, another run closed it) is left as it is; one whose row another
+        transaction holds (its notification being applied) is left to that transaction."""
         from app.payments.service import parse_success_time, transaction_matches
 
         now = now or utcnow()
         counts = {"checked": 0, "completed": 0, "closed": 0, "errors": 0}
         repo = DonationRepository(session)
-        for donation in await repo.pending_to_check(created_before=now - min_age, limit=limit):
+        candidates = await repo.pending_to_check(created_before=now - min_age, limit=limit)
+        await release_connection(session)
+        paid: list[tuple[Donation, dict[str, Any]]] = []
+        expired: list[Donation] = []
+        for donation in candidates:
             counts["checked"] += 1
             assert donation.out_trade_no
             try:
@@ -427,14 +439,7 @@ class DonationService:
                         log.error("poll_mismatch", donation_id=str(donation.id), problem=problem)
                         counts["errors"] += 1
                         continue
-                    await self.complete_payment(
-                        session,
-                        donation,
-                        source="wechatpay",
-                        external_ref=str(order["transaction_id"]),
-                        paid_at=parse_success_time(order.get("success_time")),
-                    )
-                    counts["completed"] += 1
+                    paid.append((donation, order))
                 elif close_expired and donation.expires_at is not None and donation.expires_at <= now:
                     if order is not None and order.get("trade_state") != "CLOSED":
                         try:
@@ -444,13 +449,32 @@ class DonationService:
                                 continue
                             if exc.code != "ORDER_NOT_EXIST":
                                 raise
-                    donation.status = DonationStatus.closed.value
-                    donation.closed_at = now
-                    await session.flush()
-                    counts["closed"] += 1
+                    expired.append(donation)
             except (WeChatUnavailable, WeChatPayError) as exc:
                 counts["errors"] += 1
                 log.warning("poll_failed", donation_id=str(donation.id), error=str(exc))
+        if not paid and not expired:
+            return counts
+        locked = await repo.lock_unless_busy([d.id for d, _ in paid] + [d.id for d in expired])
+        completions = [
+            PaymentCompletion(
+                locked[donation.id],
+                source="wechatpay",
+                external_ref=str(order["transaction_id"]),
+                paid_at=parse_success_time(order.get("success_time")),
+            )
+            for donation, order in paid
+            if donation.id in locked
+        ]
+        if completions:  # complete_payments passes over a donation that is no longer pending or closed
+            counts["completed"] += sum(await self.complete_payments(session, completions))
+        for donation in expired:
+            current = locked.get(donation.id)
+            if current is not None and current.status == DonationStatus.pending:
+                current.status = DonationStatus.closed.value
+                current.closed_at = now
+                counts["closed"] += 1
+        await session.flush()
         return counts
 
     # ---------------------------------------------------------------- receipts

@@ -202,3 +202,47 @@ async def test_unpaid_order_is_closed_after_expiry(
     async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
         res = await sim.post(f"/sandbox/wechatpay/pay/{donation['out_trade_no']}")
     assert res.json()["code"] == "ORDER_CLOSED"
+
+
+async def test_a_notification_does_not_wait_for_the_poll_asking_wechat_pay(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll asks WeChat Pay with no row locked: while it waits on a slow query, WeChat Pay's notification
+    for that very order is applied at once. The poll then finds the donation paid and leaves it."""
+    from app.wechat.pay import WeChatPayGateway
+
+    donation = await _new_donation(committed_client)
+    async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+        dropped = await sim.post(
+            f"/sandbox/wechatpay/pay/{donation['out_trade_no']}", params={"drop": "true"}
+        )
+    assert dropped.json()["deliveries"] == []
+    asking, answer = asyncio.Event(), asyncio.Event()
+    original = WeChatPayGateway.query_order
+
+    async def slow(self: WeChatPayGateway, out_trade_no: str) -> dict | None:
+        asking.set()
+        await answer.wait()
+        return await original(self, out_trade_no)
+
+    monkeypatch.setattr(WeChatPayGateway, "query_order", slow)
+
+    async def poll() -> dict[str, int]:
+        async with unit_of_work() as s:
+            return await donation_service.check_pending(s, get_wechatpay(), min_age=timedelta(0))
+
+    polling = asyncio.create_task(poll())
+    try:
+        await asyncio.wait_for(asking.wait(), 10)
+        async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:  # WeChat Pay delivers again
+            delivered = await asyncio.wait_for(
+                sim.post(f"/sandbox/wechatpay/pay/{donation['out_trade_no']}", params={"times": 1}), 5
+            )
+        assert delivered.json()["deliveries"] == [204]
+        assert (await _state(donation["id"]))["status"] == "paid"
+    finally:
+        answer.set()
+        result = await polling
+    assert result == {"checked": 1, "completed": 0, "closed": 0, "errors": 0}
+    state = await _state(donation["id"])
+    assert (state["status"], state["lots"], state["feed"], state["entries"]) == ("paid", 1, 1, 1)
