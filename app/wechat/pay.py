@@ -212,7 +212,7 @@ class WeChatPayGateway:
         self.config = config or merchant_config()
         # Public-key mode constructs offline; this instance signs paySign and verifies notifications.
         self._offline = self._build()
-        self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncWeChatPay] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -233,46 +233,40 @@ class WeChatPayGateway:
         wxpay._core._gate_way = c.gateway
         return wxpay
 
-    def _http_client(self) -> httpx.AsyncClient:
-        """The HTTP client of the running event loop, kept for every call made on it.
+    def _client(self) -> AsyncWeChatPay:
+        """The running event loop's client, kept for every call made on it.
 
         wechatpayv3 opens an ``httpx.AsyncClient`` when its client object is entered and closes it on leaving,
         so each call built a TLS context (loading the CA bundle: about 20 ms of CPU here) and opened a new
-        connection, with a TLS handshake to WeChat Pay. A kept client reuses both. An httpx client may serve
-        concurrent calls, but only on the loop that first used it: the app's loop and the job workers' each
-        get their own, forgotten with their loop. Idle connections are dropped after 4 s, before servers that
+        connection, with a TLS handshake to WeChat Pay; building a client object also parses the merchant's RSA
+        key (40–60 ms). So each loop keeps a copy of the offline client (its parsed keys and settings) with an
+        HTTP client of its own, and never enters it; its requests change nothing on it, so concurrent calls
+        share it. An httpx client serves only the loop that first used it: the app's loop and the job workers'
+        each get theirs, forgotten with their loop. Idle connections are dropped after 4 s, before servers that
         close them at 5 s (uvicorn's default, which the sandbox simulator runs under) can."""
         loop = asyncio.get_running_loop()
-        client = self._http.get(loop)
-        if client is None or client.is_closed:
+        wxpay = self._per_loop.get(loop)
+        if wxpay is None or wxpay._core._client.is_closed:
             seconds = self.config.timeout_seconds
-            client = self._http[loop] = httpx.AsyncClient(
+            wxpay = copy.copy(self._offline)
+            wxpay._core = copy.copy(self._offline._core)
+            wxpay._core._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(seconds * 2, connect=seconds),
                 # httpx's own bounds (100 connections, 20 kept idle); idle ones go after 4 s
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0),
             )
-        return client
+            self._per_loop[loop] = wxpay
+        return wxpay
 
     async def aclose(self) -> None:
         """Close the running loop's HTTP client (at shutdown)."""
-        client = self._http.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
-
-    def _for_one_call(self) -> AsyncWeChatPay:
-        """A client object of its own for one outgoing call, over the loop's kept HTTP client. Building a
-        wechatpayv3 client parses the merchant's RSA key again (40–60 ms of CPU, once for every order a donor
-        opens), so this is a copy of the offline client, with its parsed keys and its settings. It is used
-        without entering it: entering would open (and leaving close) an HTTP client of its own."""
-        wxpay = copy.copy(self._offline)
-        core = copy.copy(self._offline._core)
-        core._client = self._http_client()
-        wxpay._core = core
-        return wxpay
+        wxpay = self._per_loop.pop(asyncio.get_running_loop(), None)
+        if wxpay is not None:
+            await wxpay._core._client.aclose()
 
     async def _call(self, action: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, Any]:
         try:
-            status, text = await getattr(self._for_one_call(), method)(*args, **kwargs)
+            status, text = await getattr(self._client(), method)(*args, **kwargs)
         except httpx.HTTPError as exc:
             log.warning("wechatpay_unreachable", action=action, error=type(exc).__name__)
             raise WeChatUnavailable("暂时连不上微信支付，请稍后再试", detail={"action": action}) from exc
