@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
 
 from app.config import Settings, get_settings
 from app.exceptions import SangyuError
+from app.kit.sql import sql_text
 
 log = structlog.get_logger("app.db")
 _embedded_lock = threading.Lock()
@@ -271,7 +272,9 @@ async def release_connection(session: AsyncSession) -> None:
         return
     if session.new or session.dirty or session.deleted:
         raise TransactionHasWritten("release_connection: the session has unflushed changes")
-    wrote = (await session.execute(text("SELECT pg_current_xact_id_if_assigned() IS NOT NULL"))).scalar_one()
+    wrote = (
+        await session.execute(sql_text("SELECT pg_current_xact_id_if_assigned() IS NOT NULL"))
+    ).scalar_one()
     if wrote:
         raise TransactionHasWritten("release_connection: the transaction has already written")
     await session.commit()

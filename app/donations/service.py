@@ -244,7 +244,7 @@ class DonationService:
         donation.prepay_id = await self._prepay(gateway, donation, target, subject.openid)
         donation.prepay_at = now
         claim = await idempotency.claim(
-            session, scope="donation", owner=owner, key=key, body=payload, resource_id=donation.id
+            session, scope="donation", owner=owner, key=key, digest=digest, resource_id=donation.id
         )
         if claim.existing_id is not None:  # a request with the same key claimed it meanwhile
             return await self._replay(session, gateway, subject, claim, target)

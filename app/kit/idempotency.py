@@ -1,7 +1,8 @@
 """``Idempotency-Key`` handling for writes that must happen once (bookings, donations).
 
+    key, digest = idempotency.require_key(header), idempotency.body_hash(payload)
     claim = await idempotency.claim(
-        session, scope="booking", owner=str(subject.user_id), key=key, body=payload, resource_id=new_id
+        session, scope="booking", owner=str(subject.user_id), key=key, digest=digest, resource_id=new_id
     )
     if claim.existing_id:              # a replay of a committed request: return what it made
         return await load(claim.existing_id)
@@ -59,14 +60,13 @@ async def claim(
     *,
     scope: str,
     owner: str,
-    key: str | None,
-    body: BaseModel | dict[str, Any],
+    key: str,
+    digest: str,
     resource_id: uuid.UUID,
 ) -> Claim:
-    """``resource_id``: the id the caller will give what it makes, chosen up front; the claim and the resource
-    commit or roll back together."""
-    key = require_key(key)
-    digest = body_hash(body)
+    """Take ``key`` (checked by ``require_key``) for the request whose body hashes to ``digest``
+    (``body_hash``). ``resource_id``: the id the caller will give what it makes, chosen up front; the claim
+    and the resource commit or roll back together."""
     new_id = uuid.uuid4()
     inserted = await execute_core(
         session,
