@@ -17,7 +17,7 @@ from app.db import Database, TransactionHasWritten, get_database, release_connec
 from app.exceptions import WeChatUnavailable
 from app.kit.background import drain_all
 from app.kit.time import utcnow
-from app.models import Donation, IdempotencyKey, SandboxWeChatPayOrder
+from app.models import Donation, DonationTarget, IdempotencyKey, SandboxWeChatPayOrder
 from app.wechat.pay import WeChatPayGateway
 from tests.donations.helpers import committed_target, donate
 from tests.fixtures.client import login
@@ -38,6 +38,11 @@ async def _quiet() -> None:
     raise AssertionError("connections still checked out before the request")
 
 
+async def _target_and_donor(client: httpx.AsyncClient) -> tuple[DonationTarget, dict[str, str]]:
+    """A committed donation target and a signed-in donor's headers."""
+    return await committed_target(), await login(client, unique("o"))
+
+
 def _spy_on_orders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Connections checked out of this loop's pool at the moment each order is opened."""
     seen: list[int] = []
@@ -54,8 +59,7 @@ def _spy_on_orders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 async def test_a_new_order_is_opened_with_no_connection_held(
     committed_client: httpx.AsyncClient, committed: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
+    target, headers = await _target_and_donor(committed_client)
     seen = _spy_on_orders(monkeypatch)
     await _quiet()
     res = await donate(committed_client, headers, target.code, amount_fen=1500)
@@ -72,8 +76,7 @@ async def test_a_new_order_is_opened_with_no_connection_held(
 async def test_a_replay_that_needs_a_fresh_prepay_id_also_holds_none(
     committed_client: httpx.AsyncClient, committed: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
+    target, headers = await _target_and_donor(committed_client)
     key = uuid.uuid4().hex
     first = await donate(committed_client, headers, target.code, key=key, amount_fen=800)
     assert first.status_code == 201, first.text
@@ -99,8 +102,7 @@ async def test_a_replay_that_needs_a_fresh_prepay_id_also_holds_none(
 async def test_when_wechat_pay_fails_nothing_is_written_and_the_key_can_be_used_again(
     committed_client: httpx.AsyncClient, committed: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
+    target, headers = await _target_and_donor(committed_client)
     key = uuid.uuid4().hex
 
     async def down(self: WeChatPayGateway, **kwargs: Any) -> str:
@@ -125,8 +127,7 @@ async def test_two_requests_with_one_new_key_racing_past_the_read_make_one_donat
 ) -> None:
     """Both find the key unused and each opens an order; the claim lets one donation through and both
     requests answer with it. The other order was never shown to anyone."""
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
+    target, headers = await _target_and_donor(committed_client)
     key = uuid.uuid4().hex
     inside = 0
     both_inside = asyncio.Event()

@@ -246,3 +246,30 @@ async def test_a_notification_does_not_wait_for_the_poll_asking_wechat_pay(
     assert result == {"checked": 1, "completed": 0, "closed": 0, "errors": 0}
     state = await _state(donation["id"])
     assert (state["status"], state["lots"], state["feed"], state["entries"]) == ("paid", 1, 1, 1)
+
+
+async def test_the_poll_leaves_an_order_whose_row_another_transaction_holds(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    """A paid order whose donation is locked elsewhere (its notification being applied) is neither waited for
+    nor paid a second time: the poll skips it, and a later run completes it if nothing else did."""
+    donation = await _new_donation(committed_client)
+    async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+        dropped = await sim.post(
+            f"/sandbox/wechatpay/pay/{donation['out_trade_no']}", params={"drop": "true"}
+        )
+    assert dropped.json()["deliveries"] == []
+
+    async def poll() -> dict[str, int]:
+        async with unit_of_work() as s:
+            return await donation_service.check_pending(s, get_wechatpay(), min_age=timedelta(0))
+
+    async with unit_of_work() as holder:
+        await holder.execute(select(Donation.id).where(Donation.id == donation["id"]).with_for_update())
+        skipped = await asyncio.wait_for(poll(), 10)
+        await holder.rollback()
+    assert skipped == {"checked": 1, "completed": 0, "closed": 0, "errors": 0}
+    assert (await _state(donation["id"]))["status"] == "pending"
+    assert await poll() == {"checked": 1, "completed": 1, "closed": 0, "errors": 0}
+    state = await _state(donation["id"])
+    assert (state["status"], state["lots"], state["feed"], state["entries"]) == ("paid", 1, 1, 1)
