@@ -474,7 +474,6 @@ class DonationService:
                 current.status = DonationStatus.closed.value
                 current.closed_at = now
                 counts["closed"] += 1
-        await session.flush()
         return counts
 
     # ---------------------------------------------------------------- receipts
