@@ -170,3 +170,21 @@ async def test_release_connection_refuses_a_transaction_that_has_written(committ
         await s.rollback()
     async with unit_of_work() as s:
         assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
+
+
+async def test_another_donor_with_the_same_key_gets_a_donation_of_their_own(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    """Keys belong to their donor: the read that decides whether a request is a replay never finds someone
+    else's donation."""
+    target, first_donor = await _target_and_donor(committed_client)
+    second_donor = await login(committed_client, unique("o"))
+    key = uuid.uuid4().hex
+    mine = await donate(committed_client, first_donor, target.code, key=key, amount_fen=700)
+    theirs = await donate(committed_client, second_donor, target.code, key=key, amount_fen=700)
+    assert mine.status_code == 201 and theirs.status_code == 201, theirs.text
+    assert mine.json()["id"] != theirs.json()["id"]
+    assert mine.json()["out_trade_no"] != theirs.json()["out_trade_no"]
+    async with unit_of_work() as s:
+        assert await s.scalar(select(func.count()).select_from(Donation)) == 2
+        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 2
