@@ -158,12 +158,11 @@ async def approve_refund(
     refund_id: uuid.UUID,
     subject: AdminSubject,
     session: SessionDep,
-    gateway: GatewayDep,
     payload: RefundDecision | None = None,
 ) -> RefundOut:
-    return await donation_service.approve_refund(
-        session, gateway, subject, refund_id, payload.note if payload else ""
-    )
+    """Reserves the refund and answers ``processing``; WeChat Pay is asked by a job right after (a refusal
+    shows as ``failed`` with ``failure_reason``). A bank-transfer donation's refund is recorded as made."""
+    return await donation_service.approve_refund(session, subject, refund_id, payload.note if payload else "")
 
 
 @router.post("/admin/refund-requests/{refund_id}/reject", response_model=RefundOut, summary="驳回退款")

@@ -177,6 +177,7 @@ class RefundOut(BaseModel):
     created_at: datetime
     decided_at: datetime | None
     succeeded_at: datetime | None
+    failure_reason: str | None = Field(None, description="退款未成功时的原因")
 
 
 class RefundDecision(BaseModel):

@@ -51,6 +51,9 @@ from app.wechat.pay import WeChatPayError, WeChatPayGateway
 
 log = structlog.get_logger("app.donations")
 
+# WeChat Pay's refund errors that mean "not now" rather than "no": the job asks again later
+RETRYABLE_REFUND_ERRORS = frozenset({"SYSTEM_ERROR", "FREQUENCY_LIMITED"})
+
 ANONYMOUS_NAME = "爱心人士"
 ISSUER = "德州市慈善总会"
 PREPAY_REUSE = timedelta(minutes=90)  # prepay_id lives 2 h; re-enter before that
@@ -590,6 +593,7 @@ class DonationService:
             created_at=refund.created_at,
             decided_at=refund.decided_at,
             succeeded_at=refund.succeeded_at,
+            failure_reason=refund.failure_reason,
         )
 
     async def _refundable(self, session: AsyncSession, donation: Donation) -> int:
@@ -630,15 +634,12 @@ class DonationService:
         return self.refund_view(refund)
 
     async def approve_refund(
-        self,
-        session: AsyncSession,
-        gateway: WeChatPayGateway,
-        admin: Subject,
-        refund_id: uuid.UUID,
-        note: str,
+        self, session: AsyncSession, admin: Subject, refund_id: uuid.UUID, note: str
     ) -> RefundOut:
-        """Admin approval: reserve the refund in the ledger (so the money cannot be spent on meals meanwhile),
-        ask WeChat Pay to refund (or, for a bank transfer, record that the bank refund was made)."""
+        """Admin approval: reserve the refund in the ledger, so the money cannot be spent on meals meanwhile.
+        A WeChat Pay refund is then ``processing``: a job asks WeChat Pay once this transaction has committed
+        (``submit_refund``), so no lock is held while WeChat Pay answers. A bank transfer is recorded as made
+        (the admin has sent the money back by bank)."""
         repo = DonationRepository(session)
         refund = await repo.get_refund(refund_id, lock=True)
         if refund is None:
@@ -654,40 +655,17 @@ class DonationService:
                 code="RefundExceedsRemainder",
                 detail={"refundable_fen": refundable},
             )
-        before = {"status": refund.status}
         now = utcnow()
-        await ledger_service.record_donation_refund(
-            session,
-            donation_id=donation.id,
-            refund_id=refund.id,
-            amount_fen=refund.amount_fen,
-            source=donation.channel,
-            external_ref=refund.out_refund_no,
-        )
         refund.decided_by_user_id = admin.user_id
         refund.decided_at = now
         refund.decision_note = note or None
         if donation.channel == DonationChannel.wechatpay:
-            assert donation.out_trade_no
-            try:
-                result = await gateway.refund(
-                    out_trade_no=donation.out_trade_no,
-                    out_refund_no=refund.out_refund_no,
-                    refund_fen=refund.amount_fen,
-                    total_fen=donation.amount_fen,
-                    reason=refund.reason or "捐赠人申请退款",
-                )
-            except WeChatPayError as exc:
-                raise Conflict(
-                    f"微信支付拒绝了退款：{exc.message}",
-                    code="WeChatRefundRejected",
-                    detail={"code": exc.code},
-                ) from exc
-            refund.wechat_refund_id = result.get("refund_id")
+            from app.donations.tasks import submit_refund
+            from app.worker import enqueue
+
             refund.status = RefundStatus.processing.value
-            if result.get("status") == "SUCCESS":
-                await self._finish_refund(session, refund, donation, now)
-        else:  # bank transfer: the admin has sent the money back by bank
+            enqueue(session, submit_refund, str(refund.id))
+        else:
             await self._finish_refund(session, refund, donation, now)
         await session.flush()
         await audit.record(
@@ -697,12 +675,131 @@ class DonationService:
             action="donation.refund.approve",
             target_type="donation_refund",
             target_id=refund.id,
-            before=before,
+            before={"status": RefundStatus.requested.value},
             after={"status": refund.status, "amount_fen": refund.amount_fen, "note": note},
             channel="self",
         )
+        # the pool's row is locked from here to the commit: the ledger goes last
+        await ledger_service.record_donation_refund(
+            session,
+            donation_id=donation.id,
+            refund_id=refund.id,
+            amount_fen=refund.amount_fen,
+            source=donation.channel,
+            external_ref=refund.out_refund_no,
+        )
         await session.refresh(refund)
         return self.refund_view(refund)
+
+    async def submit_refund(
+        self, session: AsyncSession, gateway: WeChatPayGateway, refund_id: uuid.UUID
+    ) -> str:
+        """The job after an approval: ask WeChat Pay to make the refund, with no row locked and no connection
+        held while it answers, then record its answer in a transaction of its own.
+
+        - accepted: the refund keeps ``processing`` with WeChat Pay's refund id (and is finished at once if
+          WeChat Pay says it already succeeded); the refund notification completes it;
+        - refused (a 4xx business error, e.g. the order was never paid or is too old): the refund is ``failed``
+          with WeChat Pay's message, and its reservation goes back to the pool;
+        - WeChat Pay unreachable, a 5xx, or "too frequent": the job fails and is run again (WeChat Pay keys the
+          refund by ``out_refund_no``, so asking twice makes one refund).
+
+        Returns what happened: ``accepted``, ``refused`` or ``nothing`` (already submitted, or decided
+        meanwhile)."""
+        from app.payments.service import parse_success_time
+
+        repo = DonationRepository(session)
+        refund = await repo.get_refund(refund_id)
+        if refund is None or refund.status != RefundStatus.processing or refund.wechat_refund_id:
+            return "nothing"
+        donation = await repo.get(refund.donation_id)
+        assert donation is not None and donation.out_trade_no
+        out_trade_no, out_refund_no = donation.out_trade_no, refund.out_refund_no
+        amount_fen, total_fen = refund.amount_fen, donation.amount_fen
+        reason = refund.reason or "捐赠人申请退款"
+        await release_connection(session)
+        try:
+            result = await gateway.refund(
+                out_trade_no=out_trade_no,
+                out_refund_no=out_refund_no,
+                refund_fen=amount_fen,
+                total_fen=total_fen,
+                reason=reason,
+            )
+        except WeChatPayError as exc:
+            if exc.status == 429 or exc.code in RETRYABLE_REFUND_ERRORS:
+                raise WeChatUnavailable(
+                    "微信支付暂时不能受理退款，稍后重试", detail={"code": exc.code}
+                ) from exc
+            return await self._refund_refused(session, refund_id, exc)
+        refund = await repo.get_refund(refund_id, lock=True)
+        assert refund is not None
+        if refund.wechat_refund_id is None and result.get("refund_id"):
+            refund.wechat_refund_id = str(result["refund_id"])
+        status = result.get("status")
+        if refund.status == RefundStatus.processing and status in ("SUCCESS", "ABNORMAL", "CLOSED"):
+            await self.complete_refund(
+                session,
+                refund,
+                status=str(status),
+                succeeded_at=parse_success_time(result.get("success_time")),
+            )
+        await session.flush()
+        return "accepted"
+
+    async def _refund_refused(self, session: AsyncSession, refund_id: uuid.UUID, exc: WeChatPayError) -> str:
+        repo = DonationRepository(session)
+        refund = await repo.get_refund(refund_id, lock=True)
+        if refund is None or refund.status != RefundStatus.processing or refund.wechat_refund_id:
+            return "nothing"
+        donation = await repo.get(refund.donation_id, lock=True)
+        assert donation is not None
+        log.warning("refund_refused", refund_id=str(refund.id), code=exc.code, status=exc.status)
+        await self._fail_refund(
+            session,
+            refund,
+            donation,
+            reason=f"微信支付拒绝了退款：{exc.message or exc.code}"[:200],
+            release=True,
+            detail={"code": exc.code},
+        )
+        return "refused"
+
+    async def _fail_refund(
+        self,
+        session: AsyncSession,
+        refund: DonationRefund,
+        donation: Donation,
+        *,
+        reason: str,
+        release: bool,
+        detail: dict[str, Any],
+    ) -> None:
+        """Mark a refund that will not be paid, audited; with ``release`` its reservation goes back to the
+        pool (the ledger last, as everywhere money goes into a pool)."""
+        refund.status = RefundStatus.failed.value
+        refund.failure_reason = reason
+        await session.flush()
+        await audit.record(
+            session,
+            actor_user_id=None,
+            actor_label="微信支付",
+            action="donation.refund.fail",
+            target_type="donation_refund",
+            target_id=refund.id,
+            before={"status": RefundStatus.processing.value},
+            after={"status": refund.status, "reason": reason, "released": release, **detail},
+            channel="system",
+        )
+        if release:
+            await ledger_service.release_donation_refund(
+                session,
+                donation_id=donation.id,
+                refund_id=refund.id,
+                amount_fen=refund.amount_fen,
+                source=donation.channel,
+                external_ref=refund.out_refund_no,
+            )
 
     async def reject_refund(
         self, session: AsyncSession, admin: Subject, refund_id: uuid.UUID, note: str
@@ -760,19 +857,37 @@ class DonationService:
     async def complete_refund(
         self, session: AsyncSession, refund: DonationRefund, *, status: str, succeeded_at: datetime
     ) -> bool:
-        """WeChat Pay's refund notification (or query) reached a final state. False if already final."""
+        """WeChat Pay's refund notification (or its answer) reached a final state. False if already final.
+
+        ``SUCCESS`` finishes it. ``CLOSED``: WeChat Pay will not pay it, so its reservation goes back to the
+        pool. ``ABNORMAL`` (the donor's card was closed, say): WeChat Pay still holds the money for the donor
+        and staff finish the refund in the merchant platform, so the reservation stays; the refund is marked
+        failed with that reason for staff and reconciliation to see."""
         if refund.status != RefundStatus.processing:
             return False
         donation = await DonationRepository(session).get(refund.donation_id, lock=True)
         assert donation is not None
         if status == "SUCCESS":
             await self._finish_refund(session, refund, donation, succeeded_at)
+        elif status == "CLOSED":
+            await self._fail_refund(
+                session,
+                refund,
+                donation,
+                reason="微信支付关闭了这笔退款，款项已退回资金池",
+                release=True,
+                detail={"refund_status": status},
+            )
         else:
-            # The ledger already holds the reserved refund; an abnormal refund needs a person (see the
-            # ledger's reversal tools) — mark it so reconciliation and staff see it.
-            refund.status = RefundStatus.failed.value
-            await session.flush()
-            log.error("refund_failed", refund_id=str(refund.id), status=status)
+            await self._fail_refund(
+                session,
+                refund,
+                donation,
+                reason="退款异常（如银行卡已注销），需工作人员在微信支付商户平台处理；款项仍为这笔退款保留",
+                release=False,
+                detail={"refund_status": status},
+            )
+            log.error("refund_abnormal", refund_id=str(refund.id), status=status)
         return True
 
     # ---------------------------------------------------------------- offline (bank transfer)

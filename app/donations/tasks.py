@@ -1,6 +1,9 @@
-"""Periodic jobs: recover payments whose notification never came, close orders nobody paid."""
+"""Donation jobs: recover payments whose notification never came, close orders nobody paid, number receipts,
+and submit approved refunds to WeChat Pay."""
 
 from __future__ import annotations
+
+import uuid
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,3 +37,11 @@ async def number_receipts(session: AsyncSession) -> None:
     numbered = await donation_service.number_receipts(session)
     if numbered:
         log.info("receipts_numbered", count=numbered)
+
+
+@task("donations.submit_refund")
+async def submit_refund(session: AsyncSession, refund_id: str) -> None:
+    """After an approval commits: ask WeChat Pay for the refund and record its answer. Unreachable or busy,
+    it fails and runs again; a refusal releases the reservation (``DonationService.submit_refund``)."""
+    outcome = await donation_service.submit_refund(session, get_wechatpay(), uuid.UUID(refund_id))
+    log.info("refund_submitted", refund_id=refund_id, outcome=outcome)

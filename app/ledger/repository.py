@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 # that refer to them, and last the money added to pools and funds (the rows every payment to a pool shares,
 # locked from here to the commit). The foreign keys are checked at the statement's end, when the entries are
 # there.
+# a refund reserves money from a pool; a release puts a refund that was not paid back
+KIND_REFUND = "donation_refund"
+KIND_REFUND_RELEASE = "donation_refund_release"
+
 _INSERT_ENTRIES = text(
     """
     WITH written AS (
@@ -333,21 +337,25 @@ class LedgerRepository:
         return list((await self.session.execute(stmt)).scalars())
 
     async def refund_entry_ids(self, donation_id: uuid.UUID) -> list[uuid.UUID]:
+        """The donation's refunds and their releases, oldest first."""
         stmt = (
             select(JournalEntry.id)
-            .where(JournalEntry.kind == "donation_refund")
+            .where(JournalEntry.kind.in_((KIND_REFUND, KIND_REFUND_RELEASE)))
             .where(JournalEntry.refs["donation_id"].astext == str(donation_id))
             .order_by(JournalEntry.seq)
         )
         return list((await self.session.execute(stmt)).scalars())
 
     async def refunded_by_donation(self) -> dict[str, int]:
-        """Σ refunded fen per donation, from the refund entries' postings to the donation's pool."""
+        """Σ refunded fen per donation, from its refund entries' postings to its pool, net of releases."""
         stmt = sql_text(
             """
             SELECT e.refs->>'donation_id', SUM(p.amount_fen)
-            FROM journal_entries e JOIN postings p ON p.entry_id = e.id
-            WHERE e.kind = 'donation_refund' AND p.amount_fen > 0
+            FROM journal_entries e
+            JOIN postings p ON p.entry_id = e.id
+            JOIN donation_lots l ON l.donation_id = (e.refs->>'donation_id')::uuid
+                                AND l.account_code = p.account_code
+            WHERE e.kind IN ('donation_refund', 'donation_refund_release')
             GROUP BY 1
             """
         )

@@ -48,7 +48,14 @@ from app.exceptions import BadRequest, Conflict, NotFound
 from app.kit.background import PostCommitBatch
 from app.kit.time import business_date, utcnow
 from app.ledger import chain
-from app.ledger.repository import HeldAllocation, HoldRow, LedgerRepository, NewLot
+from app.ledger.repository import (
+    KIND_REFUND,
+    KIND_REFUND_RELEASE,
+    HeldAllocation,
+    HoldRow,
+    LedgerRepository,
+    NewLot,
+)
 from app.models import DonationLot, JournalEntry, LedgerDigest
 from app.models.charity_hold import HoldStatus
 
@@ -748,7 +755,7 @@ class LedgerService:
             return await self._post(
                 session,
                 business_key=business_key,
-                kind="donation_refund",
+                kind=KIND_REFUND,
                 postings=postings,
                 refs=refs,
                 lots_kept=True,
@@ -767,9 +774,58 @@ class LedgerService:
         return await self._post(
             session,
             business_key=business_key,
-            kind="donation_refund",
+            kind=KIND_REFUND,
             postings=postings,
             memo="捐赠退款",
+            refs=refs,
+            lots_kept=True,
+        )
+
+    async def release_donation_refund(
+        self,
+        session: AsyncSession,
+        *,
+        donation_id: uuid.UUID,
+        refund_id: uuid.UUID,
+        amount_fen: int,
+        source: str,
+        external_ref: str,
+    ) -> JournalEntry:
+        """A reserved refund that will not be paid (WeChat Pay refused or closed it) goes back into the pool: a
+        reversing entry ``pool −X / clearing (or bank) +X`` and the donation's unspent remainder grows again.
+        Only a refund recorded under the same ``external_ref`` and amount can be released, and only once;
+        releasing it again returns the same entry."""
+        _check_fen(amount_fen)
+        if source not in CLEARING:
+            raise BadRequest("退款渠道不对", code="LedgerBadInput", detail={"field": "source"})
+        _check_text(external_ref, "external_ref", 128)
+        repo = LedgerRepository(session)
+        await repo.lock_donation(donation_id)
+        lot = await repo.lot_for_donation(donation_id)
+        reserved = await repo.entry_by_key(f"refund:{source}:{external_ref}")
+        if lot is None or reserved is None:
+            raise NotFound("这笔退款没有在账本中预留", code="RefundNotInLedger")
+        if (
+            reserved.refs.get("refund_id") != str(refund_id)
+            or (lot.account_code, amount_fen) not in (await repo.postings_of([reserved.id]))[reserved.id]
+        ):
+            raise Conflict(
+                "要撤回的退款与账本中预留的不一致",
+                code="LedgerKeyReused",
+                detail={"business_key": reserved.business_key, "entry_id": str(reserved.id)},
+            )
+        business_key = f"refund_release:{source}:{external_ref}"
+        postings = [Posting(lot.account_code, -amount_fen), Posting(CLEARING[source], amount_fen)]
+        refs = {"donation_id": str(donation_id), "refund_id": str(refund_id), "source": source}
+        if await repo.entry_by_key(business_key) is None:
+            await repo.change_lot(lot.id, refunded=-amount_fen)
+        # money back into a pool cannot fail: _write_entries adds it after the inserts, as for payments
+        return await self._post(
+            session,
+            business_key=business_key,
+            kind=KIND_REFUND_RELEASE,
+            postings=postings,
+            memo="退款未成功，款项退回",
             refs=refs,
             lots_kept=True,
         )

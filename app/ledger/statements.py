@@ -21,13 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.exceptions import BadRequest, NotFound
 from app.kit.time import business_date
-from app.ledger.repository import LedgerRepository
+from app.ledger.repository import KIND_REFUND, KIND_REFUND_RELEASE, LedgerRepository
 from app.ledger.schemas import CanteenSubsidies, StatementOut
 from app.ledger.service import canteen_pool, fund_account
 
 MAX_DAYS = 3660
 KINDS_IN = {"donation"}
-KIND_REFUND = "donation_refund"
 KIND_MEAL = "meal_subsidy"
 KINDS_FEE = {"wechat_fee"}
 
@@ -65,6 +64,9 @@ async def _statement(
         elif entry_kind == KIND_REFUND:
             refunds += total
             refunds_count += count
+        elif entry_kind == KIND_REFUND_RELEASE:  # a refund that was not paid: it counts no more
+            refunds += total
+            refunds_count -= count
         elif entry_kind in KINDS_FEE:
             fees += total
         elif entry_kind == KIND_MEAL:

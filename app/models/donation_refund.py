@@ -13,10 +13,12 @@ from app.models.base import UUIDPK, Base, Timestamps
 
 class RefundStatus(enum.StrEnum):
     requested = "requested"  # by the donor, waiting for an admin
-    processing = "processing"  # approved; WeChat Pay accepted the refund
+    processing = "processing"  # approved and reserved in the ledger; with WeChat Pay (or on its way to it)
     succeeded = "succeeded"  # WeChat Pay's refund notification (or a bank refund) completed it
     rejected = "rejected"  # by an admin
-    failed = "failed"  # WeChat Pay reported REFUND.ABNORMAL / REFUND.CLOSED
+    failed = (
+        "failed"  # WeChat Pay refused it, closed it or reported it abnormal (``failure_reason`` says which)
+    )
 
 
 class DonationRefund(UUIDPK, Timestamps, Base):
@@ -48,3 +50,4 @@ class DonationRefund(UUIDPK, Timestamps, Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decision_note: Mapped[str | None] = mapped_column(String(200))
     succeeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failure_reason: Mapped[str | None] = mapped_column(String(200))

@@ -11,6 +11,7 @@ from app.db import Database, unit_of_work
 from app.ledger.service import ledger_service
 from app.models import AuditLog, Donation, DonationRefund, FeedEvent
 from app.models.role_grant import Role
+from app.worker import drain_async
 from tests.donations.helpers import committed_target, donate
 from tests.fixtures.client import login
 from tests.fixtures.factories import grant, unique
@@ -71,6 +72,7 @@ async def test_refund_flow_and_limits(
     assert res.json()["status"] == "processing"
     again = await committed_client.post(approve, headers=admin)
     assert again.status_code == 409 and again.json()["error"] == "RefundAlreadyDecided"
+    await drain_async()  # the job asks WeChat Pay for the refund
 
     async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
         settled = await sim.post(

@@ -5,7 +5,7 @@
   var form = document.getElementById("verify-form");
   var out = document.getElementById("verify-result");
   var enc = new TextEncoder();
-  var KIND = {donation: "捐款到账", meal_subsidy: "资助一份长者餐", donation_refund: "退款"};
+  var KIND = {donation: "捐款到账", meal_subsidy: "资助一份长者餐", donation_refund: "退款", donation_refund_release: "退款未成功，款项退回"};
 
   function hex(bytes) { return Array.from(bytes).map(function (b) { return b.toString(16).padStart(2, "0"); }).join(""); }
   function unhex(h) { var a = new Uint8Array(h.length / 2); for (var i = 0; i < a.length; i++) a[i] = parseInt(h.substr(i * 2, 2), 16); return a; }

@@ -1,0 +1,309 @@
+"""An approved refund is reserved in the ledger and committed; a job then asks WeChat Pay, with no row locked
+and no connection held while it answers. A refusal, or a refund WeChat Pay closes, puts the reservation back
+into the pool; an abnormal refund keeps it for staff; a WeChat Pay that is away is asked again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text
+
+from app.db import Database, get_database, unit_of_work
+from app.donations.service import donation_service
+from app.exceptions import Conflict, NotFound, WeChatUnavailable
+from app.kit.background import drain_all
+from app.ledger.service import ledger_service
+from app.ledger.statements import canteen_pool_statement
+from app.models import AuditLog, Donation, DonationRefund, JournalEntry
+from app.payments.service import payment_service
+from app.wechat.pay import WeChatPayError, get_wechatpay
+from app.worker import drain_async
+from tests.donations.helpers import committed_target, donate, payment_notification
+from tests.fixtures.client import login
+from tests.fixtures.factories import unique
+from tests.payments.test_notify_batch import _note
+from tests.payments.test_refunds import _admin
+
+NOTIFY = "/api/v1/payments/wechat/notify"
+
+
+async def _paid_at_simulator(
+    client: httpx.AsyncClient, simulator: str, headers: dict[str, str], code: str, amount_fen: int = 1000
+) -> dict[str, Any]:
+    donation = (await donate(client, headers, code, amount_fen=amount_fen)).json()
+    async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+        res = await sim.post(f"/sandbox/wechatpay/pay/{donation['out_trade_no']}")
+    assert res.json()["deliveries"] == [204]
+    return donation
+
+
+async def _approved(
+    client: httpx.AsyncClient, donation: dict[str, Any], headers: dict[str, str], amount_fen: int
+) -> dict[str, Any]:
+    asked = await client.post(
+        f"/api/v1/donations/{donation['id']}/refund-requests",
+        json={"amount_fen": amount_fen, "reason": "家里有事"},
+        headers=headers,
+    )
+    assert asked.status_code == 201, asked.text
+    res = await client.post(
+        f"/api/v1/admin/refund-requests/{asked.json()['id']}/approve",
+        json={"note": "同意"},
+        headers=await _admin(client),
+    )
+    assert res.status_code == 200, res.text
+    assert res.json()["status"] == "processing" and res.json()["failure_reason"] is None
+    return dict(res.json())
+
+
+async def _refund(refund_id: str) -> DonationRefund:
+    async with unit_of_work() as s:
+        row = await s.get(DonationRefund, uuid.UUID(refund_id))
+        assert row is not None
+        return row
+
+
+async def _refundable(donation_id: str) -> int:
+    async with unit_of_work() as s:
+        return await ledger_service.refundable_fen(s, donation_id=uuid.UUID(donation_id))
+
+
+async def _statement(s: Any, canteen_id: uuid.UUID | None) -> Any:
+    assert canteen_id is not None
+    return await canteen_pool_statement(s, canteen_id, date_from=None, date_to=None)
+
+
+async def _ledger_ok() -> None:
+    await drain_all()
+    async with unit_of_work() as s:
+        check = await ledger_service.check(s)
+    assert check["ok"], check["problems"]
+
+
+async def test_a_refund_wechat_pay_refuses_goes_back_to_the_pool(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    """The order was paid by a notification the simulator never saw, so WeChat Pay answers 订单未支付. The
+    approval still answers at once (processing, reserved); the job then marks it failed with WeChat Pay's
+    message and releases the reservation, and the donor may ask again."""
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    donation = (await donate(committed_client, headers, target.code, amount_fen=1000)).json()
+    notify_headers, notify_body = payment_notification(donation["out_trade_no"], 1000)
+    paid = await committed_client.post(NOTIFY, content=notify_body, headers=notify_headers)
+    assert paid.status_code == 204, paid.text
+    async with unit_of_work() as s:
+        before = await _statement(s, target.canteen_id)
+
+    refund = await _approved(committed_client, donation, headers, 400)
+    assert await _refundable(donation["id"]) == 600  # reserved: meals cannot take it meanwhile
+
+    await drain_async()
+    row = await _refund(refund["id"])
+    assert row.status == "failed" and row.wechat_refund_id is None
+    assert row.failure_reason is not None and row.failure_reason.startswith("微信支付拒绝了退款：")
+    assert "未支付" in row.failure_reason
+    assert await _refundable(donation["id"]) == 1000
+    async with unit_of_work() as s:
+        kinds = (
+            await s.execute(
+                select(JournalEntry.kind)
+                .where(JournalEntry.refs["refund_id"].astext == refund["id"])
+                .order_by(JournalEntry.created_at)
+            )
+        ).scalars()
+        assert list(kinds) == ["donation_refund", "donation_refund_release"]
+        audit = (
+            await s.execute(select(AuditLog).where(AuditLog.action == "donation.refund.fail"))
+        ).scalar_one()
+        assert audit.after is not None and audit.after["released"] is True
+        assert audit.after["code"] == "INVALID_REQUEST"
+        donation_row = await s.get(Donation, uuid.UUID(donation["id"]))
+        assert donation_row is not None and (donation_row.status, donation_row.refunded_fen) == ("paid", 0)
+        after = await _statement(s, target.canteen_id)
+    # the fund's statement counts no refund and ends where it began
+    assert (after.refunds_fen, after.refunds_count) == (before.refunds_fen, before.refunds_count)
+    assert after.closing_fen == before.closing_fen
+    await _ledger_ok()
+
+    again = await committed_client.post(
+        f"/api/v1/donations/{donation['id']}/refund-requests", json={"amount_fen": 1000}, headers=headers
+    )
+    assert again.status_code == 201, again.text
+
+
+async def test_closed_refunds_release_their_reservation_and_abnormal_ones_keep_it(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    closed_d = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    abnormal_d = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    closed = await _approved(committed_client, closed_d, headers, 300)
+    abnormal = await _approved(committed_client, abnormal_d, headers, 500)
+    await drain_async()
+    for refund in (closed, abnormal):
+        row = await _refund(refund["id"])
+        assert row.status == "processing" and row.wechat_refund_id  # WeChat Pay took both
+    async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+        for refund, status in ((closed, "CLOSED"), (abnormal, "ABNORMAL")):
+            res = await sim.post(
+                f"/sandbox/wechatpay/refunds/{refund['out_refund_no']}/settle", params={"status": status}
+            )
+            assert res.json()["deliveries"] == [204], res.text
+
+    closed_row, abnormal_row = await _refund(closed["id"]), await _refund(abnormal["id"])
+    assert closed_row.status == abnormal_row.status == "failed"
+    assert closed_row.failure_reason and "退回资金池" in closed_row.failure_reason
+    assert abnormal_row.failure_reason and "商户平台" in abnormal_row.failure_reason
+    assert await _refundable(closed_d["id"]) == 1000
+    assert await _refundable(abnormal_d["id"]) == 500  # still owed to the donor
+    await _ledger_ok()
+
+
+class _HeldGateway:
+    """WeChat Pay that answers a refund only when told to, reporting how many connections were checked out
+    of the pool while it was asked."""
+
+    def __init__(self, answer: dict[str, Any] | Exception) -> None:
+        self.answer = answer
+        self.asked = asyncio.Event()
+        self.go = asyncio.Event()
+        self.checked_out: list[int] = []
+
+    async def refund(self, **kwargs: Any) -> dict[str, Any]:
+        self.checked_out.append(int(get_database().engine.sync_engine.pool.checkedout()))
+        self.asked.set()
+        await self.go.wait()
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+async def _submit(gateway: Any, refund_id: str) -> str:
+    async with unit_of_work() as s:
+        return await donation_service.submit_refund(s, gateway, uuid.UUID(refund_id))
+
+
+async def test_nothing_waits_for_wechat_pay_while_it_answers_a_refund(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    """A payment to the same pool is applied while the refund's job waits for WeChat Pay (before, the
+    approval asked WeChat Pay with the pool's row locked), and the job holds no connection meanwhile."""
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    refund = await _approved(committed_client, donation, headers, 200)
+    other = (await donate(committed_client, headers, target.code, amount_fen=700)).json()
+    await drain_all()
+
+    gateway = _HeldGateway({"refund_id": "50" + "1" * 27, "status": "PROCESSING"})
+    job = asyncio.create_task(_submit(gateway, refund["id"]))
+    await asyncio.wait_for(gateway.asked.wait(), 10)
+    assert gateway.checked_out == [0]
+    async with unit_of_work() as s:
+        await s.execute(text("SET LOCAL lock_timeout = '2s'"))
+        outcome = await payment_service.handle_payment_notifications(s, get_wechatpay(), [_note(other)])
+    assert outcome == ["paid"]
+    gateway.go.set()
+    assert await asyncio.wait_for(job, 10) == "accepted"
+    row = await _refund(refund["id"])
+    assert (row.status, row.wechat_refund_id) == ("processing", "50" + "1" * 27)
+    assert await _submit(gateway, refund["id"]) == "nothing"  # submitted once
+    await _ledger_ok()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        WeChatUnavailable("暂时连不上微信支付，请稍后再试"),
+        WeChatPayError(429, "FREQUENCY_LIMITED", "频率超限"),
+        WeChatPayError(500, "SYSTEM_ERROR", "系统错误"),
+    ],
+)
+async def test_a_wechat_pay_that_is_away_or_busy_is_asked_again(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str, failure: Exception
+) -> None:
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    refund = await _approved(committed_client, donation, headers, 250)
+
+    gateway = _HeldGateway(failure)
+    gateway.go.set()
+    with pytest.raises(WeChatUnavailable):  # the job fails, and runs again
+        await _submit(gateway, refund["id"])
+    row = await _refund(refund["id"])
+    assert (row.status, row.wechat_refund_id, row.failure_reason) == ("processing", None, None)
+    assert await _refundable(donation["id"]) == 750  # still reserved
+
+    await drain_async()  # the real job, against the simulator
+    row = await _refund(refund["id"])
+    assert row.status == "processing" and row.wechat_refund_id
+    async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+        res = await sim.post(f"/sandbox/wechatpay/refunds/{refund['out_refund_no']}/settle")
+    assert res.json()["deliveries"] == [204]
+    assert (await _refund(refund["id"])).status == "succeeded"
+    await _ledger_ok()
+
+
+async def test_an_answer_of_success_finishes_the_refund_at_once(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    refund = await _approved(committed_client, donation, headers, 1000)
+    gateway = _HeldGateway(
+        {"refund_id": "50" + "2" * 27, "status": "SUCCESS", "success_time": "2026-11-29T10:00:00+08:00"}
+    )
+    gateway.go.set()
+    assert await _submit(gateway, refund["id"]) == "accepted"
+    row = await _refund(refund["id"])
+    assert row.status == "succeeded" and row.succeeded_at is not None
+    async with unit_of_work() as s:
+        d = await s.get(Donation, uuid.UUID(donation["id"]))
+        assert d is not None and (d.status, d.refunded_fen) == ("refunded", 1000)
+    await _ledger_ok()
+
+
+async def test_a_release_matches_its_refund_and_happens_once(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    refund = await _approved(committed_client, donation, headers, 400)
+    args = {
+        "donation_id": uuid.UUID(donation["id"]),
+        "refund_id": uuid.UUID(refund["id"]),
+        "source": "wechatpay",
+        "external_ref": refund["out_refund_no"],
+    }
+    async with unit_of_work() as s:
+        with pytest.raises(Conflict) as wrong_amount:
+            await ledger_service.release_donation_refund(s, amount_fen=300, **args)
+        assert wrong_amount.value.error_code == "LedgerKeyReused"
+    async with unit_of_work() as s:
+        with pytest.raises(Conflict):
+            await ledger_service.release_donation_refund(
+                s, amount_fen=400, **{**args, "refund_id": uuid.uuid4()}
+            )
+    async with unit_of_work() as s:
+        with pytest.raises(NotFound) as unknown:
+            await ledger_service.release_donation_refund(
+                s, amount_fen=400, **{**args, "external_ref": "RF" + "0" * 30}
+            )
+        assert unknown.value.error_code == "RefundNotInLedger"
+    async with unit_of_work() as s:
+        first = await ledger_service.release_donation_refund(s, amount_fen=400, **args)
+    async with unit_of_work() as s:
+        second = await ledger_service.release_donation_refund(s, amount_fen=400, **args)
+        released = await s.scalar(select(func.count()).where(JournalEntry.kind == "donation_refund_release"))
+    assert first.id == second.id and released == 1
+    assert await _refundable(donation["id"]) == 1000  # released once, not twice
+    await _ledger_ok()
