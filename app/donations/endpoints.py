@@ -32,6 +32,7 @@ from app.feed.service import feed_service
 from app.kit import ratelimit
 from app.kit.pagination import Page
 from app.kit.ratelimit import rate_limit
+from app.models.donation_refund import RefundStatus
 from app.wechat.pay import WeChatPayGateway, wechatpay_dependency
 
 router = APIRouter(tags=["donations"])
@@ -151,6 +152,30 @@ async def request_refund(
     donation_id: uuid.UUID, payload: RefundRequestIn, subject: CurrentSubject, session: SessionDep
 ) -> RefundOut:
     return await donation_service.request_refund(session, subject, donation_id, payload)
+
+
+@router.get(
+    "/donations/{donation_id}/refund-requests",
+    response_model=list[RefundOut],
+    summary="这笔捐赠的退款申请（进度、未成功的原因）",
+)
+async def donation_refunds(
+    donation_id: uuid.UUID, subject: CurrentSubject, session: SessionDep
+) -> list[RefundOut]:
+    return await donation_service.refunds_for_donor(session, subject, donation_id)
+
+
+@router.get(
+    "/admin/refund-requests", response_model=Page[RefundOut], summary="退款申请（待审批、处理中、未成功……）"
+)
+async def list_refunds(
+    subject: AdminSubject,
+    session: SessionDep,
+    status_filter: RefundStatus | None = Query(None, alias="status", description="只看这个状态的申请"),
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Query(50, ge=1, le=200),
+) -> Page[RefundOut]:
+    return await donation_service.list_refunds(session, status=status_filter, cursor=cursor, limit=limit)
 
 
 @router.post("/admin/refund-requests/{refund_id}/approve", response_model=RefundOut, summary="批准退款")

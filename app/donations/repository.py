@@ -302,6 +302,30 @@ class DonationRepository:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
+    async def refunds_of_donation(self, donation_id: uuid.UUID) -> list[DonationRefund]:
+        stmt = (
+            select(DonationRefund)
+            .where(DonationRefund.donation_id == donation_id)
+            .order_by(DonationRefund.created_at.desc(), DonationRefund.id.desc())
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def list_refunds(
+        self, *, status: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[DonationRefund]:
+        """Newest first; ``after`` is the (created_at, id) of the last one of the previous page."""
+        stmt = select(DonationRefund).order_by(DonationRefund.created_at.desc(), DonationRefund.id.desc())
+        if status is not None:
+            stmt = stmt.where(DonationRefund.status == status)
+        if after is not None:
+            stmt = stmt.where(
+                or_(
+                    DonationRefund.created_at < after[0],
+                    and_(DonationRefund.created_at == after[0], DonationRefund.id < after[1]),
+                )
+            )
+        return list((await self.session.execute(stmt.limit(limit))).scalars())
+
     async def lock_refund_by_out_refund_no(self, out_refund_no: str) -> DonationRefund | None:
         return (
             await self.session.execute(

@@ -596,6 +596,29 @@ class DonationService:
             failure_reason=refund.failure_reason,
         )
 
+    async def refunds_for_donor(
+        self, session: AsyncSession, subject: Subject, donation_id: uuid.UUID
+    ) -> list[RefundOut]:
+        """The refund requests of one of the donor's donations, newest first (another person's: 404)."""
+        repo = DonationRepository(session)
+        if await repo.get_for_donor(donation_id, subject.user_id) is None:
+            raise _not_found()
+        return [self.refund_view(r) for r in await repo.refunds_of_donation(donation_id)]
+
+    async def list_refunds(
+        self, session: AsyncSession, *, status: RefundStatus | None, cursor: str | None, limit: int
+    ) -> Page[RefundOut]:
+        """Staff's queue: every refund request, newest first, optionally of one status."""
+        after = decode_cursor_as(cursor, lambda raw: (datetime.fromisoformat(raw["t"]), uuid.UUID(raw["id"])))
+        rows = await DonationRepository(session).list_refunds(
+            status=status.value if status else None, after=after, limit=limit + 1
+        )
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor({"t": last.created_at.isoformat(), "id": str(last.id)})
+        return Page[RefundOut](items=[self.refund_view(r) for r in rows[:limit]], next_cursor=next_cursor)
+
     async def _refundable(self, session: AsyncSession, donation: Donation) -> int:
         return await ledger_service.refundable_fen(session, donation_id=donation.id)
 

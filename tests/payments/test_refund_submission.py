@@ -307,3 +307,52 @@ async def test_a_release_matches_its_refund_and_happens_once(
     assert first.id == second.id and released == 1
     assert await _refundable(donation["id"]) == 1000  # released once, not twice
     await _ledger_ok()
+
+
+async def test_the_donor_sees_their_refunds_and_staff_see_the_queue(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    donation = (await donate(committed_client, headers, target.code, amount_fen=1000)).json()
+    notify_headers, notify_body = payment_notification(donation["out_trade_no"], 1000)
+    assert (
+        await committed_client.post(NOTIFY, content=notify_body, headers=notify_headers)
+    ).status_code == 204
+    refused = await _approved(committed_client, donation, headers, 400)  # WeChat Pay will refuse it
+    await drain_async()
+    waiting = await committed_client.post(
+        f"/api/v1/donations/{donation['id']}/refund-requests", json={"amount_fen": 300}, headers=headers
+    )
+    assert waiting.status_code == 201
+
+    mine = await committed_client.get(f"/api/v1/donations/{donation['id']}/refund-requests", headers=headers)
+    assert mine.status_code == 200, mine.text
+    assert [(r["id"], r["status"]) for r in mine.json()] == [
+        (waiting.json()["id"], "requested"),
+        (refused["id"], "failed"),
+    ]
+    assert mine.json()[1]["failure_reason"].startswith("微信支付拒绝了退款：")
+    stranger = await login(committed_client, unique("o"))
+    other = await committed_client.get(
+        f"/api/v1/donations/{donation['id']}/refund-requests", headers=stranger
+    )
+    assert other.status_code == 404
+
+    admin = await _admin(committed_client)
+    queue = await committed_client.get("/api/v1/admin/refund-requests?status=requested", headers=admin)
+    assert queue.status_code == 200
+    assert [r["id"] for r in queue.json()["items"]] == [waiting.json()["id"]]
+    failed = await committed_client.get("/api/v1/admin/refund-requests?status=failed", headers=admin)
+    assert [r["id"] for r in failed.json()["items"]] == [refused["id"]]
+    first = await committed_client.get("/api/v1/admin/refund-requests?limit=1", headers=admin)
+    assert [r["id"] for r in first.json()["items"]] == [waiting.json()["id"]]
+    rest = await committed_client.get(
+        "/api/v1/admin/refund-requests",
+        params={"limit": 1, "cursor": first.json()["next_cursor"]},
+        headers=admin,
+    )
+    assert [r["id"] for r in rest.json()["items"]] == [refused["id"]] and rest.json()["next_cursor"] is None
+    bad = await committed_client.get("/api/v1/admin/refund-requests?status=lost", headers=admin)
+    assert bad.status_code == 422 and bad.json()["error"] == "ValidationError"
+    assert (await committed_client.get("/api/v1/admin/refund-requests", headers=headers)).status_code == 403

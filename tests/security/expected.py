@@ -63,6 +63,7 @@ EXPECTED: dict[str, Row] = {
     "GET /api/v1/admin/ledger/check": admin_only(200),
     "GET /api/v1/admin/reconciliation/runs": admin_only(200),
     "GET /api/v1/admin/reconciliation/runs/{run_id}": admin_only(404),
+    "GET /api/v1/admin/refund-requests": admin_only(200),
     "GET /api/v1/admin/roles": admin_only(200),
     "GET /api/v1/admin/settlements": admin_only(200),
     "GET /api/v1/admin/settlements/{settlement_id}": admin_only(404),
@@ -86,6 +87,9 @@ EXPECTED: dict[str, Row] = {
         200, may_see=EVERYONE
     ),  # public proof, no personal data
     "GET /api/v1/donations/{donation_id}/receipt": signed_in(404, admin=404, owner=("victim_donor", 200)),
+    "GET /api/v1/donations/{donation_id}/refund-requests": signed_in(
+        404, admin=404, owner=("victim_donor", 200)
+    ),
     "GET /api/v1/donations/{donation_id}/trace": signed_in(404, admin=200, owner=("victim_donor", 200)),
     "GET /api/v1/elders": signed_in(200, admin=200),
     "GET /api/v1/elders/{elder_id}": signed_in(404, admin=200, owner=("victim_elder", 200)),

@@ -121,6 +121,8 @@ REQUESTS: dict[str, Req] = {
     "POST /api/v1/donations/{donation_id}/refund-requests": Req(
         json=lambda ids: {"amount_fen": 100, "reason": "不想捐了"}
     ),
+    "GET /api/v1/donations/{donation_id}/refund-requests": Req(),
+    "GET /api/v1/admin/refund-requests": Req(params=lambda ids: {"status": "requested"}),
     "POST /api/v1/admin/refund-requests/{refund_id}/approve": Req(json=lambda ids: {"note": "同意"}),
     "POST /api/v1/admin/refund-requests/{refund_id}/reject": Req(json=lambda ids: {"note": "驳回"}),
     "POST /api/v1/admin/donations/offline": Req(
