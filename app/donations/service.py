@@ -396,7 +396,9 @@ class DonationService:
             log.info(
                 "donation_paid",
                 donation_id=str(item.donation.id),
+                out_trade_no=item.donation.out_trade_no,
                 source=item.source,
+                transaction_id=item.external_ref,
                 amount_fen=item.donation.amount_fen,
             )
         paid = {id(item) for item in done}

@@ -15,6 +15,7 @@ that need it done.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -59,7 +60,8 @@ class PostCommitBatch:
         self._wanted[key] = True
         task = self._tasks.get(key)
         if task is None or task.done():
-            self._tasks[key] = loop.create_task(self._run(key))
+            # a context of its own: its log lines are not the request's that happened to poke it first
+            self._tasks[key] = loop.create_task(self._run(key), context=contextvars.Context())
 
     def after_commit_of(self, session: AsyncSession) -> None:
         """Poke this batch once ``session``'s transaction has committed."""
@@ -145,7 +147,8 @@ class RequestBatch(Generic[Item, Result]):
         self._queues.setdefault(key, []).append((item, future))
         task = self._tasks.get(key)
         if task is None or task.done():
-            self._tasks[key] = loop.create_task(self._work(key, open_session))
+            # a context of its own: a batch serves many requests, and its log lines are none of theirs
+            self._tasks[key] = loop.create_task(self._work(key, open_session), context=contextvars.Context())
         return await future
 
     async def _work(self, key: tuple[int, SessionFactory], open_session: SessionFactory) -> None:

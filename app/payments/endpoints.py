@@ -45,8 +45,16 @@ async def _handle(request: Request, act: Act, session: AsyncSession | None = Non
             await session.rollback()
         log.error("wechatpay_notification_failed", error=exc.error_code, message=exc.message)
         return JSONResponse({"code": "FAIL", "message": exc.error_code}, status_code=500)
-    log.info("wechatpay_notification", outcome=outcome)
+    # on the request's access line (one line per notification, not one more)
+    structlog.contextvars.bind_contextvars(notification=outcome)
     return Response(status_code=204)
+
+
+def _bind_order(resource: dict[str, object]) -> None:
+    """The order on the request's log lines: the batch that pays it logs ``donation_paid`` with the same
+    out_trade_no (a batch serves many requests, so its lines carry no request id)."""
+    if isinstance(resource.get("out_trade_no"), str):
+        structlog.contextvars.bind_contextvars(out_trade_no=resource["out_trade_no"])
 
 
 @router.post("/payments/wechat/notify", status_code=204, summary="微信支付 APIv3 支付结果通知")
@@ -58,7 +66,9 @@ async def wechat_notify(
     async def act(headers: dict[str, str], body: bytes) -> str:
         # verified and decrypted here, then applied together with this process's other waiting notifications
         # (group commit, app/payments/service.py); the answer comes after the commit
-        return await payment_batch.submit(open_session, gateway.parse_notification(headers, body))
+        note = gateway.parse_notification(headers, body)
+        _bind_order(note.resource)
+        return await payment_batch.submit(open_session, note)
 
     return await _handle(request, act)
 

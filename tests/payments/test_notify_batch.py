@@ -407,3 +407,43 @@ async def test_a_payment_already_recorded_for_another_order_fails_alone(
     assert facts["tx"][third["id"]] is None and facts["entries"] == 3
     assert "n-second" not in facts["inbox"]
     assert check["ok"], check["problems"]
+
+
+async def test_each_notification_is_logged_on_its_own_request_line(
+    committed_client: httpx.AsyncClient, committed: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A batch answers many requests, so its own lines carry none of their ids (they used to carry the id of
+    whichever request started the batch); each request's access line says what became of its notification and
+    names the order, which the batch's ``donation_paid`` line names too."""
+    import json
+
+    from app.logging import configure_logging
+
+    donations = await _pending(committed_client, 4, amount_fen=1500)
+    configure_logging("INFO")
+    capsys.readouterr()
+    try:
+        sent = [payment_notification(d["out_trade_no"], 1500) for d in donations]
+        results = await asyncio.gather(
+            *(
+                committed_client.post(NOTIFY, content=body, headers={**h, "X-Request-ID": f"req-{n:06d}"})
+                for n, (h, body) in enumerate(sent)
+            )
+        )
+        assert [r.status_code for r in results] == [204] * 4
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    finally:
+        configure_logging(get_settings().LOG_LEVEL)
+    access = {x["request_id"]: x for x in lines if x["event"] == "request" and x.get("route") == NOTIFY}
+    assert sorted(access) == [f"req-{n:06d}" for n in range(4)]
+    for n, d in enumerate(donations):
+        line = access[f"req-{n:06d}"]
+        assert (line["notification"], line["out_trade_no"], line["status"]) == (
+            "paid",
+            d["out_trade_no"],
+            204,
+        )
+    paid = [x for x in lines if x["event"] == "donation_paid"]
+    assert sorted(x["out_trade_no"] for x in paid) == sorted(d["out_trade_no"] for d in donations)
+    assert all("request_id" not in x for x in paid)
+    assert not [x for x in lines if x["event"] == "wechatpay_notification"]
