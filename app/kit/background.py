@@ -38,7 +38,7 @@ class PostCommitBatch:
         run_once: RunOnce,
         *,
         window: float = 0.02,
-        pace: float = 0.2,
+        pace: float = 1.0,
         max_busy_retries: int = 50,
     ) -> None:
         self.name = name
