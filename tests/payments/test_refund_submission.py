@@ -356,3 +356,30 @@ async def test_the_donor_sees_their_refunds_and_staff_see_the_queue(
     bad = await committed_client.get("/api/v1/admin/refund-requests?status=lost", headers=admin)
     assert bad.status_code == 422 and bad.json()["error"] == "ValidationError"
     assert (await committed_client.get("/api/v1/admin/refund-requests", headers=headers)).status_code == 403
+
+
+async def test_a_refund_whose_answer_was_lost_is_finished_by_its_notification(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    """WeChat Pay made the refund but the job never heard the answer (a timeout): the refund notification
+    finishes it and brings WeChat Pay's refund id; the job, run again, has nothing left to do."""
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    refund = await _approved(committed_client, donation, headers, 600)
+    made = await get_wechatpay().refund(  # what the job's lost call did at WeChat Pay
+        out_trade_no=donation["out_trade_no"],
+        out_refund_no=refund["out_refund_no"],
+        refund_fen=600,
+        total_fen=1000,
+        reason="家里有事",
+    )
+    async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+        res = await sim.post(f"/sandbox/wechatpay/refunds/{refund['out_refund_no']}/settle")
+    assert res.json()["deliveries"] == [204]
+    row = await _refund(refund["id"])
+    assert (row.status, row.wechat_refund_id) == ("succeeded", made["refund_id"])
+    await drain_async()  # the job, again: nothing to do
+    assert (await _refund(refund["id"])).status == "succeeded"
+    assert await _refundable(donation["id"]) == 400
+    await _ledger_ok()
