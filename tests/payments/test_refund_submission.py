@@ -164,6 +164,19 @@ async def test_closed_refunds_release_their_reservation_and_abnormal_ones_keep_i
     assert await _refundable(abnormal_d["id"]) == 500  # still owed to the donor
     await _ledger_ok()
 
+    # the closed one can be asked for again, all of it this time, and goes through
+    again = await _approved(committed_client, closed_d, headers, 1000)
+    await drain_async()
+    async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+        res = await sim.post(f"/sandbox/wechatpay/refunds/{again['out_refund_no']}/settle")
+        assert res.json()["deliveries"] == [204], res.text
+    assert (await _refund(again["id"])).status == "succeeded"
+    assert await _refundable(closed_d["id"]) == 0
+    async with unit_of_work() as s:
+        d = await s.get(Donation, uuid.UUID(closed_d["id"]))
+        assert d is not None and (d.status, d.refunded_fen) == ("refunded", 1000)
+    await _ledger_ok()
+
 
 class _HeldGateway:
     """WeChat Pay that answers a refund only when told to, reporting how many connections were checked out
