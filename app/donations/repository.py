@@ -326,6 +326,29 @@ class DonationRepository:
             )
         return list((await self.session.execute(stmt.limit(limit))).scalars())
 
+    async def refunds_to_check(self, *, decided_before: datetime, limit: int) -> list[DonationRefund]:
+        """Approved WeChat Pay refunds still waiting for their outcome, oldest decision first."""
+        stmt = (
+            select(DonationRefund)
+            .where(DonationRefund.status == "processing", DonationRefund.decided_at < decided_before)
+            .order_by(DonationRefund.decided_at, DonationRefund.id)
+            .limit(limit)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def lock_refunds_unless_busy(
+        self, refund_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, DonationRefund]:
+        """These refunds, locked and read again, except those another transaction holds (skipped)."""
+        stmt = (
+            select(DonationRefund)
+            .where(DonationRefund.id.in_(refund_ids))
+            .order_by(DonationRefund.id)
+            .with_for_update(skip_locked=True)
+        )
+        rows = await self.session.execute(stmt, execution_options={"populate_existing": True})
+        return {refund.id: refund for refund in rows.scalars()}
+
     async def lock_refund_by_out_refund_no(self, out_refund_no: str) -> DonationRefund | None:
         return (
             await self.session.execute(

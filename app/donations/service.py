@@ -481,6 +481,62 @@ class DonationService:
                 counts["closed"] += 1
         return counts
 
+    async def check_refunds(
+        self,
+        session: AsyncSession,
+        gateway: WeChatPayGateway,
+        *,
+        now: datetime | None = None,
+        min_age: timedelta = timedelta(minutes=5),
+        limit: int = 100,
+    ) -> dict[str, int]:
+        """Query WeChat Pay for approved refunds whose outcome has not come (a refund notification lost, say)
+        and finish those it has decided, as their notification would have.
+
+        As for orders, WeChat Pay is asked with no connection held and no row locked; each refund is then
+        locked and looked at again, skipping one another transaction holds (its notification being applied).
+        A refund WeChat Pay does not know yet is left to its submission job (and the outbox's relay)."""
+        from app.payments.service import parse_success_time
+
+        now = now or utcnow()
+        counts = {"checked": 0, "completed": 0, "errors": 0}
+        repo = DonationRepository(session)
+        candidates = [
+            (r.id, r.out_refund_no)
+            for r in await repo.refunds_to_check(decided_before=now - min_age, limit=limit)
+        ]
+        await release_connection(session)
+        answers: list[tuple[uuid.UUID, dict[str, Any]]] = []
+        for refund_id, out_refund_no in candidates:
+            counts["checked"] += 1
+            try:
+                result = await gateway.query_refund(out_refund_no)
+            except (WeChatUnavailable, WeChatPayError) as exc:
+                counts["errors"] += 1
+                log.warning("refund_poll_failed", refund_id=str(refund_id), error=str(exc))
+                continue
+            if result is not None:
+                answers.append((refund_id, result))
+        if not answers:
+            return counts
+        locked = await repo.lock_refunds_unless_busy([refund_id for refund_id, _ in answers])
+        for refund_id, result in answers:
+            refund = locked.get(refund_id)
+            if refund is None:
+                continue
+            if refund.wechat_refund_id is None and isinstance(result.get("refund_id"), str):
+                refund.wechat_refund_id = result["refund_id"][:32]
+            status = result.get("status")
+            if status in ("SUCCESS", "CLOSED", "ABNORMAL") and await self.complete_refund(
+                session,
+                refund,
+                status=str(status),
+                succeeded_at=parse_success_time(result.get("success_time")),
+            ):
+                counts["completed"] += 1
+        await session.flush()
+        return counts
+
     # ---------------------------------------------------------------- receipts
 
     @overload

@@ -1,5 +1,5 @@
 """Donation jobs: recover payments whose notification never came, close orders nobody paid, number receipts,
-and submit approved refunds to WeChat Pay."""
+submit approved refunds to WeChat Pay and recover refunds whose outcome never came."""
 
 from __future__ import annotations
 
@@ -37,6 +37,14 @@ async def number_receipts(session: AsyncSession) -> None:
     numbered = await donation_service.number_receipts(session)
     if numbered:
         log.info("receipts_numbered", count=numbered)
+
+
+@task("donations.poll_refunds", cron="*/5 * * * *")
+async def poll_refunds(session: AsyncSession) -> None:
+    """Every five minutes: ask WeChat Pay about approved refunds whose outcome has not come."""
+    counts = await donation_service.check_refunds(session, get_wechatpay())
+    if counts["checked"]:
+        log.info("refunds_polled", **counts)
 
 
 @task("donations.submit_refund")

@@ -396,3 +396,73 @@ async def test_a_refund_whose_answer_was_lost_is_finished_by_its_notification(
     assert (await _refund(refund["id"])).status == "succeeded"
     assert await _refundable(donation["id"]) == 400
     await _ledger_ok()
+
+
+async def _check_refunds(gateway: Any = None) -> dict[str, int]:
+    from datetime import timedelta
+
+    from app.kit.time import utcnow
+
+    async with unit_of_work() as s:
+        return await donation_service.check_refunds(
+            s, gateway or get_wechatpay(), now=utcnow() + timedelta(minutes=10)
+        )
+
+
+async def test_a_refund_whose_notification_was_lost_is_finished_by_the_poll(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    lost_d = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    waiting_d = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    lost = await _approved(committed_client, lost_d, headers, 700)
+    await drain_async()
+    unsubmitted = await _approved(committed_client, waiting_d, headers, 300)  # its job has not run yet
+    async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+        res = await sim.post(
+            f"/sandbox/wechatpay/refunds/{lost['out_refund_no']}/settle", params={"drop": True}
+        )
+        assert res.json()["dropped"] is True and res.json()["deliveries"] == []
+    assert (await _refund(lost["id"])).status == "processing"
+
+    assert await _check_refunds() == {"checked": 2, "completed": 1, "errors": 0}
+    row = await _refund(lost["id"])
+    assert row.status == "succeeded" and row.succeeded_at is not None
+    async with unit_of_work() as s:
+        d = await s.get(Donation, uuid.UUID(lost_d["id"]))
+        assert d is not None and (d.status, d.refunded_fen) == ("partially_refunded", 700)
+    # WeChat Pay does not know the other one yet: it is left to its job
+    assert (await _refund(unsubmitted["id"])).status == "processing"
+    assert await _check_refunds() == {"checked": 1, "completed": 0, "errors": 0}
+    await _ledger_ok()
+
+
+async def test_the_refund_poll_skips_what_another_transaction_holds_and_survives_wechat_pay_away(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    target = await committed_target()
+    headers = await login(committed_client, unique("o"))
+    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    refund = await _approved(committed_client, donation, headers, 500)
+    await drain_async()
+    async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+        await sim.post(f"/sandbox/wechatpay/refunds/{refund['out_refund_no']}/settle", params={"drop": True})
+
+    class Away:
+        async def query_refund(self, out_refund_no: str) -> dict[str, Any]:
+            raise WeChatUnavailable("暂时连不上微信支付，请稍后再试")
+
+    assert await _check_refunds(Away()) == {"checked": 1, "completed": 0, "errors": 1}
+    assert (await _refund(refund["id"])).status == "processing"
+
+    async with unit_of_work() as holder:  # a notification for it being applied
+        await holder.execute(
+            select(DonationRefund).where(DonationRefund.id == uuid.UUID(refund["id"])).with_for_update()
+        )
+        counts = await asyncio.wait_for(_check_refunds(), 10)  # neither waits nor finishes it
+        assert counts == {"checked": 1, "completed": 0, "errors": 0}
+    assert (await _refund(refund["id"])).status == "processing"
+    assert (await _check_refunds())["completed"] == 1
+    assert (await _refund(refund["id"])).status == "succeeded"
+    await _ledger_ok()
