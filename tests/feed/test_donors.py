@@ -3,7 +3,7 @@ subscribe message for donors who allowed it."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 
 import httpx
 from sqlalchemy import select
@@ -105,9 +105,8 @@ async def test_weekly_digest_goes_once_to_donors_who_allowed_it(
     assert await feed_service.send_digest(session, user_id=opted_id, week_start=last_week) == "nothing"
     rows = (await session.execute(select(DonorDigest).where(DonorDigest.user_id == opted_id))).scalars().all()
     assert [(r.status, r.meals, r.amount_fen) for r in rows] == [("sent", 3, 900)]
-    assert rows[0].sent_at is not None and rows[0].sent_at >= shanghai_datetime(
-        monday, rows[0].sent_at.timetz()
-    )
+    # sent this week: at or after Monday 00:00 in Shanghai (which is Sunday 16:00 UTC)
+    assert rows[0].sent_at is not None and rows[0].sent_at >= shanghai_datetime(monday, time.min)
     msgs = (await client.get("/sandbox/wechat/messages", params={"touser": opted})).json()["items"]
     assert len(msgs) == 1 and msgs[0]["template_id"] == DIGEST_TEMPLATE
     assert msgs[0]["data"]["thing1"]["value"] == "您的爱心资助了 3 份长者餐"
