@@ -23,6 +23,14 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_ACCESS_FIELDS = "sangyu.access_fields"
+
+
+def on_access_line(scope: Scope, **fields: Any) -> None:
+    """Add ``fields`` to this request's access-log line (what became of it, the object it was about), instead
+    of a log line of its own. They belong to the request alone: kept in its ASGI scope, not in context
+    variables that outlive it."""
+    scope.setdefault("state", {}).setdefault(_ACCESS_FIELDS, {}).update(fields)
 
 
 class RequestContextMiddleware:
@@ -33,6 +41,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope.setdefault("state", {})  # one dict for every copy of the scope down the stack
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
@@ -70,6 +79,7 @@ class RequestContextMiddleware:
                     route=route_path,
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
+                    **scope["state"].get(_ACCESS_FIELDS, {}),
                 )
             structlog.contextvars.unbind_contextvars("request_id")
             request_id_var.reset(rid_token)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.auth import SessionDep
 from app.db import SessionFactory, get_session_factory
 from app.exceptions import SangyuError
+from app.middleware import on_access_line
 from app.payments.service import payment_batch, payment_service
 from app.wechat.pay import NotificationRejected, WeChatPayGateway, wechatpay_dependency
 
@@ -45,16 +46,15 @@ async def _handle(request: Request, act: Act, session: AsyncSession | None = Non
             await session.rollback()
         log.error("wechatpay_notification_failed", error=exc.error_code, message=exc.message)
         return JSONResponse({"code": "FAIL", "message": exc.error_code}, status_code=500)
-    # on the request's access line (one line per notification, not one more)
-    structlog.contextvars.bind_contextvars(notification=outcome)
+    on_access_line(request.scope, notification=outcome)  # on the request's line, not a line of its own
     return Response(status_code=204)
 
 
-def _bind_order(resource: dict[str, object]) -> None:
-    """The order on the request's log lines: the batch that pays it logs ``donation_paid`` with the same
+def _name_order(request: Request, resource: dict[str, object]) -> None:
+    """The order on the request's access line: the batch that pays it logs ``donation_paid`` with the same
     out_trade_no (a batch serves many requests, so its lines carry no request id)."""
     if isinstance(resource.get("out_trade_no"), str):
-        structlog.contextvars.bind_contextvars(out_trade_no=resource["out_trade_no"])
+        on_access_line(request.scope, out_trade_no=resource["out_trade_no"])
 
 
 @router.post("/payments/wechat/notify", status_code=204, summary="微信支付 APIv3 支付结果通知")
@@ -67,7 +67,7 @@ async def wechat_notify(
         # verified and decrypted here, then applied together with this process's other waiting notifications
         # (group commit, app/payments/service.py); the answer comes after the commit
         note = gateway.parse_notification(headers, body)
-        _bind_order(note.resource)
+        _name_order(request, note.resource)
         return await payment_batch.submit(open_session, note)
 
     return await _handle(request, act)

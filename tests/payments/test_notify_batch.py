@@ -424,18 +424,28 @@ async def test_each_notification_is_logged_on_its_own_request_line(
     capsys.readouterr()
     try:
         sent = [payment_notification(d["out_trade_no"], 1500) for d in donations]
+        # the first alone, in this very task (as one keep-alive connection would), the rest at once
+        h, body = sent[0]
+        first = await committed_client.post(NOTIFY, content=body, headers={**h, "X-Request-ID": "req-000000"})
+        assert first.status_code == 204
         results = await asyncio.gather(
             *(
                 committed_client.post(NOTIFY, content=body, headers={**h, "X-Request-ID": f"req-{n:06d}"})
                 for n, (h, body) in enumerate(sent)
+                if n
             )
         )
-        assert [r.status_code for r in results] == [204] * 4
+        assert [r.status_code for r in results] == [204] * 3
+        # then, in the same task, one that is refused: nothing of the others' lines may stick to it
+        unsigned = await committed_client.post(
+            NOTIFY, content=sent[0][1], headers={"X-Request-ID": "req-unsigned"}
+        )
+        assert unsigned.status_code == 401
         lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     finally:
         configure_logging(get_settings().LOG_LEVEL)
     access = {x["request_id"]: x for x in lines if x["event"] == "request" and x.get("route") == NOTIFY}
-    assert sorted(access) == [f"req-{n:06d}" for n in range(4)]
+    assert sorted(access) == [f"req-{n:06d}" for n in range(4)] + ["req-unsigned"]
     for n, d in enumerate(donations):
         line = access[f"req-{n:06d}"]
         assert (line["notification"], line["out_trade_no"], line["status"]) == (
@@ -447,3 +457,6 @@ async def test_each_notification_is_logged_on_its_own_request_line(
     assert sorted(x["out_trade_no"] for x in paid) == sorted(d["out_trade_no"] for d in donations)
     assert all("request_id" not in x for x in paid)
     assert not [x for x in lines if x["event"] == "wechatpay_notification"]
+    refused = [x for x in lines if x.get("request_id") == "req-unsigned"]
+    assert {x["event"] for x in refused} == {"request", "wechatpay_notification_rejected"}
+    assert all("notification" not in x and "out_trade_no" not in x for x in refused), refused
