@@ -28,6 +28,7 @@ PAGE_MODULES: list[str] = [
     "app.console.pages.settlements",
     "app.console.pages.fund_statements",
     "app.console.pages.elder_verification",
+    "app.console.pages.refunds",
 ]
 
 
