@@ -47,7 +47,9 @@ class Req:
 
 
 def _next_week(ids: Ids) -> str:
-    return (date.fromisoformat(ids["day"]) + timedelta(days=7)).isoformat()
+    """A week after the world's meal day or after today, whichever is later: a menu can be published for it
+    (not in the past, at most 60 days ahead) whatever the real date is."""
+    return (max(date.fromisoformat(ids["day"]), business_date()) + timedelta(days=7)).isoformat()
 
 
 def _booking(ids: Ids) -> dict[str, Any]:
