@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import String, and_, any_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -72,6 +72,9 @@ _MARK_PAID = text(
     RETURNING id, kind, payload, occurred_at, (SELECT count(*) FROM paid) AS donations_paid
     """
 ).columns(payload=JSONB)
+
+
+_Locked = TypeVar("_Locked", Donation, DonationRefund)
 
 
 class DonationRepository:
@@ -227,14 +230,14 @@ class DonationRepository:
     async def lock_unless_busy(self, donation_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Donation]:
         """These donations, locked and read again, except those another transaction holds (skipped, not
         waited for)."""
-        stmt = (
-            select(Donation)
-            .where(Donation.id.in_(donation_ids))
-            .order_by(Donation.id)
-            .with_for_update(skip_locked=True)
-        )
+        return await self._lock_unless_busy(Donation, donation_ids)
+
+    async def _lock_unless_busy(
+        self, model: type[_Locked], ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, _Locked]:
+        stmt = select(model).where(model.id.in_(ids)).order_by(model.id).with_for_update(skip_locked=True)
         rows = await self.session.execute(stmt, execution_options={"populate_existing": True})
-        return {donation.id: donation for donation in rows.scalars()}
+        return {row.id: row for row in rows.scalars()}
 
     async def lock_receipts(self, *, wait: bool) -> bool:
         """The receipt numberer's lock: one transaction at a time hands out numbers."""
@@ -340,14 +343,7 @@ class DonationRepository:
         self, refund_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, DonationRefund]:
         """These refunds, locked and read again, except those another transaction holds (skipped)."""
-        stmt = (
-            select(DonationRefund)
-            .where(DonationRefund.id.in_(refund_ids))
-            .order_by(DonationRefund.id)
-            .with_for_update(skip_locked=True)
-        )
-        rows = await self.session.execute(stmt, execution_options={"populate_existing": True})
-        return {refund.id: refund for refund in rows.scalars()}
+        return await self._lock_unless_busy(DonationRefund, refund_ids)
 
     async def lock_refund_by_out_refund_no(self, out_refund_no: str) -> DonationRefund | None:
         return (

@@ -534,7 +534,6 @@ class DonationService:
                 succeeded_at=parse_success_time(result.get("success_time")),
             ):
                 counts["completed"] += 1
-        await session.flush()
         return counts
 
     # ---------------------------------------------------------------- receipts
@@ -825,7 +824,6 @@ class DonationService:
                 status=str(status),
                 succeeded_at=parse_success_time(result.get("success_time")),
             )
-        await session.flush()
         return "accepted"
 
     async def _refund_refused(self, session: AsyncSession, refund_id: uuid.UUID, exc: WeChatPayError) -> str:

@@ -295,6 +295,13 @@ def _sum_deltas(items: list[_Prepared]) -> dict[str, int]:
     return dict(total)
 
 
+def _check_refund(amount_fen: Any, source: Any, external_ref: Any) -> None:
+    _check_fen(amount_fen)
+    if source not in CLEARING:
+        raise BadRequest("退款渠道不对", code="LedgerBadInput", detail={"field": "source"})
+    _check_text(external_ref, "external_ref", 128)
+
+
 class LedgerService:
     # ================================================================ the one writer
 
@@ -739,10 +746,7 @@ class LedgerService:
         external_ref: str,
     ) -> JournalEntry:
         """Money back to the donor from the unspent remainder: ``pool +X / clearing (or bank) −X``."""
-        _check_fen(amount_fen)
-        if source not in CLEARING:
-            raise BadRequest("退款渠道不对", code="LedgerBadInput", detail={"field": "source"})
-        _check_text(external_ref, "external_ref", 128)
+        _check_refund(amount_fen, source, external_ref)
         repo = LedgerRepository(session)
         await repo.lock_donation(donation_id)
         lot = await repo.lot_for_donation(donation_id)
@@ -795,10 +799,7 @@ class LedgerService:
         reversing entry ``pool −X / clearing (or bank) +X`` and the donation's unspent remainder grows again.
         Only a refund recorded under the same ``external_ref`` and amount can be released, and only once;
         releasing it again returns the same entry."""
-        _check_fen(amount_fen)
-        if source not in CLEARING:
-            raise BadRequest("退款渠道不对", code="LedgerBadInput", detail={"field": "source"})
-        _check_text(external_ref, "external_ref", 128)
+        _check_refund(amount_fen, source, external_ref)
         repo = LedgerRepository(session)
         await repo.lock_donation(donation_id)
         lot = await repo.lot_for_donation(donation_id)

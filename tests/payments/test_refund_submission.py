@@ -31,6 +31,23 @@ from tests.payments.test_refunds import _admin
 NOTIFY = "/api/v1/payments/wechat/notify"
 
 
+async def _donor(client: httpx.AsyncClient) -> tuple[Any, dict[str, str]]:
+    """A committed canteen target and a signed-in donor's headers."""
+    return await committed_target(), await login(client, unique("o"))
+
+
+async def _paid_by_notification(
+    client: httpx.AsyncClient, headers: dict[str, str], code: str
+) -> dict[str, Any]:
+    """A donation of 10 yuan paid by a notification the simulator never saw: WeChat Pay will refuse to refund
+    it (订单未支付)."""
+    donation = (await donate(client, headers, code, amount_fen=1000)).json()
+    notify_headers, notify_body = payment_notification(donation["out_trade_no"], 1000)
+    paid = await client.post(NOTIFY, content=notify_body, headers=notify_headers)
+    assert paid.status_code == 204, paid.text
+    return dict(donation)
+
+
 async def _paid_at_simulator(
     client: httpx.AsyncClient, simulator: str, headers: dict[str, str], code: str, amount_fen: int = 1000
 ) -> dict[str, Any]:
@@ -58,6 +75,15 @@ async def _approved(
     assert res.status_code == 200, res.text
     assert res.json()["status"] == "processing" and res.json()["failure_reason"] is None
     return dict(res.json())
+
+
+async def _one_approved(
+    client: httpx.AsyncClient, simulator: str, amount_fen: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A donation of 10 yuan paid at the simulator, and its approved refund of ``amount_fen``."""
+    target, headers = await _donor(client)
+    donation = await _paid_at_simulator(client, simulator, headers, target.code)
+    return donation, await _approved(client, donation, headers, amount_fen)
 
 
 async def _refund(refund_id: str) -> DonationRefund:
@@ -90,12 +116,8 @@ async def test_a_refund_wechat_pay_refuses_goes_back_to_the_pool(
     """The order was paid by a notification the simulator never saw, so WeChat Pay answers 订单未支付. The
     approval still answers at once (processing, reserved); the job then marks it failed with WeChat Pay's
     message and releases the reservation, and the donor may ask again."""
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
-    donation = (await donate(committed_client, headers, target.code, amount_fen=1000)).json()
-    notify_headers, notify_body = payment_notification(donation["out_trade_no"], 1000)
-    paid = await committed_client.post(NOTIFY, content=notify_body, headers=notify_headers)
-    assert paid.status_code == 204, paid.text
+    target, headers = await _donor(committed_client)
+    donation = await _paid_by_notification(committed_client, headers, target.code)
     async with unit_of_work() as s:
         before = await _statement(s, target.canteen_id)
 
@@ -139,8 +161,7 @@ async def test_a_refund_wechat_pay_refuses_goes_back_to_the_pool(
 async def test_closed_refunds_release_their_reservation_and_abnormal_ones_keep_it(
     committed_client: httpx.AsyncClient, committed: Database, simulator: str
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
+    target, headers = await _donor(committed_client)
     closed_d = await _paid_at_simulator(committed_client, simulator, headers, target.code)
     abnormal_d = await _paid_at_simulator(committed_client, simulator, headers, target.code)
     closed = await _approved(committed_client, closed_d, headers, 300)
@@ -207,8 +228,7 @@ async def test_nothing_waits_for_wechat_pay_while_it_answers_a_refund(
 ) -> None:
     """A payment to the same pool is applied while the refund's job waits for WeChat Pay (before, the
     approval asked WeChat Pay with the pool's row locked), and the job holds no connection meanwhile."""
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
+    target, headers = await _donor(committed_client)
     donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
     refund = await _approved(committed_client, donation, headers, 200)
     other = (await donate(committed_client, headers, target.code, amount_fen=700)).json()
@@ -241,10 +261,7 @@ async def test_nothing_waits_for_wechat_pay_while_it_answers_a_refund(
 async def test_a_wechat_pay_that_is_away_or_busy_is_asked_again(
     committed_client: httpx.AsyncClient, committed: Database, simulator: str, failure: Exception
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
-    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
-    refund = await _approved(committed_client, donation, headers, 250)
+    donation, refund = await _one_approved(committed_client, simulator, 250)
 
     gateway = _HeldGateway(failure)
     gateway.go.set()
@@ -267,10 +284,7 @@ async def test_a_wechat_pay_that_is_away_or_busy_is_asked_again(
 async def test_an_answer_of_success_finishes_the_refund_at_once(
     committed_client: httpx.AsyncClient, committed: Database, simulator: str
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
-    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
-    refund = await _approved(committed_client, donation, headers, 1000)
+    donation, refund = await _one_approved(committed_client, simulator, 1000)
     gateway = _HeldGateway(
         {"refund_id": "50" + "2" * 27, "status": "SUCCESS", "success_time": "2026-11-29T10:00:00+08:00"}
     )
@@ -287,10 +301,7 @@ async def test_an_answer_of_success_finishes_the_refund_at_once(
 async def test_a_release_matches_its_refund_and_happens_once(
     committed_client: httpx.AsyncClient, committed: Database, simulator: str
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
-    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
-    refund = await _approved(committed_client, donation, headers, 400)
+    donation, refund = await _one_approved(committed_client, simulator, 400)
     args = {
         "donation_id": uuid.UUID(donation["id"]),
         "refund_id": uuid.UUID(refund["id"]),
@@ -325,13 +336,8 @@ async def test_a_release_matches_its_refund_and_happens_once(
 async def test_the_donor_sees_their_refunds_and_staff_see_the_queue(
     committed_client: httpx.AsyncClient, committed: Database, simulator: str
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
-    donation = (await donate(committed_client, headers, target.code, amount_fen=1000)).json()
-    notify_headers, notify_body = payment_notification(donation["out_trade_no"], 1000)
-    assert (
-        await committed_client.post(NOTIFY, content=notify_body, headers=notify_headers)
-    ).status_code == 204
+    target, headers = await _donor(committed_client)
+    donation = await _paid_by_notification(committed_client, headers, target.code)
     refused = await _approved(committed_client, donation, headers, 400)  # WeChat Pay will refuse it
     await drain_async()
     waiting = await committed_client.post(
@@ -376,10 +382,7 @@ async def test_a_refund_whose_answer_was_lost_is_finished_by_its_notification(
 ) -> None:
     """WeChat Pay made the refund but the job never heard the answer (a timeout): the refund notification
     finishes it and brings WeChat Pay's refund id; the job, run again, has nothing left to do."""
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
-    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
-    refund = await _approved(committed_client, donation, headers, 600)
+    donation, refund = await _one_approved(committed_client, simulator, 600)
     made = await get_wechatpay().refund(  # what the job's lost call did at WeChat Pay
         out_trade_no=donation["out_trade_no"],
         out_refund_no=refund["out_refund_no"],
@@ -412,8 +415,7 @@ async def _check_refunds(gateway: Any = None) -> dict[str, int]:
 async def test_a_refund_whose_notification_was_lost_is_finished_by_the_poll(
     committed_client: httpx.AsyncClient, committed: Database, simulator: str
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
+    target, headers = await _donor(committed_client)
     lost_d = await _paid_at_simulator(committed_client, simulator, headers, target.code)
     waiting_d = await _paid_at_simulator(committed_client, simulator, headers, target.code)
     lost = await _approved(committed_client, lost_d, headers, 700)
@@ -441,10 +443,7 @@ async def test_a_refund_whose_notification_was_lost_is_finished_by_the_poll(
 async def test_the_refund_poll_skips_what_another_transaction_holds_and_survives_wechat_pay_away(
     committed_client: httpx.AsyncClient, committed: Database, simulator: str
 ) -> None:
-    target = await committed_target()
-    headers = await login(committed_client, unique("o"))
-    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
-    refund = await _approved(committed_client, donation, headers, 500)
+    _, refund = await _one_approved(committed_client, simulator, 500)
     await drain_async()
     async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
         await sim.post(f"/sandbox/wechatpay/refunds/{refund['out_refund_no']}/settle", params={"drop": True})
@@ -466,3 +465,40 @@ async def test_the_refund_poll_skips_what_another_transaction_holds_and_survives
     assert (await _check_refunds())["completed"] == 1
     assert (await _refund(refund["id"])).status == "succeeded"
     await _ledger_ok()
+
+
+async def test_two_staff_approving_one_refund_at_once_reserve_it_once(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    target, headers = await _donor(committed_client)
+    donation = await _paid_at_simulator(committed_client, simulator, headers, target.code)
+    asked = await committed_client.post(
+        f"/api/v1/donations/{donation['id']}/refund-requests", json={"amount_fen": 600}, headers=headers
+    )
+    assert asked.status_code == 201
+    first_admin, second_admin = await _admin(committed_client), await _admin(committed_client)
+    url = f"/api/v1/admin/refund-requests/{asked.json()['id']}/approve"
+    results = await asyncio.gather(
+        committed_client.post(url, json={"note": "同意"}, headers=first_admin),
+        committed_client.post(url, json={"note": "同意"}, headers=second_admin),
+    )
+    assert sorted(r.status_code for r in results) == [200, 409]
+    assert {r.json().get("error") for r in results if r.status_code == 409} == {"RefundAlreadyDecided"}
+    assert await _refundable(donation["id"]) == 400  # reserved once
+    async with unit_of_work() as s:
+        reservations = await s.scalar(
+            select(func.count()).where(JournalEntry.refs["refund_id"].astext == asked.json()["id"])
+        )
+    assert reservations == 1
+    await _ledger_ok()
+
+
+async def test_refund_lists_refuse_a_bad_cursor_and_another_donation(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    admin = await _admin(committed_client)
+    bad = await committed_client.get("/api/v1/admin/refund-requests", params={"cursor": "x"}, headers=admin)
+    assert bad.status_code == 400 and bad.json()["error"] == "InvalidCursor"
+    _, donor = await _donor(committed_client)
+    missing = await committed_client.get(f"/api/v1/donations/{uuid.uuid4()}/refund-requests", headers=donor)
+    assert missing.status_code == 404

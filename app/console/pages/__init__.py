@@ -9,6 +9,7 @@ verification) are new modules here plus one line in ``PAGE_MODULES``."""
 from __future__ import annotations
 
 import importlib
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
@@ -54,6 +55,14 @@ class ConsolePage:
 
     def allows(self, principal: StaffPrincipal) -> bool:
         return principal.role in self.roles
+
+
+def uuid_or_none(value: str) -> uuid.UUID | None:
+    """A path parameter as an id, or None (the page answers 404) when it is not one."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 _registry: dict[str, ConsolePage] = {}

@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 
 from app.auth.subject import Subject
 from app.console.auth import session_of
-from app.console.pages import ConsolePage, PageRoute, register
+from app.console.pages import ConsolePage, PageRoute, register, uuid_or_none
 from app.console.pages.settlements import error_page, message, subject_of
 from app.console.templating import render
 from app.elders.repository import ElderRepository
@@ -50,13 +50,6 @@ async def _readable(session: AsyncSession, reader: Subject, elder_id: uuid.UUID)
     return await ElderRepository(session).get_readable(reader, elder_id)
 
 
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
 def _not_found(request: Request) -> Response:
     return message(request, "找不到", "找不到这位长者（或不在您管辖的区县）", 404)
 
@@ -77,7 +70,7 @@ async def queue_page(request: Request) -> Response:
 
 
 async def elder_page(request: Request) -> Response:
-    elder_id = _uuid(request.path_params["elder_id"])
+    elder_id = uuid_or_none(request.path_params["elder_id"])
     if elder_id is None:
         return _not_found(request)
     reader = subject_of(request, reader=True)
@@ -100,7 +93,7 @@ async def elder_page(request: Request) -> Response:
 
 
 async def verify(request: Request) -> Response:
-    elder_id = _uuid(request.path_params["elder_id"])
+    elder_id = uuid_or_none(request.path_params["elder_id"])
     if elder_id is None:
         return _not_found(request)
     form = await request.form(max_files=0, max_fields=20)

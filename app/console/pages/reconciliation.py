@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import date, timedelta
 from typing import Any
 
@@ -11,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.console.auth import principal_of, session_of
-from app.console.pages import ConsolePage, PageRoute, register
+from app.console.pages import ConsolePage, PageRoute, register, uuid_or_none
 from app.console.templating import render
 from app.exceptions import SangyuError
 from app.kit.money import fen_to_yuan_text
@@ -94,15 +93,8 @@ async def start_run(request: Request) -> Response:
     return RedirectResponse(f"{BASE}/runs/{run.id}", status_code=303)
 
 
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
 async def run_page(request: Request) -> Response:
-    run_id = _uuid(request.path_params["run_id"])
+    run_id = uuid_or_none(request.path_params["run_id"])
     status = request.query_params.get("status") or "open"
     if status not in ("open", "resolved", "all"):
         status = "open"
@@ -146,7 +138,7 @@ async def run_page(request: Request) -> Response:
 
 
 async def resolve(request: Request) -> Response:
-    discrepancy_id = _uuid(request.path_params["discrepancy_id"])
+    discrepancy_id = uuid_or_none(request.path_params["discrepancy_id"])
     if discrepancy_id is None:
         return render(request, "message.html", {"title": "找不到", "message": "找不到这条对账差异"}, 404)
     form = await request.form(max_files=0, max_fields=10)

@@ -6,14 +6,12 @@ its money back in the pool."""
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.console.auth import session_of
-from app.console.pages import ConsolePage, PageRoute, register
+from app.console.pages import ConsolePage, PageRoute, register, uuid_or_none
 from app.console.pages.settlements import error_page, local_time, message, subject_of, yuan
 from app.console.templating import render
 from app.donations.repository import DonationRepository
@@ -34,13 +32,6 @@ STATUS_LABELS = {
     "rejected": "已驳回",
 }
 CHANNELS = {"wechatpay": "微信支付", "bank": "银行转账"}
-
-
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
 
 
 async def list_page(request: Request) -> Response:
@@ -85,7 +76,7 @@ async def list_page(request: Request) -> Response:
 
 
 async def _decide(request: Request, approve: bool) -> Response:
-    refund_id = _uuid(request.path_params["refund_id"])
+    refund_id = uuid_or_none(request.path_params["refund_id"])
     if refund_id is None:
         return message(request, "找不到", "找不到这个退款申请", 404)
     form = await request.form(max_files=0, max_fields=10)

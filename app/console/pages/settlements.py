@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 
 from app.auth.subject import GrantInfo, Subject
 from app.console.auth import principal_of, session_of
-from app.console.pages import ConsolePage, PageRoute, register
+from app.console.pages import ConsolePage, PageRoute, register, uuid_or_none
 from app.console.schemas import StaffPrincipal
 from app.console.templating import render
 from app.exceptions import SangyuError
@@ -89,13 +89,6 @@ def local_time(value: Any) -> str:
     return value.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") if value else ""
 
 
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
 async def list_page(request: Request) -> Response:
     month = (request.query_params.get("month") or "").strip() or previous_month()
     status = (request.query_params.get("status") or "").strip() or None
@@ -141,7 +134,7 @@ async def draft(request: Request) -> Response:
 
 
 async def detail_page(request: Request) -> Response:
-    settlement_id = _uuid(request.path_params["settlement_id"])
+    settlement_id = uuid_or_none(request.path_params["settlement_id"])
     if settlement_id is None:
         return message(request, "找不到", "找不到这份结算单", 404)
     try:
@@ -164,7 +157,7 @@ async def detail_page(request: Request) -> Response:
 
 
 async def confirm(request: Request) -> Response:
-    settlement_id = _uuid(request.path_params["settlement_id"])
+    settlement_id = uuid_or_none(request.path_params["settlement_id"])
     if settlement_id is None:
         return message(request, "找不到", "找不到这份结算单", 404)
     try:
@@ -175,7 +168,7 @@ async def confirm(request: Request) -> Response:
 
 
 async def mark_paid(request: Request) -> Response:
-    settlement_id = _uuid(request.path_params["settlement_id"])
+    settlement_id = uuid_or_none(request.path_params["settlement_id"])
     if settlement_id is None:
         return message(request, "找不到", "找不到这份结算单", 404)
     form = await request.form(max_files=0, max_fields=10)
@@ -192,7 +185,7 @@ async def mark_paid(request: Request) -> Response:
 
 
 async def export(request: Request) -> Response:
-    settlement_id = _uuid(request.path_params["settlement_id"])
+    settlement_id = uuid_or_none(request.path_params["settlement_id"])
     fmt = request.path_params["fmt"]
     if settlement_id is None or fmt not in ("csv", "xlsx"):
         return message(request, "找不到", "找不到这份结算单", 404)
