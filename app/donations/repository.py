@@ -15,7 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.feed.service import publish_after_commit
 from app.kit.locks import xact_lock
-from app.kit.sql import execute_core, sql_text
+from app.kit.sql import execute_core, planned_once, sql_text
 from app.kit.time import utcnow
 from app.models import (
     Canteen,
@@ -29,11 +29,12 @@ from app.models import (
 from app.models.donation import DonationStatus
 
 # Built once, with the order numbers as one array: the same SQL text for any number of them, so each pooled
-# connection prepares it once (an IN list is a new statement for every length).
+# connection prepares it once (an IN list is a new statement for every length). The array comes through a
+# sub-select (``planned_once``).
 _LOCK_BY_OUT_TRADE_NOS = (
     select(Donation, DonationTarget)
     .join(DonationTarget, DonationTarget.id == Donation.target_id)
-    .where(Donation.out_trade_no == any_(bindparam("out_trade_nos", type_=ARRAY(String))))
+    .where(Donation.out_trade_no == any_(planned_once(bindparam("out_trade_nos", type_=ARRAY(String)))))
     .order_by(Donation.id)
     .with_for_update(of=Donation)
     .execution_options(populate_existing=True)
@@ -53,20 +54,22 @@ _ADVANCE_RECEIPT_COUNTER = text(
 
 # The donations a batch pays, and their feed events, in one round trip; arrays keep the text fixed. The feed
 # events are inserted in the batch's order, so their ids follow it.
+# The arrays come through sub-selects (``planned_once``): one plan per connection, not one per execution.
 _MARK_PAID = text(
     """
     WITH paid AS (
         UPDATE donations AS d
         SET status = 'paid', paid_at = v.paid_at, closed_at = NULL,
             transaction_id = COALESCE(v.transaction_id, d.transaction_id), updated_at = CAST(:at AS timestamptz)
-        FROM unnest(CAST(:ids AS uuid[]), CAST(:paid_at AS timestamptz[]), CAST(:transaction_ids AS text[]))
+        FROM unnest((SELECT CAST(:ids AS uuid[])), (SELECT CAST(:paid_at AS timestamptz[])),
+                    (SELECT CAST(:transaction_ids AS text[])))
              AS v(id, paid_at, transaction_id)
         WHERE d.id = v.id
         RETURNING d.id
     )
     INSERT INTO feed_events (kind, occurred_at, payload)
     SELECT 'donation_paid', e.occurred_at, CAST(e.payload AS jsonb)
-    FROM unnest(CAST(:paid_at AS timestamptz[]), CAST(:payloads AS text[])) WITH ORDINALITY
+    FROM unnest((SELECT CAST(:paid_at AS timestamptz[])), (SELECT CAST(:payloads AS text[]))) WITH ORDINALITY
          AS e(occurred_at, payload, n)
     ORDER BY e.n
     RETURNING id, kind, payload, occurred_at, (SELECT count(*) FROM paid) AS donations_paid

@@ -17,7 +17,19 @@ from __future__ import annotations
 import functools
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, CursorResult, Executable, Insert, Row, TextClause, inspect, text
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    CursorResult,
+    Executable,
+    Insert,
+    Row,
+    TextClause,
+    cast,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql.dml import OnConflictDoNothing
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
@@ -81,6 +93,19 @@ def _innermost_transaction(sync: Session) -> SessionTransaction | None:
     """A savepoint's (``begin_nested``) when one is open: it is only emitted when the session is first asked
     for its connection, so a statement inside one must ask too, or it would run outside the savepoint."""
     return sync.get_nested_transaction() or sync.get_transaction()
+
+
+def planned_once(array: ColumnElement[Any]) -> ColumnElement[Any]:
+    """An array parameter passed through a sub-select, ``CAST((SELECT :array) AS type)``, for a statement that
+    takes a batch of keys as one array.
+
+    PostgreSQL plans a prepared statement again on each execution while a plan made for the values given
+    looks cheaper than one made for any values; with the array in sight it always did, since it could count
+    its elements. Behind a sub-select the length is unknown to the planner either way, so after its first five
+    executions the statement is planned once per connection. Measured on the payment batch (one payment):
+    the donations' row locks spent 180 µs planning against 70 µs running, the UPDATE of the paid orders
+    130 µs against 240. For a text statement write ``(SELECT CAST(:name AS type[]))`` by hand."""
+    return cast(select(array).scalar_subquery(), array.type)
 
 
 _COLUMNS_OF: dict[type[Any], tuple[tuple[str, Column[Any]], ...]] = {}
