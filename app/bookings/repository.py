@@ -13,6 +13,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -41,6 +42,15 @@ from app.models import (
 
 LIVE = ("confirmed", "served")
 
+
+def _constant(value: str) -> Any:
+    """A constant written into the statement's text, not bound: PostgreSQL can then use a partial index whose
+    condition it matches (the published menu, the elder's live subsidised meal) in the one plan it keeps for
+    every execution. Bound, only a plan made for the values given could, so the booking's meal look-up was
+    planned again on every execution (about 360 µs of PostgreSQL's time per booking in the lunch rush)."""
+    return literal_column(f"'{value}'")
+
+
 # Statements built once (bind parameters by name): a booking request runs each of them, and building and
 # hashing a statement costs about as much Python as executing it.
 _HAS_SUBSIDIZED_MEAL = select(
@@ -48,7 +58,7 @@ _HAS_SUBSIDIZED_MEAL = select(
         Booking.elder_id == bindparam("elder_id"),
         Booking.service_date == bindparam("service_date"),
         Booking.subsidized.is_(True),
-        Booking.status.in_(LIVE),
+        Booking.status.in_([_constant(status) for status in LIVE]),
     )
 )
 
@@ -64,7 +74,7 @@ _MEAL_SETTING = (
             Menu.canteen_id == Canteen.id,
             Menu.service_date == bindparam("service_date"),
             Menu.slot == bindparam("slot"),
-            Menu.status == "published",
+            Menu.status == _constant("published"),
         ),
     )
     .outerjoin(

@@ -95,9 +95,11 @@ _INSERT_ENTRIES = text(
     """
 )
 
+# The array through a sub-select (``app.kit.sql.planned_once``): a booking runs this, and with the array in
+# sight PostgreSQL planned it again on every execution.
 _FREE_FEN = text(
     "SELECT coalesce(sum(greatest(0, -balance_fen - held_fen)), 0) FROM ledger_accounts "
-    "WHERE code = ANY(CAST(:codes AS text[]))"
+    "WHERE code = ANY(CAST((SELECT CAST(:codes AS text[])) AS text[]))"
 )
 
 _EXISTING_ACCOUNTS = select(LedgerAccount.code).where(

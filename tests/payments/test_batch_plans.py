@@ -53,3 +53,18 @@ async def test_a_batch_of_one_reuses_its_plans(
     assert len(lock) == 1 and len(mark_paid) == 1, plans
     for generic, custom in (lock[0], mark_paid[0]):
         assert custom <= 5 and generic == 9 - custom, plans
+
+
+def test_the_meal_look_up_names_its_partial_indexes_conditions() -> None:
+    """The booking's meal look-up writes the published status and the live statuses into its text: bound, they
+    kept PostgreSQL from using the partial indexes in the plan it reuses, and it planned the statement again
+    for every booking."""
+    from sqlalchemy.dialects import postgresql
+
+    from app.bookings.repository import _MEAL_SETTING
+    from app.ledger.repository import _FREE_FEN
+
+    sql = " ".join(str(_MEAL_SETTING.compile(dialect=postgresql.asyncpg.dialect())).split())  # type: ignore[attr-defined]
+    assert "menus.status = 'published'" in sql
+    assert "bookings.status IN ('confirmed', 'served')" in sql
+    assert "(SELECT CAST(:codes AS text[]))" in _FREE_FEN.text
