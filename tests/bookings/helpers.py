@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bookings import service as booking_module
-from app.kit.time import shanghai_datetime
+from app.kit.time import business_date, shanghai_datetime
 from app.models.role_grant import Role
 from tests.fixtures.factories import (
     create_canteen,
@@ -24,8 +24,10 @@ from tests.fixtures.factories import (
     unique,
 )
 
-TODAY = date(2026, 12, 1)
-DAY = date(2026, 12, 2)  # the meal date most tests book
+# The booking clock (``set_now``) stays on the real Asia/Shanghai date the tests start on, so whatever reads the
+# real clock (menu publishing, ledger digests, feed statistics) sees DAY as tomorrow, never as a past day.
+TODAY = business_date()
+DAY = TODAY + timedelta(days=1)  # the meal date most tests book
 MORNING = shanghai_datetime(TODAY, time(10, 0))  # before the 16:00 cutoff for DAY
 
 

@@ -16,7 +16,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AuditLog, JournalEntry, Settlement
-from tests.bookings.helpers import DAY
 from tests.console.conftest import console_login, csrf_of
 from tests.fixtures.client import login
 from tests.fixtures.factories import (
@@ -25,7 +24,7 @@ from tests.fixtures.factories import (
     create_paid_donation_lot,
     create_staff_account,
 )
-from tests.settlements.test_settlements import DAY2, MONTH, _arrange, _book, _serve
+from tests.settlements.test_settlements import DAY, DAY2, MONTH, _arrange, _book, _serve
 
 PAGE = "/admin/pages/settlements"
 FUNDS = "/admin/pages/fund-statements"
@@ -73,7 +72,7 @@ async def test_draft_confirm_pay_and_download_through_the_console(
     label = f"staff:{staff.username}"  # type: ignore[attr-defined]
 
     listing = await client.get(PAGE, params={"month": MONTH})
-    assert listing.status_code == 200 and "起草（或刷新）2026-12 的结算单" in listing.text
+    assert listing.status_code == 200 and f"起草（或刷新）{MONTH} 的结算单" in listing.text
 
     # no CSRF token: refused, nothing drafted
     assert (await client.post(f"{PAGE}/draft", data={"month": MONTH})).status_code == 403

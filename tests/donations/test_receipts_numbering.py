@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import AFTER_COMMIT_KEY, Database, unit_of_work
 from app.donations.repository import DonationRepository
 from app.donations.service import donation_service, receipts
+from app.kit.time import SHANGHAI
 from app.models import Donation, DonationTarget, ReceiptCounter
 from tests.feed.helpers import pay
 
@@ -39,7 +40,8 @@ async def test_forty_concurrent_payments_get_forty_consecutive_numbers(committed
         ).all()
     assert len(rows) == 40
     assert [r.receipt_seq for r in rows] == list(range(1, 41))  # no gap, no repeat
-    assert all(r.receipt_no == f"SY{r.paid_at.year}{r.receipt_seq:08d}" for r in rows)
+    # the year is Asia/Shanghai's: from 16:00 UTC on 31 December it is already the next one
+    assert all(r.receipt_no == f"SY{r.paid_at.astimezone(SHANGHAI).year}{r.receipt_seq:08d}" for r in rows)
 
 
 async def test_a_paid_donation_read_before_numbering_gets_its_number_then(committed: Database) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import csv
 import io
 import uuid
-from datetime import date, time
+from datetime import date, time, timedelta
 from typing import Any
 
 import httpx
@@ -17,20 +17,30 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import unit_of_work
-from app.kit.time import shanghai_datetime
+from app.kit.time import business_date, shanghai_datetime
 from app.ledger.service import ledger_service
 from app.models import AuditLog, FeedEvent, JournalEntry, Settlement, SettlementLine
 from app.models.role_grant import Role
 from app.settlements import service as settlement_module
 from app.settlements import tasks as settlement_tasks
 from app.worker import SCHEDULE, drain_async
-from tests.bookings.helpers import DAY, MORNING, arrange, body, key, set_now
+from tests.bookings.helpers import arrange, body, key, set_now
 from tests.fixtures.client import login
 from tests.fixtures.factories import create_district, create_menu, grant, unique
 from tests.settlements.helpers import drain_general_pool, paid_donation
 
-DAY2, DAY3 = date(2026, 12, 3), date(2026, 12, 4)
-MONTH = "2026-12"
+
+def _first_of_next_month(day: date) -> date:
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+# Three meal days at the start of next month, so they are in one month whatever today is; bookings are made the
+# morning before the first, and the settlement clock stands on the first day of the month after.
+DAY = _first_of_next_month(business_date())
+DAY2, DAY3 = DAY + timedelta(days=1), DAY + timedelta(days=2)
+MONTH = f"{DAY:%Y-%m}"
+MORNING = shanghai_datetime(DAY - timedelta(days=1), time(10, 0))  # before the 16:00 cutoff for DAY
+SETTLED_ON = _first_of_next_month(DAY)
 
 
 def lunch(day: date) -> Any:
@@ -39,8 +49,8 @@ def lunch(day: date) -> Any:
 
 async def _arrange(session: AsyncSession, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     set_now(monkeypatch, MORNING)
-    monkeypatch.setattr(settlement_module, "today", lambda: date(2027, 1, 1))
-    w = await arrange(session, categories=["独居"])
+    monkeypatch.setattr(settlement_module, "today", lambda: SETTLED_ON)
+    w = await arrange(session, categories=["独居"], day=DAY)
     await drain_general_pool(session, w.other_canteen.id)
     donation = await paid_donation(session, w.canteen.id, 1000, donor_openid=unique("donor"))
     _, items2 = await create_menu(session, w.canteen.id, DAY2)
@@ -214,7 +224,8 @@ async def test_bad_requests_and_roles(
 ) -> None:
     a = await _arrange(session, monkeypatch)
     admin = await login(client, a["admin"])
-    future = await client.post("/api/v1/admin/settlements", json={"month": "2027-02"}, headers=admin)
+    not_begun = f"{_first_of_next_month(SETTLED_ON):%Y-%m}"
+    future = await client.post("/api/v1/admin/settlements", json={"month": not_begun}, headers=admin)
     assert future.status_code == 400 and future.json()["error"] == "MonthInFuture"
     for bad in ("2026-13", "2026-1", "abc", 202612):
         res = await client.post("/api/v1/admin/settlements", json={"month": bad}, headers=admin)
