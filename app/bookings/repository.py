@@ -47,7 +47,10 @@ def _constant(value: str) -> Any:
     """A constant written into the statement's text, not bound: PostgreSQL can then use a partial index whose
     condition it matches (the published menu, the elder's live subsidised meal) in the one plan it keeps for
     every execution. Bound, only a plan made for the values given could, so the booking's meal look-up was
-    planned again on every execution (about 360 µs of PostgreSQL's time per booking in the lunch rush)."""
+    planned again on every execution (about 360 µs of PostgreSQL's time per booking in the lunch rush). Only
+    for the code's own status names, never for input."""
+    if not value.isidentifier():
+        raise ValueError(f"not a status name: {value!r}")
     return literal_column(f"'{value}'")
 
 
