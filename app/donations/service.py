@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, overload
@@ -53,6 +54,8 @@ log = structlog.get_logger("app.donations")
 
 # WeChat Pay's refund errors that mean "not now" rather than "no": the job asks again later
 RETRYABLE_REFUND_ERRORS = frozenset({"SYSTEM_ERROR", "FREQUENCY_LIMITED"})
+# a refund's states after which WeChat Pay does not change it
+FINAL_REFUND_STATES = frozenset({"SUCCESS", "CLOSED", "ABNORMAL"})
 
 ANONYMOUS_NAME = "爱心人士"
 ISSUER = "德州市慈善总会"
@@ -496,8 +499,6 @@ class DonationService:
         As for orders, WeChat Pay is asked with no connection held and no row locked; each refund is then
         locked and looked at again, skipping one another transaction holds (its notification being applied).
         A refund WeChat Pay does not know yet is left to its submission job (and the outbox's relay)."""
-        from app.payments.service import parse_success_time
-
         now = now or utcnow()
         counts = {"checked": 0, "completed": 0, "errors": 0}
         repo = DonationRepository(session)
@@ -522,17 +523,7 @@ class DonationService:
         locked = await repo.lock_refunds_unless_busy([refund_id for refund_id, _ in answers])
         for refund_id, result in answers:
             refund = locked.get(refund_id)
-            if refund is None:
-                continue
-            if refund.wechat_refund_id is None and isinstance(result.get("refund_id"), str):
-                refund.wechat_refund_id = result["refund_id"][:32]
-            status = result.get("status")
-            if status in ("SUCCESS", "CLOSED", "ABNORMAL") and await self.complete_refund(
-                session,
-                refund,
-                status=str(status),
-                succeeded_at=parse_success_time(result.get("success_time")),
-            ):
+            if refund is not None and await self.record_refund_answer(session, refund, result):
                 counts["completed"] += 1
         return counts
 
@@ -786,8 +777,6 @@ class DonationService:
 
         Returns what happened: ``accepted``, ``refused`` or ``nothing`` (already submitted, or decided
         meanwhile)."""
-        from app.payments.service import parse_success_time
-
         repo = DonationRepository(session)
         refund = await repo.get_refund(refund_id)
         if refund is None or refund.status != RefundStatus.processing or refund.wechat_refund_id:
@@ -814,16 +803,7 @@ class DonationService:
             return await self._refund_refused(session, refund_id, exc)
         refund = await repo.get_refund(refund_id, lock=True)
         assert refund is not None
-        if refund.wechat_refund_id is None and result.get("refund_id"):
-            refund.wechat_refund_id = str(result["refund_id"])
-        status = result.get("status")
-        if refund.status == RefundStatus.processing and status in ("SUCCESS", "ABNORMAL", "CLOSED"):
-            await self.complete_refund(
-                session,
-                refund,
-                status=str(status),
-                succeeded_at=parse_success_time(result.get("success_time")),
-            )
+        await self.record_refund_answer(session, refund, result)
         return "accepted"
 
     async def _refund_refused(self, session: AsyncSession, refund_id: uuid.UUID, exc: WeChatPayError) -> str:
@@ -931,6 +911,30 @@ class DonationService:
                 "target_kind": target.kind,
             },
             at,
+        )
+
+    async def record_refund_answer(
+        self,
+        session: AsyncSession,
+        refund: DonationRefund,
+        answer: Mapping[str, Any],
+        *,
+        status: str | None = None,
+    ) -> bool:
+        """WeChat Pay's word on a locked refund (its answer to the submission or to a query, or the refund
+        notification, whose ``status`` is given): keep WeChat Pay's refund id if the refund has none yet (the
+        job may not have heard the answer), and finish the refund if the status is final
+        (``complete_refund``). True if it was finished now."""
+        from app.payments.service import parse_success_time
+
+        wechat_id = answer.get("refund_id")
+        if refund.wechat_refund_id is None and isinstance(wechat_id, str) and wechat_id:
+            refund.wechat_refund_id = wechat_id[:32]
+        status = status or answer.get("status")
+        if status not in FINAL_REFUND_STATES:
+            return False
+        return await self.complete_refund(
+            session, refund, status=str(status), succeeded_at=parse_success_time(answer.get("success_time"))
         )
 
     async def complete_refund(

@@ -178,12 +178,7 @@ class PaymentService:
         status = str(r.get("refund_status", note.event_type.removeprefix("REFUND.")))
         if status != note.event_type.removeprefix("REFUND."):
             raise NotificationRejected("refund_status does not match event_type", 400)
-        if refund.wechat_refund_id is None and isinstance(r.get("refund_id"), str):
-            # the job that asked for it may not have heard WeChat Pay's answer (a timeout): the id comes here
-            refund.wechat_refund_id = r["refund_id"][:32]
-        done = await donation_service.complete_refund(
-            session, refund, status=status, succeeded_at=parse_success_time(r.get("success_time"))
-        )
+        done = await donation_service.record_refund_answer(session, refund, r, status=status)
         await inbox.mark_handled(inbox_id, utcnow())
         return "refunded" if done else "already_final"
 

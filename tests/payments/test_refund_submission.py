@@ -502,3 +502,78 @@ async def test_refund_lists_refuse_a_bad_cursor_and_another_donation(
     _, donor = await _donor(committed_client)
     missing = await committed_client.get(f"/api/v1/donations/{uuid.uuid4()}/refund-requests", headers=donor)
     assert missing.status_code == 404
+
+
+REFUND_NOTIFY = "/api/v1/payments/wechat/refund-notify"
+
+
+def _refund_notification(
+    donation: dict[str, Any],
+    refund: dict[str, Any],
+    *,
+    event: str = "REFUND.SUCCESS",
+    status: str | None = None,
+    refund_fen: int | None = None,
+    out_refund_no: str | None = None,
+    mchid: str | None = None,
+) -> tuple[str, dict[str, str]]:
+    """A refund notification as WeChat Pay sends it (the simulator's envelope, encrypted and signed)."""
+    from app.config import get_settings
+    from app.sandbox.wechatpay import build_notification, sign_headers
+
+    plaintext = {
+        "mchid": mchid or get_settings().WECHATPAY_MCHID,
+        "out_trade_no": donation["out_trade_no"],
+        "transaction_id": "4200" + str(uuid.uuid4().int)[:24],
+        "out_refund_no": out_refund_no or refund["out_refund_no"],
+        "refund_id": "5030" + str(uuid.uuid4().int)[:25],
+        "refund_status": status or event.removeprefix("REFUND."),
+        "success_time": "2026-11-28T10:00:00+08:00",
+        "amount": {"total": 1000, "refund": refund_fen or refund["amount_fen"], "payer_total": 1000},
+    }
+    body = build_notification(event, "refund", "退款状态", plaintext, notification_id=unique("rn"))
+    return body, {"Content-Type": "application/json", **sign_headers(body)}
+
+
+async def test_forged_or_mismatched_refund_notifications_change_nothing(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    """A refund notification that does not match our refund (amount, merchant, refund number, a status that
+    contradicts its event) or whose signature does not verify is refused with a 4xx and leaves nothing behind:
+    the refund stays in progress, no inbox row, the reservation as it was. The genuine one, delivered twice,
+    finishes the refund once."""
+    donation, refund = await _one_approved(committed_client, simulator, 600)
+
+    async def inbox_rows() -> int:
+        async with unit_of_work() as s:
+            return int(
+                await s.scalar(text("SELECT count(*) FROM payment_inbox WHERE source = 'wechatpay_refund'"))
+                or 0
+            )
+
+    before = await inbox_rows()
+    forged = [
+        _refund_notification(donation, refund, refund_fen=599),
+        _refund_notification(donation, refund, mchid="1900000000"),
+        _refund_notification(donation, refund, out_refund_no=unique("R")),
+        _refund_notification(donation, refund, event="REFUND.SUCCESS", status="CLOSED"),
+    ]
+    body, headers = _refund_notification(donation, refund)
+    forged.append((body.replace('"REFUND.SUCCESS"', '"REFUND.CLOSED"'), headers))  # signature no longer holds
+    for forged_body, forged_headers in forged:
+        res = await committed_client.post(REFUND_NOTIFY, content=forged_body, headers=forged_headers)
+        assert 400 <= res.status_code < 500, res.text
+        assert res.json()["code"] == "FAIL"
+    row = await _refund(refund["id"])
+    assert (row.status, row.wechat_refund_id) == ("processing", None)
+    assert await inbox_rows() == before
+    assert await _refundable(donation["id"]) == 400  # 600 reserved, nothing released or doubled
+
+    body, headers = _refund_notification(donation, refund)
+    for _ in range(2):
+        assert (await committed_client.post(REFUND_NOTIFY, content=body, headers=headers)).status_code == 204
+    row = await _refund(refund["id"])
+    assert row.status == "succeeded" and row.wechat_refund_id is not None
+    assert await inbox_rows() == before + 1
+    assert await _refundable(donation["id"]) == 400
+    await _ledger_ok()
