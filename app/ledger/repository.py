@@ -7,7 +7,6 @@ that had each inserted postings on the general meal pool and then locked it woul
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -282,7 +281,7 @@ class LedgerRepository:
                 "keys": [e.business_key for e, _ in entries],
                 "kinds": [e.kind for e, _ in entries],
                 "memos": [e.memo for e, _ in entries],
-                "refs": [json.dumps(e.refs, ensure_ascii=False) for e, _ in entries],
+                "refs": [e.refs_json for e, _ in entries],
                 "hashes": [e.content_hash for e, _ in entries],
                 "days": [e.day for e, _ in entries],
                 "created": [e.created_at for e, _ in entries],

@@ -152,10 +152,17 @@ def fund_account(fund_id: uuid.UUID, *, is_general_meal_pool: bool = False) -> s
     return GENERAL_MEAL_POOL if is_general_meal_pool else f"fund:{fund_id}"
 
 
-def _json_safe(value: dict[str, Any] | None) -> dict[str, Any]:
-    """Round-trip through JSON so what is hashed now is exactly what JSONB gives back later."""
-    result: dict[str, Any] = json.loads(json.dumps(value or {}, default=str, ensure_ascii=False))
-    return result
+# as ``json.dumps(value, default=str, ensure_ascii=False)``, built once (``json.dumps`` with options builds an
+# encoder on every call)
+_SAFE_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
+def _json_safe(value: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """Round-trip through JSON so what is hashed now is exactly what JSONB gives back later: the value as JSONB
+    will give it back, and its JSON text (what is written; it holds the same value)."""
+    text = _SAFE_JSON.encode(value or {})
+    result: dict[str, Any] = json.loads(text)
+    return result, text
 
 
 def _check_fen(amount: Any, *, allow_zero: bool = False, field: str = "amount_fen") -> int:
@@ -230,6 +237,7 @@ class NewEntry:
     kind: str
     memo: str
     refs: dict[str, Any]
+    refs_json: str  # ``refs`` as JSON text, as it is written
     content_hash: str
     day: date
     created_at: datetime
@@ -438,19 +446,20 @@ class LedgerService:
 
         created_at = utcnow()
         day = business_date(created_at)
-        new = {
-            p.draft.business_key: NewEntry(
+        new: dict[str, NewEntry] = {}
+        for p in pending:
+            refs, refs_json = _json_safe(p.draft.refs)
+            new[p.draft.business_key] = NewEntry(
                 id=uuid.uuid4(),
                 business_key=p.draft.business_key,
                 kind=p.draft.kind,
                 memo=p.draft.memo,
-                refs=_json_safe(p.draft.refs),
+                refs=refs,
+                refs_json=refs_json,
                 content_hash=p.fingerprint,
                 day=day,
                 created_at=created_at,
             )
-            for p in pending
-        }
         # what each entry adds to pools and funds (applied only for the entries written)
         credits = (
             []
@@ -854,8 +863,6 @@ class LedgerService:
         service_date: date
         meta: dict[str, Any] | None = None
 
-    _META_JSON = json.JSONEncoder(default=str, ensure_ascii=False)  # as json.dumps in _json_safe, made once
-
     async def place_hold(
         self,
         session: AsyncSession,
@@ -997,7 +1004,7 @@ class LedgerService:
     @staticmethod
     def _meta_json(meta: dict[str, Any]) -> str:
         """What donors see of a meal, as the JSON text that ``_json_safe`` would give (for a jsonb column)."""
-        return LedgerService._META_JSON.encode(meta)
+        return _SAFE_JSON.encode(meta)
 
     @staticmethod
     def _hold_key_reused(hold_key: str) -> Conflict:

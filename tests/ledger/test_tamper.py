@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -9,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -302,3 +305,45 @@ async def test_a_day_is_published_only_after_its_grace(monkeypatch: pytest.Monke
     for offset, ready in ((timedelta(minutes=1), False), (ledger_module.DIGEST_GRACE, True)):
         monkeypatch.setattr(ledger_module, "utcnow", lambda at=midnight + offset: at)
         assert ledger_module.digest_ready(day) is ready
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    memo=st.text(),
+    refs=st.dictionaries(st.text(max_size=12), _JSON_VALUES, max_size=6),
+    postings=st.lists(st.tuples(st.text(min_size=1, max_size=20), st.integers()), min_size=1, max_size=4),
+)
+def test_entry_hash_is_the_documented_recipe(memo: str, refs: dict[str, Any], postings: list[Any]) -> None:
+    """Anyone re-running the chain with the recipe in app/ledger/chain.py gets the same hash: SHA-256 of
+    prev_hash and the document as JSON with sorted keys, no spaces, UTF-8 (not ASCII escapes)."""
+    document = chain.entry_document(
+        seq=7,
+        business_key="测试:" + memo[:20],
+        kind="donation",
+        memo=memo,
+        refs=refs,
+        day=date(2026, 1, 2),
+        created_at=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        postings=postings,
+    )
+    recipe = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    prev = "ab" * 32
+    assert chain.entry_hash(prev, document) == hashlib.sha256(prev.encode("ascii") + recipe).hexdigest()
+    assert (
+        chain.content_hash("donation", postings)
+        == hashlib.sha256(
+            json.dumps(
+                {"kind": "donation", "postings": sorted(postings)},
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=False,
+            ).encode("utf-8")
+        ).hexdigest()
+    )
