@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.donations.repository import DonationRepository
-from app.donations.service import PaymentCompletion, donation_service
+from app.donations.service import FINAL_REFUND_STATES, PaymentCompletion, donation_service
 from app.errors import is_unavailable
 from app.kit.background import RequestBatch
 from app.kit.time import utcnow
@@ -157,7 +157,9 @@ class PaymentService:
         if inbox_id is None:
             return "duplicate"
         r = note.resource
-        if note.event_type not in ("REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED"):
+        if not note.event_type.startswith("REFUND.") or (
+            note.event_type.removeprefix("REFUND.") not in FINAL_REFUND_STATES
+        ):
             await inbox.mark_handled(inbox_id, utcnow())
             return "ignored"
         out_refund_no = r.get("out_refund_no")

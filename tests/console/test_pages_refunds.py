@@ -74,6 +74,16 @@ async def test_staff_approve_and_reject_refunds(
         assert f'id="approve-{r["id"]}"' in queue.text and "家里急用" in queue.text
     assert (await client.get(PAGE, params={"status": "lost"})).status_code == 400
 
+    # bad input: a refund id that is not one, one that does not exist, a note too long; nothing changes
+    for bad in ("not-a-uuid", str(uuid.uuid4())):
+        res = await client.post(f"{PAGE}/{bad}/approve", data={"csrf_token": token})
+        assert res.status_code == 404 and "找不到" in res.text
+    long_note = await client.post(
+        f"{PAGE}/{good['id']}/approve", data={"csrf_token": token, "note": "同意" * 101}
+    )
+    assert long_note.status_code == 400 and "200 字以内" in long_note.text
+    assert (await _refund(good["id"])).status == "requested"
+
     # no CSRF token: refused, unchanged
     url = f"{PAGE}/{good['id']}/approve"
     assert (await client.post(url, data={"note": "同意"})).status_code == 403

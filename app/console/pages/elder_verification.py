@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from app.auth.subject import Subject
 from app.console.auth import session_of
 from app.console.pages import ConsolePage, PageRoute, register, uuid_or_none
-from app.console.pages.settlements import error_page, message, subject_of
+from app.console.pages.common import error_page, message, subject_of
 from app.console.templating import render
 from app.elders.repository import ElderRepository
 from app.elders.schemas import VerifyRequest

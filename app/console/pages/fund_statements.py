@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from app.console.auth import session_of
 from app.console.pages import ConsolePage, PageRoute, register
-from app.console.pages.settlements import error_page, message, yuan
+from app.console.pages.common import error_page, message, yuan
 from app.console.templating import render
 from app.exceptions import SangyuError
 from app.feed.repository import FeedRepository

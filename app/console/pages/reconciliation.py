@@ -11,10 +11,10 @@ from starlette.responses import RedirectResponse, Response
 
 from app.console.auth import principal_of, session_of
 from app.console.pages import ConsolePage, PageRoute, register, uuid_or_none
+from app.console.pages.common import error_page, local_time, yuan
 from app.console.templating import render
 from app.exceptions import SangyuError
-from app.kit.money import fen_to_yuan_text
-from app.kit.time import SHANGHAI, business_date
+from app.kit.time import business_date
 from app.models.staff_account import StaffRole
 from app.reconciliation.schemas import KIND_LABELS, ResolveIn
 from app.reconciliation.service import Actor, reconciliation_service
@@ -32,15 +32,6 @@ def _actor(request: Request) -> Actor:
     return Actor(user_id=principal.user_id, label=principal.label, channel="console")
 
 
-def _error(request: Request, exc: SangyuError) -> Response:
-    status = exc.status_code if 400 <= exc.status_code < 500 else 409
-    return render(request, "message.html", {"title": "没有完成", "message": exc.message}, status)
-
-
-def _yuan(fen: int | None) -> str:
-    return "" if fen is None else "¥" + fen_to_yuan_text(fen)
-
-
 async def runs_page(request: Request) -> Response:
     runs = await reconciliation_service.list_runs(session_of(request), 60)
     return render(
@@ -51,7 +42,7 @@ async def runs_page(request: Request) -> Response:
             "runs": runs,
             "yesterday": (business_date() - timedelta(days=1)).isoformat(),
             "status_labels": DAY_STATUS_LABELS,
-            "yuan": _yuan,
+            "yuan": yuan,
         },
     )
 
@@ -89,7 +80,7 @@ async def start_run(request: Request) -> Response:
                 session, get_wechatpay(), bill_date, _actor(request)
             )
     except SangyuError as exc:
-        return _error(request, exc)
+        return error_page(request, exc)
     return RedirectResponse(f"{BASE}/runs/{run.id}", status_code=303)
 
 
@@ -106,19 +97,17 @@ async def run_page(request: Request) -> Response:
             session_of(request), run_id, status=None if status == "all" else status, cursor=cursor, limit=100
         )
     except SangyuError as exc:
-        return _error(request, exc)
+        return error_page(request, exc)
     items: list[dict[str, Any]] = []
     for d in run.discrepancies:
         items.append(
             {
                 "d": d,
                 "kind_label": KIND_LABELS.get(d.kind, d.kind),
-                "bill_amount": _yuan(d.bill_amount_fen),
-                "ledger_amount": _yuan(d.ledger_amount_fen),
+                "bill_amount": yuan(d.bill_amount_fen),
+                "ledger_amount": yuan(d.ledger_amount_fen),
                 "resolution_label": RESOLUTION_LABELS.get(d.resolution or "", ""),
-                "resolved_at": d.resolved_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-                if d.resolved_at
-                else "",
+                "resolved_at": local_time(d.resolved_at),
             }
         )
     return render(
@@ -131,7 +120,7 @@ async def run_page(request: Request) -> Response:
             "status": status,
             "status_labels": DAY_STATUS_LABELS,
             "kind_labels": KIND_LABELS,
-            "yuan": _yuan,
+            "yuan": yuan,
             "base": BASE,
         },
     )
@@ -163,7 +152,7 @@ async def resolve(request: Request) -> Response:
             _actor(request),
         )
     except SangyuError as exc:
-        return _error(request, exc)
+        return error_page(request, exc)
     return RedirectResponse(f"{BASE}/runs/{found.run_id}", status_code=303)
 
 

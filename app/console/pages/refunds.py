@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from app.console.auth import session_of
 from app.console.pages import ConsolePage, PageRoute, register, uuid_or_none
-from app.console.pages.settlements import error_page, local_time, message, subject_of, yuan
+from app.console.pages.common import error_page, local_time, message, subject_of, yuan
 from app.console.templating import render
 from app.donations.repository import DonationRepository
 from app.donations.service import donation_service

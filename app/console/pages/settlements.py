@@ -5,23 +5,15 @@ signed-in staff member to the service's ``Subject`` and the forms to its calls."
 from __future__ import annotations
 
 import re
-import uuid
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from app.auth.subject import GrantInfo, Subject
-from app.console.auth import principal_of, session_of
+from app.console.auth import session_of
 from app.console.pages import ConsolePage, PageRoute, register, uuid_or_none
-from app.console.schemas import StaffPrincipal
+from app.console.pages.common import error_page, local_time, message, subject_of, yuan
 from app.console.templating import render
 from app.exceptions import SangyuError
-from app.kit.money import fen_to_yuan_text
-from app.kit.time import SHANGHAI, utcnow
-from app.models.role_grant import Role
 from app.models.staff_account import StaffRole
 from app.settlements.export import download
 from app.settlements.schemas import MONTH_PATTERN
@@ -31,62 +23,6 @@ SLUG = "settlements"
 BASE = f"/admin/pages/{SLUG}"
 VOUCHER_RE = re.compile(r"^[A-Za-z0-9_\-/]{4,64}$")
 _MONTH_RE = re.compile(MONTH_PATTERN)
-
-
-@dataclass(frozen=True)
-class ConsoleSubject(Subject):
-    """A console staff member as the services' ``Subject``: the grant matches the staff role (a civil-affairs
-    account governs its one district), and the audit label is the staff label (``staff:<username>``)."""
-
-    staff_label: str = ""
-
-    @property
-    def label(self) -> str:
-        return self.staff_label
-
-
-def console_subject(principal: StaffPrincipal, *, reader: bool = False) -> Subject:
-    """``user_id`` is the staff member's linked WeChat user, which may be absent: services store it in nullable
-    ``*_by_id`` columns. For *reading* (``reader=True``) an absent user becomes a fresh id that matches no row,
-    so queries like "elders bound to me" can never match rows whose user column is NULL."""
-    user_id = principal.user_id if principal.user_id is not None or not reader else uuid.uuid4()
-    if principal.role == StaffRole.federation_admin:
-        grant = GrantInfo(id=principal.staff_id, role=Role.federation_admin)
-    else:
-        grant = GrantInfo(
-            id=principal.staff_id, role=Role.civil_affairs, district_code=principal.district_code
-        )
-    return ConsoleSubject(
-        user_id=cast(uuid.UUID, user_id),
-        openid=f"staff:{principal.username}",
-        session_id=principal.session_id,
-        session_expires_at=utcnow() + timedelta(hours=1),
-        grants=(grant,),
-        staff_label=principal.label,
-    )
-
-
-def subject_of(request: Request, *, reader: bool = False) -> Subject:
-    principal = principal_of(request)
-    assert principal is not None  # the page guard ran
-    return console_subject(principal, reader=reader)
-
-
-def message(request: Request, title: str, text: str, status: int) -> Response:
-    return render(request, "message.html", {"title": title, "message": text}, status)
-
-
-def error_page(request: Request, exc: SangyuError) -> Response:
-    status = exc.status_code if 400 <= exc.status_code < 500 else 409
-    return message(request, "没有完成", exc.message, status)
-
-
-def yuan(fen: int | None) -> str:
-    return "" if fen is None else "¥" + fen_to_yuan_text(fen)
-
-
-def local_time(value: Any) -> str:
-    return value.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") if value else ""
 
 
 async def list_page(request: Request) -> Response:
