@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
-from app.kit.sql import attach, execute_core, insert_or_skip
+from app.kit.sql import attach, execute_core, insert_or_skip, sql_text
 from app.models import IdempotencyKey
 
 
@@ -145,3 +145,89 @@ async def test_attach_makes_a_row_written_by_core_an_object_of_the_session(sessi
     await session.flush()
     stored = select(table.c.resource_id).where(table.c.id == key.id)
     assert (await execute_core(session, stored)).scalar() == resource
+
+
+# ---------------------------------------------------------------- execute_core on the driver's connection
+
+_ROWS = sql_text(
+    "SELECT k.key, k.resource_id, k.created_at FROM idempotency_keys AS k "
+    "WHERE k.owner = 'sql' AND k.key LIKE :prefix ORDER BY k.key"
+)
+_NONE = sql_text("SELECT k.key, k.id FROM idempotency_keys AS k WHERE k.owner = :owner")
+_TOUCH = sql_text("UPDATE idempotency_keys SET request_hash = :h WHERE owner = 'sql' AND key LIKE :prefix")
+
+
+def _through_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.kit.sql
+
+    monkeypatch.setattr(app.kit.sql, "_driver_plan", lambda *args: None)
+
+
+async def test_the_hot_statements_run_on_the_driver() -> None:
+    """The statements the booking, the session look-up and the payment batch run most often need nothing of
+    SQLAlchemy at execution; one that converts a parameter (JSON) or computes a default in Python does."""
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+    from app.auth.repository import _LIVE_SESSION
+    from app.bookings.repository import _CLAIM_UNLESS_FULL, _NOTIFY_FAMILY
+    from app.donations.repository import _MARK_PAID
+    from app.kit.sql import _DriverPlan
+    from app.ledger.repository import _INSERT_ENTRIES
+    from app.payments.repository import _CLAIM
+
+    for statement in (_LIVE_SESSION, _CLAIM_UNLESS_FULL, _MARK_PAID, _INSERT_ENTRIES, _CLAIM, _ROWS):
+        assert _DriverPlan.of(statement, dialect(), ()) is not None, statement
+    assert _DriverPlan.of(_NOTIFY_FAMILY, dialect(), ()) is None  # its data is JSON, dumped by SQLAlchemy
+    from app.models import Booking
+
+    booking = insert(Booking.__table__).values(id=uuid.uuid4())
+    assert _DriverPlan.of(booking, dialect(), ()) is None  # its status has a default computed in Python
+
+
+async def test_the_driver_answers_as_the_connection_does(
+    session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same rows, same column names, same types, same row counts, with rows and without."""
+    for n in range(3):
+        await execute_core(session, insert_or_skip(IdempotencyKey.__table__), _key(f"same-{n}"))
+    answers = []
+    for way in ("driver", "connection"):
+        if way == "connection":
+            _through_connection(monkeypatch)
+        rows = await execute_core(session, _ROWS, {"prefix": "same-%"})
+        keys = list(rows.keys())
+        listed = [tuple(row) for row in rows]
+        empty = await execute_core(session, _NONE, {"owner": "nobody"})
+        touched = await execute_core(session, _TOUCH, {"h": way, "prefix": "same-%"})
+        answers.append((keys, listed, list(empty.keys()), empty.all(), touched.rowcount))  # type: ignore[attr-defined]
+    assert answers[0] == answers[1]
+    keys, listed, empty_keys, empty_rows, touched = answers[0]
+    assert keys == ["key", "resource_id", "created_at"] and empty_keys == ["key", "id"]
+    assert [row[0] for row in listed] == ["same-0", "same-1", "same-2"]
+    assert listed[0][2].tzinfo is not None and empty_rows == [] and touched == 3
+
+
+async def test_a_database_error_on_the_driver_is_sqlalchemys(
+    session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unique key broken on the driver comes out as the connection would raise it: SQLAlchemy's
+    IntegrityError around the adapter's error, with the SQLSTATE and asyncpg's error as its cause, which is
+    what the refusals and the batches read. The session then rolls back and goes on."""
+    import asyncpg
+
+    plain = sql_text(
+        "INSERT INTO idempotency_keys (id, scope, owner, key, request_hash) "
+        "VALUES (:id, :scope, :owner, :key, :request_hash)"
+    )
+    raised = []
+    for way in ("driver", "connection"):
+        if way == "connection":
+            _through_connection(monkeypatch)
+        await execute_core(session, plain, _key("twice"))
+        with pytest.raises(IntegrityError) as caught:
+            await execute_core(session, plain, _key("twice"))
+        orig = caught.value.orig
+        raised.append((type(orig).__name__, getattr(orig, "sqlstate", None), type(orig.__cause__)))
+        await session.rollback()
+        assert (await execute_core(session, _NONE, {"owner": "sql"})).all() == []  # nothing kept, usable
+    assert raised[0] == raised[1] == ("IntegrityError", "23505", asyncpg.UniqueViolationError)
