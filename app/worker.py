@@ -136,6 +136,7 @@ async def stage_pending_jobs(session: AsyncSession) -> None:
             "actor_name": m.actor_name,
             "message": json.loads(m.encode()),
             "send_after": send_after,
+            "attempts": 0,  # given, not the column's Python default: the INSERT then runs on the driver
         }
         for m in messages
     ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import (
@@ -96,6 +97,8 @@ async def execute_core(session: AsyncSession, statement: Executable, params: Any
     else:
         connection = await session.connection()  # begins the transaction (or the savepoint) if need be
         session.info[_CONNECTION] = (_innermost_transaction(sync), connection)
+    if isinstance(params, list) and len(params) == 1:  # one set of parameters: executed as one, either way
+        params = params[0]
     if params is None or isinstance(params, dict):
         plan = _driver_plan(connection, statement, params)
         if plan is not None:
@@ -130,20 +133,28 @@ def _driver_plan(
 
 
 class _DriverPlan:
-    """A statement's text and parameter order as SQLAlchemy would send them to asyncpg, for one that needs no
-    Python around its execution: no type converts a parameter or a column (a JSON column, an Enum, a
-    Numeric read as float), no parameter is expanded at execution (``IN`` lists), no default is computed in
-    Python, and the statement has no schema translation. Run as SQLAlchemy's asyncpg adapter runs it: under
+    """A statement's text, parameter order and parameter conversions (a JSON parameter dumped, a boolean
+    checked) as SQLAlchemy would send them to asyncpg, for one that needs nothing else at execution: no
+    type converts a column it returns (a JSON column, an Enum, a Numeric read as float), no parameter is
+    expanded at execution (``IN`` lists), no default is computed in Python, and the statement has no schema
+    translation. Run as SQLAlchemy's asyncpg adapter runs it: under
     the connection's mutex, beginning the adapter's transaction first if this is its first statement, with the
     adapter's prepared statement for the same text (so both ways share one per connection), and with
     asyncpg's errors translated by the adapter, then wrapped as SQLAlchemy wraps them."""
 
-    __slots__ = ("compiled", "metadata", "names", "sql")
+    __slots__ = ("compiled", "metadata", "names", "processors", "sql")
 
-    def __init__(self, compiled: SQLCompiler, sql: str, names: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        compiled: SQLCompiler,
+        sql: str,
+        names: tuple[str, ...],
+        processors: tuple[Callable[[Any], Any] | None, ...],
+    ) -> None:
         self.compiled = compiled
         self.sql = sql
         self.names = names
+        self.processors = processors
         self.metadata: tuple[Any, tuple[str, ...], SimpleResultMetaData] | None = None
 
     @classmethod
@@ -159,18 +170,38 @@ class _DriverPlan:
             or compiled.insert_prefetch
             or compiled.update_prefetch
             or compiled.schema_translate_map
-            or any(p is not None for p in compiled._bind_processors.values())
         ):
             return None
         for column in compiled._result_columns:
-            if column.type._cached_result_processor(dialect, None) is not None:
+            try:
+                converts = column.type._cached_result_processor(dialect, None) is not None
+            except Exception:  # a type whose conversion depends on what the server says the column is
+                converts = True
+            if converts:
                 return None
-        return cls(compiled, compiled.string, tuple(compiled.positiontup))
+        names = tuple(compiled.positiontup)
+        processors: list[Callable[[Any], Any] | None] = []
+        for name in names:
+            process = compiled._bind_processors.get(name)
+            if process is not None and not callable(process):
+                return None  # a tuple-valued parameter (one processor per element)
+            processors.append(process)
+        return cls(compiled, compiled.string, names, tuple(processors))
 
     async def run(self, connection: AsyncConnection, params: dict[str, Any] | None) -> Result[Any]:
         values = self.compiled.construct_params(params, escape_names=False)
         assert values is not None
-        args = [values[name] for name in self.names]
+        try:
+            args = [
+                value if process is None else process(value)
+                for value, process in zip([values[name] for name in self.names], self.processors, strict=True)
+            ]
+        except (
+            Exception
+        ) as error:  # a value its type refuses: SQLAlchemy's StatementError, as the connection's
+            raise DBAPIError.instance(
+                self.sql, params, error, DBAPIError, dialect=connection.dialect
+            ) from error
         sync = connection.sync_connection
         assert sync is not None
         adapted: Any = sync.connection.dbapi_connection

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 
 import pytest
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import Boolean, Enum, Text, bindparam, event, func, insert, select, text
 from sqlalchemy.engine.interfaces import CacheStats
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
@@ -165,7 +166,8 @@ def _through_connection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_the_hot_statements_run_on_the_driver() -> None:
     """The statements the booking, the session look-up and the payment batch run most often need nothing of
-    SQLAlchemy at execution; one that converts a parameter (JSON) or computes a default in Python does."""
+    SQLAlchemy at execution but their parameters' conversions; one that converts a column it returns (JSON)
+    or computes a default in Python does."""
     from sqlalchemy.dialects.postgresql.asyncpg import dialect
 
     from app.auth.repository import _LIVE_SESSION
@@ -175,9 +177,11 @@ async def test_the_hot_statements_run_on_the_driver() -> None:
     from app.ledger.repository import _INSERT_ENTRIES
     from app.payments.repository import _CLAIM
 
-    for statement in (_LIVE_SESSION, _CLAIM_UNLESS_FULL, _MARK_PAID, _INSERT_ENTRIES, _CLAIM, _ROWS):
+    hot = (_LIVE_SESSION, _CLAIM_UNLESS_FULL, _MARK_PAID, _INSERT_ENTRIES, _CLAIM, _NOTIFY_FAMILY, _ROWS)
+    for statement in hot:
         assert _DriverPlan.of(statement, dialect(), ()) is not None, statement
-    assert _DriverPlan.of(_NOTIFY_FAMILY, dialect(), ()) is None  # its data is JSON, dumped by SQLAlchemy
+    kinds = select(bindparam("kind", type_=Enum(_Kind)).label("kind"))
+    assert _DriverPlan.of(kinds, dialect(), ()) is None  # SQLAlchemy makes the column's text an enum member
     from app.models import Booking
 
     booking = insert(Booking.__table__).values(id=uuid.uuid4())
@@ -231,3 +235,32 @@ async def test_a_database_error_on_the_driver_is_sqlalchemys(
         await session.rollback()
         assert (await execute_core(session, _NONE, {"owner": "sql"})).all() == []  # nothing kept, usable
     assert raised[0] == raised[1] == ("IntegrityError", "23505", asyncpg.UniqueViolationError)
+
+
+async def test_a_parameter_is_converted_on_the_driver_as_through_the_connection(
+    session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JSON parameter is dumped by the dialect's serializer and a boolean checked, both ways alike: the same
+    document is stored, and a value that is not a boolean is refused before anything is sent."""
+    from app.models import JobOutbox
+    from app.worker import _outbox_insert
+
+    document = {"actor": "送餐提醒", "args": [1, "二"], "nested": {"ok": True}}
+    stored = []
+    for way in ("driver", "connection"):
+        if way == "connection":
+            _through_connection(monkeypatch)
+        row = {"message_id": f"json-{way}", "actor_name": "a", "message": document, "attempts": 0}
+        await execute_core(session, _outbox_insert(), row)
+        text_of = select(func.cast(JobOutbox.message, Text)).where(JobOutbox.message_id == f"json-{way}")
+        stored.append((await session.execute(text_of)).scalar_one())
+        with pytest.raises(StatementError):
+            await execute_core(session, _CHECKED, {"flag": "yes"})
+    assert stored[0] == stored[1] and "送餐提醒" in stored[0]
+
+
+_CHECKED = select(bindparam("flag", type_=Boolean))
+
+
+class _Kind(enum.Enum):
+    meal = "meal"
