@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     Select,
     and_,
+    any_,
     bindparam,
     exists,
     func,
@@ -19,11 +20,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.subject import Subject
-from app.kit.sql import execute_core, insert_or_skip, sql_text
+from app.kit.sql import execute_core, insert_or_skip, load_entities, planned_once, sql_text
 from app.models import (
     Booking,
     BookingLine,
@@ -82,7 +83,10 @@ _MEAL_SETTING = (
     )
     .outerjoin(
         MenuItem,
-        and_(MenuItem.menu_id == Menu.id, MenuItem.id.in_(bindparam("item_ids", expanding=True))),
+        and_(
+            MenuItem.menu_id == Menu.id,
+            MenuItem.id == any_(planned_once(bindparam("item_ids", type_=ARRAY(MenuItem.id.type)))),
+        ),
     )
     .where(Canteen.id == bindparam("canteen_id"), Canteen.is_active.is_(True))
 )
@@ -289,10 +293,10 @@ class BookingRepository:
             "canteen_id": canteen_id,
             "service_date": service_date,
             "slot": slot,
-            "item_ids": item_ids,
+            "item_ids": list(item_ids),
             "elder_id": elder_id,
         }
-        rows = (await self.session.execute(_MEAL_SETTING, params)).all()
+        rows = await load_entities(self.session, _MEAL_SETTING, params)
         if not rows:
             return None
         canteen, canteen_slot, menu, _, subsidized_today = rows[0]

@@ -8,6 +8,7 @@ from sqlalchemy import Select, bindparam, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.subject import Subject
+from app.kit.sql import load_entities
 from app.models import Elder, ElderInvite, FamilyBinding
 
 _ACTABLE = select(Elder).where(
@@ -58,7 +59,8 @@ class ElderRepository:
         """``actable_statement`` for one elder, through a statement built once (every booking runs it)."""
         stmt = _ACTABLE_FOR_UPDATE if for_update else _ACTABLE
         params = {"elder_id": elder_id, "user_id": subject.user_id}
-        return (await self.session.execute(stmt, params)).scalar_one_or_none()
+        rows = await load_entities(self.session, stmt, params)  # by primary key: one row or none
+        return rows[0][0] if rows else None
 
     async def list_readable(
         self, subject: Subject, *, limit: int, after: tuple[datetime, uuid.UUID] | None

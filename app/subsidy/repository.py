@@ -6,6 +6,7 @@ from datetime import date
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.sql import load_entities
 from app.models import District, SubsidyPolicy, SubsidyTier
 
 # built once: every booking request prices its meal through it
@@ -45,9 +46,9 @@ class SubsidyRepository:
     ) -> tuple[SubsidyPolicy | None, list[SubsidyTier]]:
         """The policy in force for a district on a day: the district's own if it has one, else its city's; the
         latest start wins. With its tiers (largest amount first), in one query."""
-        rows = (
-            await self.session.execute(_POLICY_FOR_DISTRICT, {"district_code": district_code, "on": on})
-        ).all()
+        rows = await load_entities(
+            self.session, _POLICY_FOR_DISTRICT, {"district_code": district_code, "on": on}
+        )
         if not rows:
             return None, []
         return rows[0][0], [row[1] for row in rows if row[1] is not None]

@@ -6,14 +6,33 @@ import enum
 import uuid
 
 import pytest
-from sqlalchemy import Boolean, Enum, Text, bindparam, event, func, insert, select, text
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    Enum,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    and_,
+    bindparam,
+    event,
+    func,
+    insert,
+    inspect,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
-from app.kit.sql import attach, execute_core, insert_or_skip, sql_text
-from app.models import IdempotencyKey
+from app.kit.sql import attach, execute_core, insert_or_skip, load_entities, sql_text
+from app.models import Canteen, CanteenSlot, IdempotencyKey
+from tests.fixtures.factories import create_canteen, create_canteen_slot
 
 
 def _key(key: str) -> dict[str, object]:
@@ -180,8 +199,8 @@ async def test_the_hot_statements_run_on_the_driver() -> None:
     hot = (_LIVE_SESSION, _CLAIM_UNLESS_FULL, _MARK_PAID, _INSERT_ENTRIES, _CLAIM, _NOTIFY_FAMILY, _ROWS)
     for statement in hot:
         assert _DriverPlan.of(statement, dialect(), ()) is not None, statement
-    kinds = select(bindparam("kind", type_=Enum(_Kind)).label("kind"))
-    assert _DriverPlan.of(kinds, dialect(), ()) is None  # SQLAlchemy makes the column's text an enum member
+    items = select(IdempotencyKey).where(IdempotencyKey.key.in_(bindparam("keys", expanding=True)))
+    assert _DriverPlan.of(items, dialect(), ()) is None  # an IN list is written out at each execution
     from app.models import Booking
 
     booking = insert(Booking.__table__).values(id=uuid.uuid4())
@@ -264,3 +283,86 @@ _CHECKED = select(bindparam("flag", type_=Boolean))
 
 class _Kind(enum.Enum):
     meal = "meal"
+
+
+async def test_columns_are_converted_on_the_driver_as_through_the_connection(
+    session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What SQLAlchemy does to a column it reads is done on the driver too, for the type the server reports:
+    an Enum's text becomes its member, a float column stays a float read as Numeric(asdecimal=False)."""
+    statement = select(
+        bindparam("kind", type_=Enum(_Kind, native_enum=False)).label("kind"),
+        func.cast(bindparam("n", type_=Integer), Numeric(asdecimal=False)).label("n"),
+        literal_column("ARRAY['a', 'b']", type_=ARRAY(String)).label("letters"),
+    )
+    typed_text = text("""SELECT 2 AS a, CAST('{"x": "一"}' AS jsonb) AS payload""").columns(payload=JSONB)
+    answers = []
+    for way in ("driver", "connection"):
+        if way == "connection":
+            _through_connection(monkeypatch)
+        answers.append(tuple((await execute_core(session, statement, {"kind": _Kind.meal, "n": 3})).one()))
+        answers.append(tuple((await execute_core(session, typed_text)).one()))
+    assert answers[0] == answers[2] == (_Kind.meal, 3.0, ["a", "b"])
+    assert answers[1] == answers[3] == (2, {"x": "一"})  # text with typed columns, matched by name
+    assert type(answers[0][1]) is float
+
+
+# ---------------------------------------------------------------- load_entities
+
+_SETTING = (
+    select(Canteen, CanteenSlot, literal_column("41", type_=Integer).label("n"))
+    .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == bindparam("slot")))
+    .where(Canteen.id == bindparam("canteen_id"))
+)
+
+
+async def test_entities_load_on_the_driver_as_through_the_session(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same objects with the same values as the ORM loads (a float column included), None for an outer
+    join's missing row, plain columns as values; the objects are the session's: found by ``get`` without a
+    query, and a change to one is flushed as an UPDATE."""
+    from app.kit.sql import _driver_plan
+
+    async with committed.sessionmaker() as s:
+        canteen = await create_canteen(s)
+        await create_canteen_slot(s, canteen.id, "lunch")
+        await s.commit()
+        canteen_id = canteen.id
+    loaded = []
+    for way in ("driver", "session"):
+        if way == "session":
+            _through_connection(monkeypatch)
+        async with committed.sessionmaker() as s:
+            if way == "driver":
+                assert _driver_plan(await s.connection(), _SETTING, {"slot": "x", "canteen_id": canteen_id})
+            rows = [
+                await load_entities(s, _SETTING, {"slot": slot, "canteen_id": canteen_id})
+                for slot in ("lunch", "dinner")
+            ]
+            (found, slot, n), (again, missing, _) = rows[0][0], rows[1][0]
+            assert again is found and missing is None and n == 41
+            assert await s.get(Canteen, canteen_id) is found  # in the identity map
+            loaded.append((_values(found), _values(slot)))
+            found.name = f"改名{way}"
+            await s.commit()
+        async with committed.sessionmaker() as s:
+            assert (await s.get(Canteen, canteen_id)).name == f"改名{way}"  # type: ignore[union-attr]
+    assert loaded[0][0] | {"name": None, "updated_at": None} == loaded[1][0] | {
+        "name": None,
+        "updated_at": None,
+    }
+    assert loaded[0][1] == loaded[1][1]
+    assert isinstance(loaded[0][0]["lat"], float)
+
+
+async def test_an_object_the_session_holds_is_returned_as_it_is(session: AsyncSession) -> None:
+    """As a query without ``populate_existing``: the session's object, with its unflushed change kept."""
+    canteen = await create_canteen(session)
+    canteen.name = "还没写入"
+    ((found, _, _),) = await load_entities(session, _SETTING, {"slot": "lunch", "canteen_id": canteen.id})
+    assert found is canteen and found.name == "还没写入"
+
+
+def _values(obj: object) -> dict[str, object]:
+    return {attr.key: getattr(obj, attr.key) for attr in inspect(obj).mapper.column_attrs}  # type: ignore[union-attr]
