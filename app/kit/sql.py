@@ -38,7 +38,7 @@ from sqlalchemy.engine import Dialect, IteratorResult
 from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Mapper, Session, SessionTransaction, make_transient_to_detached
+from sqlalchemy.orm import Mapper, Session, SessionTransaction, class_mapper, make_transient_to_detached
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeEngine
@@ -360,10 +360,7 @@ async def load_entities(session: AsyncSession, statement: Select[Any], params: d
             identity = mapper.identity_key_from_primary_key(key_values)
             obj = identities.get(identity)
             if obj is None:
-                obj = mapper.class_manager.new_instance()
-                obj.__dict__.update({name: record[i] for name, i in columns})
-                make_transient_to_detached(obj)
-                sync.add(obj)
+                obj = _persistent(sync, mapper, {name: record[i] for name, i in columns})
             row.append(obj)
         out.append(tuple(row))
     return out
@@ -437,7 +434,18 @@ def attach(session: AsyncSession, model: type[Model], row: Row[Any]) -> Model:
     ``model``'s table: persistent in ``session`` as if it had been loaded, so changes made to it later are
     flushed as UPDATEs. Writing the row this way skips the ORM's unit of work for the INSERT."""
     values = row._mapping
-    obj = model(**{key: values[column.name] for key, column in _columns_of(model)})
+    mapper = class_mapper(model)
+    obj: Model = _persistent(
+        session.sync_session, mapper, {key: values[column.name] for key, column in _columns_of(model)}
+    )
+    return obj
+
+
+def _persistent(session: Session, mapper: Mapper[Any], values: dict[str, Any]) -> Any:
+    """An object of ``mapper`` holding ``values`` as its row's, persistent in ``session``: made as the ORM's
+    loading makes one, without calling its constructor (whose attribute events cost more than the rest)."""
+    obj = mapper.class_manager.new_instance()
+    obj.__dict__.update(values)
     make_transient_to_detached(obj)
     session.add(obj)
     return obj
