@@ -15,7 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.feed.service import publish_after_commit
 from app.kit.locks import xact_lock
-from app.kit.sql import execute_core, planned_once, sql_text
+from app.kit.sql import execute_core, load_entities, planned_once, sql_text
 from app.kit.time import utcnow
 from app.models import (
     Canteen,
@@ -193,8 +193,10 @@ class DonationRepository:
         with its target (read in the same round trip, not locked)."""
         if not out_trade_nos:
             return {}
-        rows = await self.session.execute(_LOCK_BY_OUT_TRADE_NOS, {"out_trade_nos": list(out_trade_nos)})
-        return {d.out_trade_no: (d, t) for d, t in rows.all() if d.out_trade_no}
+        rows = await load_entities(
+            self.session, _LOCK_BY_OUT_TRADE_NOS, {"out_trade_nos": list(out_trade_nos)}
+        )
+        return {d.out_trade_no: (d, t) for d, t in rows if d.out_trade_no}
 
     async def list_for_donor(
         self, donor_user_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int

@@ -39,6 +39,7 @@ from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, class_mapper, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeEngine
@@ -113,7 +114,8 @@ def _driver_plan(
     anything listens to the connection's statements (tests counting them) or echoes them, and for statements
     that need SQLAlchemy at execution (see ``_DriverPlan.of``). Plans are kept by the statement's identity
     (and the parameters' names, which shape an INSERT), with the statement itself, so an id is never
-    reused while its plan is kept."""
+    reused while its plan is kept. A plan is compiled for the first connection's dialect that runs it: every
+    engine of the app is made alike (``app.db``)."""
     sync = connection.sync_connection
     if sync is None or sync._has_events or sync._echo:
         return None
@@ -132,10 +134,11 @@ class _DriverPlan:
     """A statement's text, parameter order and conversions (a JSON parameter dumped, a boolean checked, an
     array column read as a list, an Enum's text made its member) as SQLAlchemy would send and read them with
     asyncpg, for one that needs nothing else at execution: no parameter is expanded at execution (``IN``
-    lists), no default is computed in Python, and the statement has no schema translation. Run as SQLAlchemy's asyncpg adapter runs it: under
-    the connection's mutex, beginning the adapter's transaction first if this is its first statement, with the
-    adapter's prepared statement for the same text (so both ways share one per connection), and with
-    asyncpg's errors translated by the adapter, then wrapped as SQLAlchemy wraps them."""
+    lists), no default is computed in Python, the statement has no schema translation and no execution
+    options (but ``populate_existing``, which only the loading of entities reads: ``load_entities``). Run as SQLAlchemy's asyncpg adapter runs it: under the connection's mutex, beginning the
+    adapter's transaction first if this is its first statement, with the adapter's prepared statement for the
+    same text (so both ways share one per connection), and with asyncpg's errors translated by the adapter,
+    then wrapped as SQLAlchemy wraps them."""
 
     __slots__ = ("compiled", "conversions", "metadata", "names", "processors", "sql")
 
@@ -157,6 +160,8 @@ class _DriverPlan:
     @classmethod
     def of(cls, statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _DriverPlan | None:
         if dialect.driver != "asyncpg" or not isinstance(statement, ClauseElement):
+            return None
+        if set(statement._execution_options) - {"populate_existing"}:  # asks SQLAlchemy for more (see below)
             return None
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
         if not isinstance(compiled, SQLCompiler) or not compiled.positional or compiled.positiontup is None:
@@ -205,9 +210,8 @@ class _DriverPlan:
                 value if process is None else process(value)
                 for value, process in zip([values[name] for name in self.names], self.processors, strict=True)
             ]
-        except (
-            Exception
-        ) as error:  # a value its type refuses: SQLAlchemy's StatementError, as the connection's
+        except Exception as error:
+            # a value its type refuses: SQLAlchemy's StatementError, as the connection raises it
             raise DBAPIError.instance(
                 self.sql, params, error, DBAPIError, dialect=connection.dialect
             ) from error
@@ -327,10 +331,12 @@ def planned_once(array: ColumnElement[Any]) -> ColumnElement[Any]:
 
 async def load_entities(session: AsyncSession, statement: Select[Any], params: dict[str, Any]) -> list[Any]:
     """The rows of a select of entities (and columns), built once, as ``session.execute(...).all()`` gives
-    them: each entity an ORM object in ``session`` (the one the session already holds for that row, as a
-    query without ``populate_existing`` gives it), None for an outer join's missing row, each column its
-    value. Run on the driver's connection where ``execute_core`` would (see ``_DriverPlan``), with the objects
-    made as the ORM's loading makes them, without calling their constructor; through the session otherwise.
+    them: each entity an ORM object in ``session`` (the one the session already holds for that row, as it
+    is unless the statement asks for ``populate_existing``), None for an outer join's missing row, each
+    column its value. Run on the driver's connection where ``execute_core`` would (see ``_DriverPlan``), with the objects
+    made as the ORM's loading makes them, without calling their constructor; through the session otherwise,
+    and also when an object the session holds for a row is expired or to be refreshed (the session's
+    loading does that).
 
     Measured in-process: a booking's meal look-up (a canteen, its slot, its menu and an item) 630–710 µs of
     CPU through the session; about 130 µs for the statement on the driver and 50–70 µs for the four
@@ -345,6 +351,7 @@ async def load_entities(session: AsyncSession, statement: Select[Any], params: d
         return list((await session.execute(statement, params)).all())
     records, _, _ = await plan.fetch(connection, params)
     identities = sync.identity_map
+    refresh = bool(statement._execution_options.get("populate_existing"))
     out: list[Any] = []
     for record in records:
         row: list[Any] = []
@@ -361,6 +368,9 @@ async def load_entities(session: AsyncSession, statement: Select[Any], params: d
             obj = identities.get(identity)
             if obj is None:
                 obj = _persistent(sync, mapper, {name: record[i] for name, i in columns})
+            elif refresh or instance_state(obj).unloaded:
+                # to be refreshed, or expired (a rollback): the session's loading overwrites or fills it in
+                return list((await session.execute(statement, params)).all())
             row.append(obj)
         out.append(tuple(row))
     return out

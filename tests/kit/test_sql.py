@@ -201,6 +201,12 @@ async def test_the_hot_statements_run_on_the_driver() -> None:
         assert _DriverPlan.of(statement, dialect(), ()) is not None, statement
     items = select(IdempotencyKey).where(IdempotencyKey.key.in_(bindparam("keys", expanding=True)))
     assert _DriverPlan.of(items, dialect(), ()) is None  # an IN list is written out at each execution
+    from app.donations.repository import _LOCK_BY_OUT_TRADE_NOS
+
+    assert (
+        _DriverPlan.of(_LOCK_BY_OUT_TRADE_NOS, dialect(), ()) is not None
+    )  # populate_existing: load_entities
+    assert _DriverPlan.of(_ROWS.execution_options(stream_results=True), dialect(), ()) is None
     from app.models import Booking
 
     booking = insert(Booking.__table__).values(id=uuid.uuid4())
@@ -362,6 +368,27 @@ async def test_an_object_the_session_holds_is_returned_as_it_is(session: AsyncSe
     canteen.name = "还没写入"
     ((found, _, _),) = await load_entities(session, _SETTING, {"slot": "lunch", "canteen_id": canteen.id})
     assert found is canteen and found.name == "还没写入"
+
+
+async def test_an_expired_object_the_session_holds_is_filled_in_again(session: AsyncSession) -> None:
+    """A rolled-back or refreshed object has no values until loaded again: as the session's loading does, the
+    row fills it in (reading it afterwards must not need the database)."""
+    canteen = await create_canteen(session)
+    canteen_id = canteen.id
+    session.expire(canteen)
+    ((found, _, _),) = await load_entities(session, _SETTING, {"slot": "lunch", "canteen_id": canteen_id})
+    assert found is canteen and not inspect(found).unloaded
+    assert found.name == "测试幸福食堂"
+
+
+async def test_populate_existing_overwrites_what_the_session_holds(session: AsyncSession) -> None:
+    """As the session's loading: a statement that asks for ``populate_existing`` gets the row's values over an
+    unflushed change; the same object, fresh."""
+    canteen = await create_canteen(session)
+    canteen.name = "还没写入"
+    fresh = _SETTING.execution_options(populate_existing=True)
+    ((found, _, _),) = await load_entities(session, fresh, {"slot": "lunch", "canteen_id": canteen.id})
+    assert found is canteen and found.name == "测试幸福食堂"
 
 
 def _values(obj: object) -> dict[str, object]:
