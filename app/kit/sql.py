@@ -90,9 +90,6 @@ async def execute_core(session: AsyncSession, statement: Executable, params: Any
     A statement that needs nothing of SQLAlchemy at execution (see ``_DriverPlan``) then runs on the driver's
     connection itself, in the same transaction; one statement costs about a third of what it costs through
     the connection. Its errors come out as SQLAlchemy's, as from the connection."""
-    sync = session.sync_session
-    if sync.autoflush and (sync.new or sync.dirty or sync.deleted):
-        await session.flush()
     connection = await _connection_of(session)
     if isinstance(params, list) and len(params) == 1:  # one set of parameters: executed as one, either way
         params = params[0]
@@ -104,6 +101,9 @@ async def execute_core(session: AsyncSession, statement: Executable, params: Any
 
 
 _PLANS: dict[tuple[int, tuple[str, ...]], tuple[Executable, _DriverPlan | None]] = {}
+# an entity's mapped attributes with their column positions, and its primary key's positions; or a plain
+# column's position
+_Part = int | tuple[Mapper[Any], tuple[tuple[str, int], ...], tuple[int, ...]]
 _MAX_PLANS = 256  # statements built once are a few dozen; anything beyond runs through the connection
 
 
@@ -140,7 +140,7 @@ class _DriverPlan:
     same text (so both ways share one per connection), and with asyncpg's errors translated by the adapter,
     then wrapped as SQLAlchemy wraps them."""
 
-    __slots__ = ("compiled", "conversions", "metadata", "names", "processors", "sql")
+    __slots__ = ("compiled", "conversions", "entities", "metadata", "names", "processors", "sql")
 
     def __init__(
         self,
@@ -148,6 +148,7 @@ class _DriverPlan:
         sql: str,
         names: tuple[str, ...],
         processors: tuple[Callable[[Any], Any] | None, ...],
+        entities: tuple[_Part, ...] | None,
     ) -> None:
         self.compiled = compiled
         self.sql = sql
@@ -156,6 +157,9 @@ class _DriverPlan:
         # the columns' conversions, known at the first execution: they depend on the types the server reports
         self.conversions: tuple[Callable[[Any], Any] | None, ...] | bool | None = False
         self.metadata: tuple[Any, tuple[str, ...], SimpleResultMetaData] | None = None
+        # for a select of entities (``load_entities``): where each entity's attributes and primary key are among
+        # the columns, and where each plain column is; None if they are not each entity's columns in turn
+        self.entities = entities
 
     @classmethod
     def of(cls, statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _DriverPlan | None:
@@ -189,7 +193,8 @@ class _DriverPlan:
                         return None
                 except Exception:  # a conversion that depends on what the server reports
                     return None
-        return cls(compiled, compiled.string, names, tuple(processors))
+        entities = _layout(statement, compiled._result_columns) if isinstance(statement, Select) else None
+        return cls(compiled, compiled.string, names, tuple(processors), entities)
 
     async def run(self, connection: AsyncConnection, params: dict[str, Any] | None) -> Result[Any]:
         records, columns, status = await self.fetch(connection, params)
@@ -342,11 +347,9 @@ async def load_entities(session: AsyncSession, statement: Select[Any], params: d
     CPU through the session; about 130 µs for the statement on the driver and 50–70 µs for the four
     objects."""
     sync = session.sync_session
-    if sync.autoflush and (sync.new or sync.dirty or sync.deleted):
-        await session.flush()
     connection = await _connection_of(session)
     plan = _driver_plan(connection, statement, params)
-    layout = _layout_of(statement, plan) if plan is not None else None
+    layout = plan.entities if plan is not None else None
     if plan is None or layout is None:
         return list((await session.execute(statement, params)).all())
     records, _, _ = await plan.fetch(connection, params)
@@ -376,22 +379,6 @@ async def load_entities(session: AsyncSession, statement: Select[Any], params: d
     return out
 
 
-_Part = int | tuple[Mapper[Any], tuple[tuple[str, int], ...], tuple[int, ...]]
-_LAYOUTS: dict[int, tuple[Select[Any], tuple[_Part, ...] | None]] = {}
-
-
-def _layout_of(statement: Select[Any], plan: _DriverPlan) -> tuple[_Part, ...] | None:
-    """Where each entity's attributes and primary key are among the statement's columns, and where each plain
-    column is; None if the columns are not each entity's mapped columns in turn (then the session runs it)."""
-    found = _LAYOUTS.get(id(statement))
-    if found is not None and found[0] is statement:
-        return found[1]
-    layout = _layout(statement, plan.compiled._result_columns)
-    if len(_LAYOUTS) < _MAX_PLANS:
-        _LAYOUTS[id(statement)] = (statement, layout)
-    return layout
-
-
 def _layout(statement: Select[Any], columns: list[Any]) -> tuple[_Part, ...] | None:
     layout: list[_Part] = []
     at = 0
@@ -415,8 +402,11 @@ def _layout(statement: Select[Any], columns: list[Any]) -> tuple[_Part, ...] | N
 
 
 async def _connection_of(session: AsyncSession) -> AsyncConnection:
-    """The session's connection in its current transaction (or savepoint), kept for the rest of it."""
+    """The session's connection in its current transaction (or savepoint), kept for the rest of it; pending
+    changes flushed first if the session autoflushes, as its own ``execute`` would."""
     sync = session.sync_session
+    if sync.autoflush and (sync.new or sync.dirty or sync.deleted):
+        await session.flush()
     kept: tuple[object, AsyncConnection] | None = session.info.get(_CONNECTION)
     transaction = _innermost_transaction(sync)
     if kept is not None and transaction is not None and kept[0] is transaction:

@@ -322,3 +322,21 @@ async def test_the_full_slot_read_tells_a_stranger_nothing_about_an_elder(
     )
     assert room.status_code == 404 and room.json()["error"] == "ElderNotFound"
     assert await _count(session) == 1
+
+
+async def test_an_item_from_another_canteens_menu_is_refused_with_the_rest(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chosen items are looked up as one array against this meal's menu: one item of another canteen's menu
+    beside a real one is named in the refusal, and nothing is written."""
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session)
+    headers = await login(client, w.family_openid)
+    payload = body(w)
+    foreign = str(w.other_items[0].id)
+    payload["items"].append({"menu_item_id": foreign, "quantity": 1})
+    res = await client.post("/api/v1/bookings", json=payload, headers=headers | key())
+    assert res.status_code == 409 and res.json()["error"] == "MenuItemNotFound", res.text
+    assert res.json()["detail"]["menu_item_ids"] == [foreign]
+    assert await _count(session) == 0
+    assert int(await session.scalar(select(func.count()).select_from(BookingLine)) or 0) == 0
