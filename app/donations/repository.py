@@ -39,6 +39,15 @@ _LOCK_BY_OUT_TRADE_NOS = (
     .with_for_update(of=Donation)
     .execution_options(populate_existing=True)
 )
+# the same, leaving out orders another transaction holds (a payment batch does not wait for them)
+_LOCK_BY_OUT_TRADE_NOS_UNLESS_BUSY = (
+    select(Donation, DonationTarget)
+    .join(DonationTarget, DonationTarget.id == Donation.target_id)
+    .where(Donation.out_trade_no == any_(planned_once(bindparam("out_trade_nos", type_=ARRAY(String)))))
+    .order_by(Donation.id)
+    .with_for_update(of=Donation, skip_locked=True)
+    .execution_options(populate_existing=True)
+)
 
 
 # Reserves numbers of a year's receipt sequence. Written as text: a PostgreSQL ``insert()`` with ON CONFLICT
@@ -187,15 +196,15 @@ class DonationRepository:
         ).scalar_one_or_none()
 
     async def lock_by_out_trade_nos(
-        self, out_trade_nos: list[str]
+        self, out_trade_nos: list[str], *, unless_busy: bool = False
     ) -> dict[str, tuple[Donation, DonationTarget]]:
         """Row-lock many orders at once, in id order (two batches never deadlock), fresh from the database, each
-        with its target (read in the same round trip, not locked)."""
+        with its target (read in the same round trip, not locked). ``unless_busy``: without waiting; an order
+        another transaction holds is left out, as an unknown one is."""
         if not out_trade_nos:
             return {}
-        rows = await load_entities(
-            self.session, _LOCK_BY_OUT_TRADE_NOS, {"out_trade_nos": list(out_trade_nos)}
-        )
+        statement = _LOCK_BY_OUT_TRADE_NOS_UNLESS_BUSY if unless_busy else _LOCK_BY_OUT_TRADE_NOS
+        rows = await load_entities(self.session, statement, {"out_trade_nos": list(out_trade_nos)})
         return {d.out_trade_no: (d, t) for d, t in rows if d.out_trade_no}
 
     async def list_for_donor(

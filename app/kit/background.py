@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import structlog
@@ -110,7 +111,17 @@ async def drain_all() -> None:
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-RunBatch = Callable[[AsyncSession, list[Item]], Awaitable[list[Result | Exception]]]
+
+
+@dataclass(frozen=True)
+class Again(Generic[Item]):
+    """A batch's result for an item it left alone (nothing of it was written): ``item`` goes into the next
+    batch, and its caller goes on waiting."""
+
+    item: Item
+
+
+RunBatch = Callable[[AsyncSession, list[Item]], Awaitable[list[Result | Exception | Again[Item]]]]
 
 
 class RequestBatch(Generic[Item, Result]):
@@ -122,7 +133,9 @@ class RequestBatch(Generic[Item, Result]):
     that item's own failure: nothing of it was written). Nothing waits on purpose: a lone item runs at once,
     and whatever arrives while a batch runs forms the next one. When a batch fails as a whole (an error, or its
     commit), each of its items is run again alone in a transaction of its own, so one bad item fails only its
-    own caller. A caller that goes away does not stop its item: it is committed or not like the others."""
+    own caller. An item answered ``Again`` goes, as the item it names, to the front of the next batch (``run``
+    must not answer ``Again`` forever). A caller that goes away does not stop its item: it is committed or not
+    like the others."""
 
     def __init__(
         self,
@@ -158,7 +171,7 @@ class RequestBatch(Generic[Item, Result]):
             while queue:
                 batch = queue[: self.max_batch]
                 del queue[: self.max_batch]
-                await self._answer_batch(open_session, batch)
+                queue[:0] = await self._answer_batch(open_session, batch)
                 batch = []
         finally:  # cancelled (shutdown): nobody is left waiting forever, in flight or queued
             for _, future in [*batch, *queue]:
@@ -169,26 +182,34 @@ class RequestBatch(Generic[Item, Result]):
 
     async def _answer_batch(
         self, open_session: SessionFactory, batch: list[tuple[Item, asyncio.Future[Result]]]
-    ) -> None:
+    ) -> list[tuple[Item, asyncio.Future[Result]]]:
+        """Run ``batch`` and answer its callers; returns the items to run again (``Again``), in order."""
+        again: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             results = await self._attempt(open_session, [item for item, _ in batch])
         except Exception as exc:
             if len(batch) == 1 or self.shared_failure(exc):
                 for _, future in batch:
                     _answer(future, exc)
-                return
+                return again
             log.warning("request_batch_split", batch=self.name, size=len(batch), error=type(exc).__name__)
-            for item, future in batch:
+            results = []
+            for item, _ in batch:
                 try:
                     (result,) = await self._attempt(open_session, [item])
                 except Exception as one:
                     result = one
-                _answer(future, result)
-            return
+                results.append(result)
         for (_, future), result in zip(batch, results, strict=True):
-            _answer(future, result)
+            if isinstance(result, Again):
+                again.append((result.item, future))
+            else:
+                _answer(future, result)
+        return again
 
-    async def _attempt(self, open_session: SessionFactory, items: list[Item]) -> list[Result | Exception]:
+    async def _attempt(
+        self, open_session: SessionFactory, items: list[Item]
+    ) -> list[Result | Exception | Again[Item]]:
         async with open_session() as session:
             results = await self.run(session, items)
         if len(results) != len(items):

@@ -15,7 +15,7 @@ from app.auth.auth import SessionDep
 from app.db import SessionFactory, get_session_factory
 from app.exceptions import SangyuError
 from app.middleware import on_access_line
-from app.payments.service import payment_batch, payment_service
+from app.payments.service import WaitingNotification, payment_batch, payment_service
 from app.wechat.pay import NotificationRejected, WeChatPayGateway, wechatpay_dependency
 
 log = structlog.get_logger("app.payments")
@@ -68,7 +68,7 @@ async def wechat_notify(
         # (group commit, app/payments/service.py); the answer comes after the commit
         note = gateway.parse_notification(headers, body)
         _name_order(request, note.resource)
-        return await payment_batch.submit(open_session, note)
+        return await payment_batch.submit(open_session, WaitingNotification(note))
 
     return await _handle(request, act)
 

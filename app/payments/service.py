@@ -4,12 +4,15 @@ Payment notifications arrive in storms (a televised drive shows the QR code), so
 group commit (``payment_batch``): the endpoint verifies and decrypts, hands the notification over and waits; the
 batch takes every notification waiting in the process and acts on them in one transaction, then answers each.
 WeChat gets 204 only after its notification's effect has committed, exactly as if it had been handled alone.
-Refund notifications are rare and handled one per request."""
+A batch does not wait for an order another transaction holds (the same payment delivered to another process at
+the same moment, the receipt numberer): that notification goes into the next batch, which waits for it if it
+has to, and the rest of the batch goes on. Refund notifications are rare and handled one per request."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.donations.repository import DonationRepository
 from app.donations.service import FINAL_REFUND_STATES, PaymentCompletion, donation_service
 from app.errors import is_unavailable
-from app.kit.background import RequestBatch
+from app.kit.background import Again, RequestBatch
 from app.kit.time import utcnow
 from app.models import Donation
 from app.models.donation import DonationStatus
@@ -65,28 +68,54 @@ class StoredButUnpaid(Exception):
     again one notification at a time rather than guessed at."""
 
 
+class OrderBusy:
+    """The outcome of a notification left alone because another transaction holds its order (see
+    ``handle_payment_notifications``): nothing of it was written."""
+
+
+ORDER_BUSY = OrderBusy()
+
+
 class PaymentService:
     async def handle_payment_notifications(
-        self, session: AsyncSession, gateway: WeChatPayGateway, notes: list[Notification]
-    ) -> list[str | Exception]:
+        self,
+        session: AsyncSession,
+        gateway: WeChatPayGateway,
+        notes: list[Notification],
+        *,
+        unless_busy: Sequence[bool] | None = None,
+    ) -> list[str | Exception | OrderBusy]:
         """Act on verified payment notifications in one transaction, with the outcome each would have had
         alone, in order: ``paid``, ``already_paid``, ``duplicate``, ``ignored``, or a ``NotificationRejected``
         (unknown order, not a success, not matching our order), of which nothing is kept, not even its inbox
-        row. Three statements before the payments themselves: the donations' row locks, then one INSERT of
-        the inbox rows, whose ``ON CONFLICT DO NOTHING`` tells which notifications were stored before.
+        row. Two statements before the payments themselves: the donations' row locks (two statements when
+        some orders are waited for and others not), then one INSERT of the inbox rows, whose ``ON CONFLICT DO
+        NOTHING`` tells which notifications were stored before.
+
+        ``unless_busy`` (one flag per notification): for those flagged, an order another transaction holds is
+        not waited for; the notification's outcome is ``ORDER_BUSY`` and nothing of it is written. Such an
+        order cannot be told from an unknown one without waiting, so an unknown order is ``ORDER_BUSY`` too.
+        The others' orders are locked first, waiting as needed: a transaction waits only in its first
+        statement, where it holds nothing yet, so batches never wait for each other in a circle.
 
         Each notification is checked against its order before the inbox is written. That gives the same
         outcomes as looking the inbox up first: a stored notification passed the same checks against the same
         order (their fields do not change), and a payment's notification is stored in the transaction that
         pays its order, under the order's row lock taken here, so one for an order still unpaid is new."""
-        trade_nos = {
-            n.resource["out_trade_no"]
-            for n in notes
-            if n.event_type == "TRANSACTION.SUCCESS" and isinstance(n.resource.get("out_trade_no"), str)
-        }
-        donations = await DonationRepository(session).lock_by_out_trade_nos(sorted(trade_nos))
+        flags = list(unless_busy) if unless_busy is not None else [False] * len(notes)
+        if len(flags) != len(notes):
+            raise ValueError("one unless_busy flag per notification")
+        waiting: set[str] = set()
+        skipping: set[str] = set()
+        for n, flag in zip(notes, flags, strict=True):
+            if n.event_type == "TRANSACTION.SUCCESS" and isinstance(n.resource.get("out_trade_no"), str):
+                (skipping if flag else waiting).add(n.resource["out_trade_no"])
+        skipping -= waiting
+        repo = DonationRepository(session)
+        donations = await repo.lock_by_out_trade_nos(sorted(waiting))
+        donations.update(await repo.lock_by_out_trade_nos(sorted(skipping), unless_busy=True))
         # per notification: its outcome if it turns out new (a claim), or its final outcome
-        planned: list[tuple[str, Notification | None] | Exception] = []
+        planned: list[tuple[str, Notification | None] | Exception | OrderBusy] = []
         claimed: set[str] = set()  # ids claimed earlier in this batch
         completions: dict[str, PaymentCompletion] = {}  # notification id → the payment it makes
         paying: dict[uuid.UUID, str] = {}  # donation → transaction id, paid earlier in this batch
@@ -102,7 +131,8 @@ class PaymentService:
             out_trade_no = tx.get("out_trade_no")
             locked = donations.get(out_trade_no) if isinstance(out_trade_no, str) else None
             if locked is None:
-                planned.append(NotificationRejected("unknown out_trade_no", 404))
+                busy = isinstance(out_trade_no, str) and out_trade_no in skipping
+                planned.append(ORDER_BUSY if busy else NotificationRejected("unknown out_trade_no", 404))
                 continue
             donation, target = locked
             if tx.get("trade_state") != "SUCCESS":
@@ -131,13 +161,13 @@ class PaymentService:
                 planned.append(("paid", note))
             else:
                 planned.append(("already_paid", note))
-        claims = [p[1] for p in planned if not isinstance(p, Exception) and p[1] is not None]
+        claims = [p[1] for p in planned if isinstance(p, tuple) and p[1] is not None]
         written = await InboxRepository(session).claim_handled(SOURCE, claims, utcnow())
         if any(note_id not in written for note_id in completions):
             raise StoredButUnpaid()
-        outcomes: list[str | Exception] = []
+        outcomes: list[str | Exception | OrderBusy] = []
         for p in planned:
-            if isinstance(p, Exception):
+            if not isinstance(p, tuple):
                 outcomes.append(p)
             else:
                 outcome, claim = p
@@ -188,13 +218,28 @@ class PaymentService:
 payment_service = PaymentService()
 
 
+@dataclass(frozen=True)
+class WaitingNotification:
+    """A verified payment notification in ``payment_batch``. ``left_once``: a batch left it because another
+    transaction held its order; the next batch waits for that order rather than leave it again."""
+
+    note: Notification
+    left_once: bool = False
+
+
 async def _apply_payment_notifications(
-    session: AsyncSession, notes: list[Notification]
-) -> list[str | Exception]:
-    return await payment_service.handle_payment_notifications(session, get_wechatpay(), notes)
+    session: AsyncSession, items: list[WaitingNotification]
+) -> list[str | Exception | Again[WaitingNotification]]:
+    outcomes = await payment_service.handle_payment_notifications(
+        session, get_wechatpay(), [i.note for i in items], unless_busy=[not i.left_once for i in items]
+    )
+    return [
+        Again(WaitingNotification(i.note, left_once=True)) if isinstance(o, OrderBusy) else o
+        for i, o in zip(items, outcomes, strict=True)
+    ]
 
 
 # one per process: group commit of payment notifications (see the module docstring)
-payment_batch: RequestBatch[Notification, str] = RequestBatch(
+payment_batch: RequestBatch[WaitingNotification, str] = RequestBatch(
     "payments.notify", _apply_payment_notifications, shared_failure=is_unavailable
 )

@@ -41,7 +41,10 @@ async def test_a_batch_of_one_reuses_its_plans(
         for donation in donations:
             async with unit_of_work(maker) as s:
                 outcome = await payment_service.handle_payment_notifications(
-                    s, get_wechatpay(), [_note(donation)]
+                    s,
+                    get_wechatpay(),
+                    [_note(donation)],
+                    unless_busy=[True],  # as the batch locks
                 )
             assert outcome == ["paid"]
         async with engine.connect() as conn:

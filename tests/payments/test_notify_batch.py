@@ -9,17 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
 from app.db import Database, unit_of_work
 from app.errors import is_unavailable
-from app.kit.background import RequestBatch
+from app.kit.background import Again, RequestBatch
 from app.ledger.service import forget_known_accounts, ledger_service
 from app.models import Donation, FeedEvent, JournalEntry, PaymentInbox
-from app.payments.service import payment_service
+from app.payments.service import ORDER_BUSY, WaitingNotification, payment_batch, payment_service
 from app.wechat.pay import Notification, NotificationRejected, get_wechatpay
 from tests.donations.helpers import committed_target, donate, payment_notification
 from tests.fixtures.client import login
@@ -157,6 +157,41 @@ async def test_request_batch_groups_waiting_callers_and_a_bad_item_fails_alone(c
     assert isinstance(results[10], RuntimeError)
     # the batch failed on "boom" and was split: each item again alone, so only "boom" failed
     assert sizes == [11] + [1] * 11
+
+
+async def test_request_batch_runs_an_item_left_for_later_in_the_next_batch(committed: Database) -> None:
+    """An item answered ``Again`` keeps its caller waiting and goes, as the item it names, to the front of the
+    next batch; the rest of its batch is answered at once."""
+    batches: list[list[str]] = []
+    first_done = asyncio.Event()
+
+    async def run(session: AsyncSession, items: list[str]) -> list[str | Exception | Again[str]]:
+        batches.append(list(items))
+        await session.execute(select(1))
+        return [Again("later, again") if i == "later" else i.upper() for i in items]
+
+    batch: RequestBatch[str, str] = RequestBatch("test", run)
+    later = asyncio.ensure_future(batch.submit(unit_of_work, "later"))
+    now = asyncio.ensure_future(batch.submit(unit_of_work, "now"))
+    now.add_done_callback(lambda _: first_done.set())
+    await asyncio.wait_for(first_done.wait(), 5)
+    assert await now == "NOW"
+    assert await asyncio.wait_for(later, 5) == "LATER, AGAIN"
+    assert batches == [["later", "now"], ["later, again"]]
+
+    # an item left for later in a batch that failed and ran its items alone goes to the next batch too
+    batches.clear()
+
+    async def failing(session: AsyncSession, items: list[str]) -> list[str | Exception | Again[str]]:
+        batches.append(list(items))
+        if len(items) > 1:
+            raise RuntimeError("boom")
+        return [Again("again") if items == ["later"] else items[0].upper()]
+
+    batch = RequestBatch("test", failing)
+    results = await asyncio.gather(*(batch.submit(unit_of_work, i) for i in ["a", "later", "b"]))
+    assert results == ["A", "AGAIN", "B"]
+    assert batches == [["a", "later", "b"], ["a"], ["later"], ["b"], ["again"]]
 
 
 async def test_request_batch_answers_everyone_when_it_is_stopped(committed: Database) -> None:
@@ -460,3 +495,90 @@ async def test_each_notification_is_logged_on_its_own_request_line(
     refused = [x for x in lines if x.get("request_id") == "req-unsigned"]
     assert {x["event"] for x in refused} == {"request", "wechatpay_notification_rejected"}
     assert all("notification" not in x and "out_trade_no" not in x for x in refused), refused
+
+
+async def test_a_batch_does_not_wait_for_an_order_another_transaction_holds(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    """The same payment delivered to two processes at once (or an order the receipt numberer holds): the batch
+    that finds the order held leaves that notification for its next batch and pays the rest at once, instead of
+    holding all of them until the other transaction ends. The next batch waits for the order, and the payment
+    is recorded once."""
+    held, free, other = await _pending(committed_client, 3)
+    holder = await committed.engine.connect()
+    try:
+        await holder.begin()
+        await holder.execute(
+            text("SELECT id FROM donations WHERE id = :id FOR UPDATE"), {"id": uuid.UUID(held["id"])}
+        )
+        # a batch on its own: the held order's notification is left, with nothing of it written
+        notes = [_note(held, note_id="n-held"), _note(free, note_id="n-free")]
+        async with unit_of_work() as s:
+            outcomes = await asyncio.wait_for(
+                payment_service.handle_payment_notifications(
+                    s, get_wechatpay(), notes, unless_busy=[True, True]
+                ),
+                5,
+            )
+        assert outcomes == [ORDER_BUSY, "paid"]
+        async with unit_of_work() as s:
+            facts = await _facts(s, [held["id"], free["id"]])
+        assert facts["status"] == {held["id"]: "pending", free["id"]: "paid"}
+        assert "n-held" not in facts["inbox"] and "n-free" in facts["inbox"]
+
+        # through the process's batch: the other order is paid while the held one waits
+        waiting = asyncio.ensure_future(
+            payment_batch.submit(unit_of_work, WaitingNotification(_note(held, note_id="n-held")))
+        )
+        paid = await asyncio.wait_for(
+            payment_batch.submit(unit_of_work, WaitingNotification(_note(other, note_id="n-other"))), 5
+        )
+        assert paid == "paid"
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # left once, now waiting for the order's lock
+        async with unit_of_work() as s:
+            assert (await _facts(s, [other["id"]]))["status"] == {other["id"]: "paid"}
+        await holder.rollback()
+        assert await asyncio.wait_for(waiting, 5) == "paid"
+    finally:
+        await holder.close()
+    async with unit_of_work() as s:
+        facts = await _facts(s, [held["id"], free["id"], other["id"]])
+        check = await ledger_service.check(s)
+    assert set(facts["status"].values()) == {"paid"} and facts["entries"] == 3
+    assert {"n-held", "n-free", "n-other"} <= facts["inbox"]
+    assert check["ok"], check["problems"]
+
+
+async def test_a_batch_that_waits_for_some_orders_leaves_only_the_others(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    """A notification left once waits for its order the next time; in the same batch, a new notification for
+    an order another transaction holds is still left, and one for an unknown order that was left once is
+    answered 404."""
+    first, second = await _pending(committed_client, 2)
+    holder = await committed.engine.connect()
+    try:
+        await holder.begin()
+        await holder.execute(
+            text("SELECT id FROM donations WHERE id = :id FOR UPDATE"), {"id": uuid.UUID(second["id"])}
+        )
+        notes = [
+            _note(first, note_id="n-first"),
+            _note(second, note_id="n-second"),
+            _note(first, note_id="n-unknown", out_trade_no="SY20261128NOSUCHORDER000000"),
+        ]
+        async with unit_of_work() as s:
+            outcomes = await asyncio.wait_for(
+                payment_service.handle_payment_notifications(
+                    s, get_wechatpay(), notes, unless_busy=[False, True, False]
+                ),
+                5,
+            )
+        shown = [o if isinstance(o, str) or o is ORDER_BUSY else (o.status, o.reason) for o in outcomes]
+        assert shown == ["paid", ORDER_BUSY, (404, "unknown out_trade_no")]
+    finally:
+        await holder.close()
+    async with unit_of_work() as s:
+        facts = await _facts(s, [first["id"], second["id"]])
+    assert facts["status"] == {first["id"]: "paid", second["id"]: "pending"}
