@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import String, and_, any_, bindparam, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import String, and_, any_, bindparam, func, or_, select, text, true, update
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType
 
 from app.kit.locks import xact_lock, xact_locks
 from app.kit.sql import execute_core, sql_text
@@ -45,6 +46,51 @@ if TYPE_CHECKING:
 # a refund reserves money from a pool; a release puts a refund that was not paid back
 KIND_REFUND = "donation_refund"
 KIND_REFUND_RELEASE = "donation_refund_release"
+
+# The sealer's read: the oldest committed entries not sealed yet, each with its postings in line order (as two
+# arrays), in one round trip. ``seq IS NULL`` is written into the text, so the partial index of unsealed
+# entries serves it.
+_UNSEALED_ENTRIES = (
+    select(
+        JournalEntry.id,
+        JournalEntry.business_key,
+        JournalEntry.kind,
+        JournalEntry.memo,
+        JournalEntry.refs,
+        JournalEntry.day,
+        JournalEntry.created_at,
+    )
+    .where(JournalEntry.seq.is_(None))
+    .order_by(JournalEntry.created_at, JournalEntry.id)
+    .limit(bindparam("limit"))
+    .subquery("e")
+)
+# (typed as NullType: the driver's lists as they come; SQLAlchemy's ARRAY would copy each list again)
+_UNSEALED_POSTINGS = (
+    select(
+        func.array_agg(aggregate_order_by(Posting.account_code, Posting.line_no), type_=NullType()).label(
+            "accounts"
+        ),
+        func.array_agg(aggregate_order_by(Posting.amount_fen, Posting.line_no), type_=NullType()).label(
+            "amounts"
+        ),
+    )
+    .where(Posting.entry_id == _UNSEALED_ENTRIES.c.id)
+    .lateral("p")
+)
+_UNSEALED = (
+    select(_UNSEALED_ENTRIES, _UNSEALED_POSTINGS.c.accounts, _UNSEALED_POSTINGS.c.amounts)
+    .select_from(_UNSEALED_ENTRIES.join(_UNSEALED_POSTINGS, true()))
+    .order_by(_UNSEALED_ENTRIES.c.created_at, _UNSEALED_ENTRIES.c.id)
+)
+_SEAL_ROWS = text(
+    """
+    UPDATE journal_entries AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[]), CAST(:prevs AS text[]),
+                CAST(:hashes AS text[])) AS v(id, seq, prev_hash, hash)
+    WHERE e.id = v.id AND e.seq IS NULL
+    """
+)
 
 _INSERT_ENTRIES = text(
     """
@@ -175,15 +221,9 @@ class LedgerRepository:
 
     async def unsealed(self, limit: int) -> list[Any]:
         """The oldest committed entries not sealed yet, as plain rows with what their hash covers (no ORM
-        objects: the sealer reads thousands)."""
-        e = JournalEntry
-        stmt = (
-            select(e.id, e.business_key, e.kind, e.memo, e.refs, e.day, e.created_at)
-            .where(e.seq.is_(None))
-            .order_by(e.created_at, e.id)
-            .limit(limit)
-        )
-        return list((await self.session.execute(stmt)).all())
+        objects: the sealer reads thousands): the entry's columns, then ``accounts`` and ``amounts``, its
+        postings in line order."""
+        return list((await execute_core(self.session, _UNSEALED, {"limit": limit})).all())
 
     async def has_unsealed(self, entry_ids: Sequence[uuid.UUID] | None = None) -> bool:
         stmt = select(JournalEntry.id).where(JournalEntry.seq.is_(None))
@@ -193,15 +233,9 @@ class LedgerRepository:
 
     async def seal_rows(self, rows: Sequence[tuple[uuid.UUID, int, str, str]]) -> None:
         """One UPDATE for a batch: ``(entry id, seq, prev_hash, hash)``; the trigger lets only this through."""
-        await self.session.execute(
-            sql_text(
-                """
-                UPDATE journal_entries AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash
-                FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[]), CAST(:prevs AS text[]),
-                            CAST(:hashes AS text[])) AS v(id, seq, prev_hash, hash)
-                WHERE e.id = v.id AND e.seq IS NULL
-                """
-            ),
+        await execute_core(
+            self.session,
+            _SEAL_ROWS,
             {
                 "ids": [r[0] for r in rows],
                 "seqs": [r[1] for r in rows],

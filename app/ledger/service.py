@@ -545,12 +545,11 @@ class LedgerService:
             entries = await repo.unsealed(batch)
             if not entries:
                 break
-            postings = await repo.postings_of([e.id for e in entries])
             rows: list[tuple[uuid.UUID, int, str, str]] = []
             deferred: dict[str, int] = defaultdict(int)
             for entry in entries:
                 seq += 1
-                lines = postings[entry.id]
+                lines = list(zip(entry.accounts or (), entry.amounts or (), strict=True))
                 entry_hash = chain.entry_hash(prev_hash, entry_document(entry, lines, seq=seq))
                 rows.append((entry.id, seq, prev_hash, entry_hash))
                 prev_hash = entry_hash
