@@ -31,23 +31,16 @@ from app.models.donation import DonationStatus
 # Built once, with the order numbers as one array: the same SQL text for any number of them, so each pooled
 # connection prepares it once (an IN list is a new statement for every length). The array comes through a
 # sub-select (``planned_once``).
-_LOCK_BY_OUT_TRADE_NOS = (
+_BY_OUT_TRADE_NOS = (
     select(Donation, DonationTarget)
     .join(DonationTarget, DonationTarget.id == Donation.target_id)
     .where(Donation.out_trade_no == any_(planned_once(bindparam("out_trade_nos", type_=ARRAY(String)))))
     .order_by(Donation.id)
-    .with_for_update(of=Donation)
     .execution_options(populate_existing=True)
 )
+_LOCK_BY_OUT_TRADE_NOS = _BY_OUT_TRADE_NOS.with_for_update(of=Donation)
 # the same, leaving out orders another transaction holds (a payment batch does not wait for them)
-_LOCK_BY_OUT_TRADE_NOS_UNLESS_BUSY = (
-    select(Donation, DonationTarget)
-    .join(DonationTarget, DonationTarget.id == Donation.target_id)
-    .where(Donation.out_trade_no == any_(planned_once(bindparam("out_trade_nos", type_=ARRAY(String)))))
-    .order_by(Donation.id)
-    .with_for_update(of=Donation, skip_locked=True)
-    .execution_options(populate_existing=True)
-)
+_LOCK_BY_OUT_TRADE_NOS_UNLESS_BUSY = _BY_OUT_TRADE_NOS.with_for_update(of=Donation, skip_locked=True)
 
 
 # Reserves numbers of a year's receipt sequence. Written as text: a PostgreSQL ``insert()`` with ON CONFLICT

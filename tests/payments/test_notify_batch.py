@@ -582,3 +582,26 @@ async def test_a_batch_that_waits_for_some_orders_leaves_only_the_others(
     async with unit_of_work() as s:
         facts = await _facts(s, [first["id"], second["id"]])
     assert facts["status"] == {first["id"]: "paid", second["id"]: "pending"}
+
+
+async def test_a_delivery_left_for_the_one_being_applied_elsewhere_is_answered_as_a_duplicate(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    """The same notification delivered to two processes at once: one applies it; the other's batch finds the
+    order held, leaves the delivery, waits for the order in its next batch and answers "duplicate". The
+    payment is recorded once: one entry, one inbox row, one feed event."""
+    (donation,) = await _pending(committed_client, 1)
+    note = _note(donation, note_id="n-twice")
+    async with unit_of_work() as first:  # the other process, not committed yet
+        assert await payment_service.handle_payment_notifications(first, get_wechatpay(), [note]) == ["paid"]
+        second = asyncio.ensure_future(payment_batch.submit(unit_of_work, WaitingNotification(note)))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # left once, then waiting for the order
+    assert await asyncio.wait_for(second, 5) == "duplicate"
+    async with unit_of_work() as s:
+        facts = await _facts(s, [donation["id"]])
+        stored = await s.scalar(select(func.count()).where(PaymentInbox.external_id == "n-twice"))
+        check = await ledger_service.check(s)
+    assert facts["status"] == {donation["id"]: "paid"}
+    assert (facts["entries"], facts["feed"], stored) == (1, 1, 1)
+    assert check["ok"], check["problems"]
