@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import String, and_, any_, bindparam, func, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import contains_eager
 from sqlalchemy.types import NullType
 
 from app.kit.locks import xact_lock, xact_locks
@@ -26,9 +27,11 @@ from app.models import (
     DonationLot,
     Fund,
     JournalEntry,
+    JournalSeal,
     LedgerAccount,
     LedgerDigest,
     Posting,
+    UnsealedEntry,
 )
 
 if TYPE_CHECKING:
@@ -47,9 +50,14 @@ if TYPE_CHECKING:
 KIND_REFUND = "donation_refund"
 KIND_REFUND_RELEASE = "donation_refund_release"
 
-# The sealer's read: the oldest committed entries not sealed yet, each with its postings in line order (as two
-# arrays), in one round trip. ``seq IS NULL`` is written into the text, so the partial index of unsealed
-# entries serves it.
+# The sealer's read: the oldest entries of its queue (committed, not sealed yet), each with its postings in line
+# order (as two arrays), in one round trip; the queue's key is the order it takes them in.
+_QUEUE = (
+    select(UnsealedEntry.created_at, UnsealedEntry.entry_id)
+    .order_by(UnsealedEntry.created_at, UnsealedEntry.entry_id)
+    .limit(bindparam("limit"))
+    .subquery("q")
+)
 _UNSEALED_ENTRIES = (
     select(
         JournalEntry.id,
@@ -60,9 +68,7 @@ _UNSEALED_ENTRIES = (
         JournalEntry.day,
         JournalEntry.created_at,
     )
-    .where(JournalEntry.seq.is_(None))
-    .order_by(JournalEntry.created_at, JournalEntry.id)
-    .limit(bindparam("limit"))
+    .join(_QUEUE, _QUEUE.c.entry_id == JournalEntry.id)
     .subquery("e")
 )
 # (typed as NullType: the driver's lists as they come; SQLAlchemy's ARRAY would copy each list again)
@@ -83,12 +89,19 @@ _UNSEALED = (
     .select_from(_UNSEALED_ENTRIES.join(_UNSEALED_POSTINGS, true()))
     .order_by(_UNSEALED_ENTRIES.c.created_at, _UNSEALED_ENTRIES.c.id)
 )
+# A batch of seals written and taken off the queue, in one statement.
 _SEAL_ROWS = text(
     """
-    UPDATE journal_entries AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:seqs AS bigint[]), CAST(:prevs AS text[]),
-                CAST(:hashes AS text[])) AS v(id, seq, prev_hash, hash)
-    WHERE e.id = v.id AND e.seq IS NULL
+    WITH v AS (
+        SELECT * FROM unnest(CAST(:seqs AS bigint[]), CAST(:ids AS uuid[]), CAST(:created AS timestamptz[]),
+                             CAST(:prevs AS text[]), CAST(:hashes AS text[]))
+                      AS v(seq, entry_id, created_at, prev_hash, hash)
+    ),
+    sealed AS (
+        INSERT INTO journal_seals (seq, entry_id, prev_hash, hash)
+        SELECT seq, entry_id, prev_hash, hash FROM v ORDER BY seq
+    )
+    DELETE FROM journal_unsealed AS q USING v WHERE q.created_at = v.created_at AND q.entry_id = v.entry_id
     """
 )
 
@@ -226,21 +239,25 @@ class LedgerRepository:
         return list((await execute_core(self.session, _UNSEALED, {"limit": limit})).all())
 
     async def has_unsealed(self, entry_ids: Sequence[uuid.UUID] | None = None) -> bool:
-        stmt = select(JournalEntry.id).where(JournalEntry.seq.is_(None))
-        if entry_ids is not None:
-            stmt = stmt.where(JournalEntry.id.in_(entry_ids))
-        return (await self.session.execute(stmt.limit(1))).first() is not None
+        """Whether any entry (of these) is not sealed yet."""
+        if entry_ids is None:
+            return (await self.session.execute(select(UnsealedEntry.entry_id).limit(1))).first() is not None
+        ids = set(entry_ids)
+        stmt = select(func.count()).where(JournalSeal.entry_id.in_(ids))
+        return (await self.session.execute(stmt)).scalar_one() < len(ids)
 
-    async def seal_rows(self, rows: Sequence[tuple[uuid.UUID, int, str, str]]) -> None:
-        """One UPDATE for a batch: ``(entry id, seq, prev_hash, hash)``; the trigger lets only this through."""
+    async def seal_rows(self, rows: Sequence[tuple[uuid.UUID, datetime, int, str, str]]) -> None:
+        """One statement for a batch, ``(entry id, its created_at, seq, prev_hash, hash)``: the seals written,
+        the entries taken off the queue."""
         await execute_core(
             self.session,
             _SEAL_ROWS,
             {
                 "ids": [r[0] for r in rows],
-                "seqs": [r[1] for r in rows],
-                "prevs": [r[2] for r in rows],
-                "hashes": [r[3] for r in rows],
+                "created": [r[1] for r in rows],
+                "seqs": [r[2] for r in rows],
+                "prevs": [r[3] for r in rows],
+                "hashes": [r[4] for r in rows],
             },
         )
 
@@ -248,8 +265,8 @@ class LedgerRepository:
         """Σ postings of entries not sealed yet, per account (what a deferred balance has still to add)."""
         stmt = (
             select(Posting.account_code, func.sum(Posting.amount_fen))
-            .join(JournalEntry, JournalEntry.id == Posting.entry_id)
-            .where(JournalEntry.seq.is_(None), Posting.account_code.in_(codes))
+            .join(UnsealedEntry, UnsealedEntry.entry_id == Posting.entry_id)
+            .where(Posting.account_code.in_(codes))
             .group_by(Posting.account_code)
         )
         return {code: int(total) for code, total in (await self.session.execute(stmt)).all()}
@@ -257,13 +274,20 @@ class LedgerRepository:
     async def chain_head(self) -> tuple[int, str] | None:
         row = (
             await self.session.execute(
-                select(JournalEntry.seq, JournalEntry.hash)
-                .where(JournalEntry.seq.is_not(None))
-                .order_by(JournalEntry.seq.desc())
-                .limit(1)
+                select(JournalSeal.seq, JournalSeal.hash).order_by(JournalSeal.seq.desc()).limit(1)
             )
         ).first()
         return (row[0], row[1]) if row else None
+
+    async def entries_without_seal(self, limit: int) -> list[JournalEntry]:
+        """Entries that have no seal (after the sealer has run: ones taken off its queue by hand)."""
+        stmt = (
+            select(JournalEntry)
+            .where(~select(JournalSeal.entry_id).where(JournalSeal.entry_id == JournalEntry.id).exists())
+            .order_by(JournalEntry.created_at, JournalEntry.id)
+            .limit(limit)
+        )
+        return list((await self.session.execute(stmt)).scalars())
 
     async def entry_by_key(self, business_key: str) -> JournalEntry | None:
         return (
@@ -274,9 +298,16 @@ class LedgerRepository:
         return await self.session.get(JournalEntry, entry_id)
 
     async def entries_by_ids(self, entry_ids: Sequence[uuid.UUID]) -> list[JournalEntry]:
+        """These entries with their seals, in chain order (unsealed ones last)."""
         if not entry_ids:  # the usual case for a batch of new payments: no round trip for nothing
             return []
-        stmt = select(JournalEntry).where(JournalEntry.id.in_(entry_ids)).order_by(JournalEntry.seq)
+        stmt = (
+            select(JournalEntry)
+            .outerjoin(JournalEntry.seal)
+            .options(contains_eager(JournalEntry.seal))
+            .where(JournalEntry.id.in_(entry_ids))
+            .order_by(JournalSeal.seq.nulls_last(), JournalEntry.created_at, JournalEntry.id)
+        )
         return list((await self.session.execute(stmt.execution_options(populate_existing=True))).scalars())
 
     async def entries_by_keys(self, business_keys: Sequence[str]) -> dict[str, JournalEntry]:
@@ -350,14 +381,22 @@ class LedgerRepository:
         return out
 
     async def entries_after(self, seq: int, limit: int) -> list[JournalEntry]:
-        stmt = select(JournalEntry).where(JournalEntry.seq > seq).order_by(JournalEntry.seq).limit(limit)
+        stmt = (
+            select(JournalEntry)
+            .join(JournalEntry.seal)
+            .options(contains_eager(JournalEntry.seal))
+            .where(JournalSeal.seq > seq)
+            .order_by(JournalSeal.seq)
+            .limit(limit)
+        )
         return list((await self.session.execute(stmt.execution_options(populate_existing=True))).scalars())
 
     async def day_hashes(self, day: date) -> list[tuple[uuid.UUID, int, str]]:
         stmt = (
-            select(JournalEntry.id, JournalEntry.seq, JournalEntry.hash)
-            .where(JournalEntry.day == day, JournalEntry.seq.is_not(None))
-            .order_by(JournalEntry.seq)
+            select(JournalEntry.id, JournalSeal.seq, JournalSeal.hash)
+            .join(JournalSeal, JournalSeal.entry_id == JournalEntry.id)
+            .where(JournalEntry.day == day)
+            .order_by(JournalSeal.seq)
         )
         return [(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()]
 
@@ -376,8 +415,9 @@ class LedgerRepository:
         stmt = (
             select(JournalEntry.id)
             .where(JournalEntry.kind.in_((KIND_REFUND, KIND_REFUND_RELEASE)))
+            .outerjoin(JournalSeal, JournalSeal.entry_id == JournalEntry.id)
             .where(JournalEntry.refs["donation_id"].astext == str(donation_id))
-            .order_by(JournalEntry.seq)
+            .order_by(JournalSeal.seq.nulls_last(), JournalEntry.created_at, JournalEntry.id)
         )
         return list((await self.session.execute(stmt)).scalars())
 
@@ -882,9 +922,7 @@ class LedgerRepository:
     async def account_posting_sums(self, *, sealed_only: bool = False) -> dict[str, int]:
         stmt = select(Posting.account_code, func.sum(Posting.amount_fen)).group_by(Posting.account_code)
         if sealed_only:
-            stmt = stmt.join(JournalEntry, JournalEntry.id == Posting.entry_id).where(
-                JournalEntry.seq.is_not(None)
-            )
+            stmt = stmt.join(JournalSeal, JournalSeal.entry_id == Posting.entry_id)
         return {r[0]: int(r[1]) for r in (await self.session.execute(stmt)).all()}
 
     async def all_accounts(self) -> list[LedgerAccount]:

@@ -9,9 +9,10 @@ payable:canteen −X``; a refund is ``pool +X / clearing −X``. What a pool can
 ``ledger_service.post`` is the only writer of entries. It writes an entry *unsealed*, in the business
 transaction, without any ledger-wide lock. The sealer (``seal``: after each committing transaction that posted,
 on demand before a proof, a digest or ``ledger-check``, and every minute as a job) takes the chain lock in a
-short transaction of its own and chains the committed entries in batches: consecutive ``seq`` numbers and
-``hash = SHA-256(prev_hash || canonical entry)`` (see ``app/ledger/chain.py``). A business key names each entry:
-the same key with the same content returns the existing entry, with different content it is
+short transaction of its own and chains the committed entries in batches, taking them off its queue
+(``journal_unsealed``): a seal row each, with consecutive ``seq`` numbers and ``hash = SHA-256(prev_hash ||
+canonical entry)`` (see ``app/ledger/chain.py``); the entry itself is never updated. A business key names each
+entry: the same key with the same content returns the existing entry, with different content it is
 ``LedgerKeyReused``.
 
 Balances: pools and funds (``no_overdraft``) are kept by the posting transaction under their row lock, because
@@ -246,14 +247,12 @@ class NewEntry:
         """The same entry as a JournalEntry (unsealed), for callers that want one in their session."""
         return JournalEntry(
             id=self.id,
-            seq=None,
             business_key=self.business_key,
             kind=self.kind,
             memo=self.memo,
             refs=self.refs,
             content_hash=self.content_hash,
-            prev_hash=None,
-            hash=None,
+            seal=None,
             day=self.day,
             created_at=self.created_at,
         )
@@ -531,8 +530,8 @@ class LedgerService:
     async def seal(self, session: AsyncSession, *, wait: bool, batch: int = 500) -> int | None: ...
 
     async def seal(self, session: AsyncSession, *, wait: bool = True, batch: int = 500) -> int | None:
-        """Chain every committed entry that is not sealed yet (consecutive ``seq``, ``prev_hash``, ``hash``)
-        and add their postings to the balances that are not kept in the posting transaction. Holds the chain
+        """Chain every committed entry that is not sealed yet (a seal row each: consecutive ``seq``,
+        ``prev_hash``, ``hash``) and add their postings to the balances that are not kept in the posting transaction. Holds the chain
         lock (transaction-scoped) until the caller commits. Returns how many it sealed; with ``wait=False``,
         None at once when another transaction holds the chain lock."""
         repo = LedgerRepository(session)
@@ -545,13 +544,13 @@ class LedgerService:
             entries = await repo.unsealed(batch)
             if not entries:
                 break
-            rows: list[tuple[uuid.UUID, int, str, str]] = []
+            rows: list[tuple[uuid.UUID, datetime, int, str, str]] = []
             deferred: dict[str, int] = defaultdict(int)
             for entry in entries:
                 seq += 1
                 lines = list(zip(entry.accounts or (), entry.amounts or (), strict=True))
                 entry_hash = chain.entry_hash(prev_hash, entry_document(entry, lines, seq=seq))
-                rows.append((entry.id, seq, prev_hash, entry_hash))
+                rows.append((entry.id, entry.created_at, seq, prev_hash, entry_hash))
                 prev_hash = entry_hash
                 for account, amount in lines:
                     if not account_spec(account).no_overdraft:
@@ -1399,6 +1398,10 @@ class LedgerService:
                     problem("day", "分录日期与记账时间不符", entry)
                 day_leaves[entry.day].append(entry_hash)
                 prev_seq, prev_hash = seq, entry_hash
+        # an entry the sealer has not chained after all it was given (taken off its queue by hand, or its seal
+        # deleted) is outside the chain, and so outside every check above
+        for entry in await repo.entries_without_seal(max_problems):
+            problem("chain", "分录没有封存进哈希链", entry)
 
         # 2. published daily roots
         digests = await repo.all_digests()

@@ -24,7 +24,7 @@ from app.models.feed_event import FeedEvent
 from app.models.fund import Fund, FundPurpose
 from app.models.idempotency_key import IdempotencyKey
 from app.models.job_outbox import JobOutbox
-from app.models.journal_entry import JournalEntry
+from app.models.journal_entry import JournalEntry, JournalSeal, UnsealedEntry
 from app.models.ledger_account import LedgerAccount
 from app.models.ledger_digest import LedgerDigest
 from app.models.meal_notification import MealNotification
@@ -88,6 +88,7 @@ __all__ = [
     "IdempotencyKey",
     "JobOutbox",
     "JournalEntry",
+    "JournalSeal",
     "LedgerAccount",
     "LedgerDigest",
     "MealNotification",
@@ -117,6 +118,7 @@ __all__ = [
     "SubscribeQuota",
     "SubsidyPolicy",
     "SubsidyTier",
+    "UnsealedEntry",
     "User",
     "VerificationStatus",
 ]

@@ -4,43 +4,74 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, Index, String, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, String, Text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base
 
 
 class JournalEntry(Base):
-    """One balanced ledger entry. Append-only: a database trigger refuses DELETE, and refuses every UPDATE but
-    one, the sealing, which sets ``seq``, ``prev_hash`` and ``hash`` once on an entry that has none and changes
-    nothing else.
+    """One balanced ledger entry. Never changed once written: a database trigger refuses every UPDATE and
+    DELETE.
 
-    An entry is written unsealed inside its business transaction; the sealer (``ledger_service.seal``) chains
-    committed entries in batches afterwards. ``seq`` orders the hash chain: ``hash = SHA-256(prev_hash ||
-    canonical JSON of the entry and its postings)``; ``day`` is the Asia/Shanghai date whose Merkle digest covers
-    the entry."""
+    An entry is written inside its business transaction; the sealer (``ledger_service.seal``) chains committed
+    entries in batches afterwards, each with a row of ``journal_seals``: its ``seq`` in the hash chain,
+    ``prev_hash`` and ``hash = SHA-256(prev_hash || canonical JSON of the entry and its postings)``. Until then
+    the entry waits in ``journal_unsealed``, where a trigger puts every new entry. ``day`` is the Asia/Shanghai
+    date whose Merkle digest covers the entry."""
 
     __tablename__ = "journal_entries"
-    __table_args__ = (
-        CheckConstraint("seq > 0", name="seq_positive"),
-        CheckConstraint("hash ~ '^[0-9a-f]{64}$' AND prev_hash ~ '^[0-9a-f]{64}$'", name="hashes_hex"),
-        CheckConstraint(
-            "(seq IS NULL AND prev_hash IS NULL AND hash IS NULL)"
-            " OR (seq IS NOT NULL AND prev_hash IS NOT NULL AND hash IS NOT NULL)",
-            name="sealed_together",
-        ),
-        Index("ix_journal_entries_unsealed", "created_at", "id", postgresql_where=text("seq IS NULL")),
-    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True, nullable=True)
     business_key: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
     kind: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
     memo: Mapped[str] = mapped_column(Text, nullable=False, default="")
     refs: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
     content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     day: Mapped[date] = mapped_column(Date, nullable=False, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    # read with the entry; written only by the sealer, as its own row
+    seal: Mapped[JournalSeal | None] = relationship(lazy="joined", viewonly=True)
+
+    @property
+    def seq(self) -> int | None:
+        return self.seal.seq if self.seal is not None else None
+
+    @property
+    def prev_hash(self) -> str | None:
+        return self.seal.prev_hash if self.seal is not None else None
+
+    @property
+    def hash(self) -> str | None:
+        return self.seal.hash if self.seal is not None else None
+
+
+class JournalSeal(Base):
+    """An entry's place in the hash chain, written once by the sealer (consecutive ``seq``). Append-only, like
+    the entries: a narrow row of its own, so that sealing writes no new version of the entry and its indexes."""
+
+    __tablename__ = "journal_seals"
+    __table_args__ = (
+        CheckConstraint("seq > 0", name="seq_positive"),
+        CheckConstraint("hash ~ '^[0-9a-f]{64}$' AND prev_hash ~ '^[0-9a-f]{64}$'", name="hashes_hex"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("journal_entries.id"), unique=True, nullable=False
+    )
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+
+
+class UnsealedEntry(Base):
+    """The sealer's queue: an entry committed but not chained yet, in the order the sealer takes them. A
+    trigger on ``journal_entries`` adds every new entry here, whoever writes it; the sealer deletes the rows it
+    chains. No foreign key: the rows come from the inserted entries themselves, in the same statement."""
+
+    __tablename__ = "journal_unsealed"
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    entry_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)

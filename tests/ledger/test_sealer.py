@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from app.db import Database, get_database, unit_of_work
 from app.exceptions import Conflict
 from app.ledger.service import Posting, ledger_service, sealer
-from app.models import JournalEntry, LedgerAccount
+from app.models import JournalEntry, JournalSeal, LedgerAccount
 from tests.fixtures.factories import unique
 
 
@@ -78,7 +78,7 @@ async def test_concurrent_posts_make_one_unbroken_chain(committed: Database) -> 
         assert report["ok"], report["problems"]
         assert report["entries_checked"] == 40
         assert report["chain_head"]["seq"] == 40
-        seqs = (await s.execute(select(JournalEntry.seq).order_by(JournalEntry.seq))).scalars().all()
+        seqs = (await s.execute(select(JournalSeal.seq).order_by(JournalSeal.seq))).scalars().all()
         assert seqs == list(range(1, 41))
         clearing = await s.get(LedgerAccount, "wechatpay_clearing")
         assert clearing is not None and clearing.balance_fen == sum(10 + i for i in range(40))

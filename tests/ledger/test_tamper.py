@@ -12,7 +12,7 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +21,7 @@ from app.kit.time import business_date
 from app.ledger import chain
 from app.ledger import service as ledger_module
 from app.ledger.service import Posting, canteen_pool, ledger_service
-from app.models import JournalEntry
+from app.models import JournalEntry, UnsealedEntry
 from app.models.role_grant import Role
 from tests.fixtures.client import login
 from tests.fixtures.factories import create_canteen, grant, unique
@@ -63,9 +63,10 @@ async def test_database_refuses_update_and_delete(session: AsyncSession, stateme
 @pytest.mark.parametrize(
     "statement",
     [
-        # sealing again, or sealing while changing the content, is still an edit
-        "UPDATE journal_entries SET seq = seq + 1000000 WHERE id = :id",
-        "UPDATE journal_entries SET seq = NULL, prev_hash = NULL, hash = NULL WHERE id = :id",
+        # sealing again, moving an entry in the chain, or unsealing it, is an edit like any other
+        "UPDATE journal_seals SET seq = seq + 1000000 WHERE entry_id = :id",
+        "UPDATE journal_seals SET hash = repeat('1', 64) WHERE entry_id = :id",
+        "DELETE FROM journal_seals WHERE entry_id = :id",
     ],
 )
 async def test_sealed_entry_cannot_be_resealed(session: AsyncSession, statement: str) -> None:
@@ -75,7 +76,7 @@ async def test_sealed_entry_cannot_be_resealed(session: AsyncSession, statement:
             await session.execute(text(statement), {"id": entry.id})
 
 
-async def test_sealing_cannot_change_an_unsealed_entry(session: AsyncSession) -> None:
+async def test_an_unsealed_entry_cannot_be_changed_either(session: AsyncSession) -> None:
     entry = await ledger_service.post(
         session,
         business_key=unique("k"),
@@ -83,17 +84,20 @@ async def test_sealing_cannot_change_an_unsealed_entry(session: AsyncSession) ->
         postings=[Posting("expense:wechat_fee", 5), Posting("wechatpay_clearing", -5)],
     )
     assert entry.seq is None
+    assert (
+        await session.scalar(
+            select(func.count()).select_from(UnsealedEntry).where(UnsealedEntry.entry_id == entry.id)
+        )
+        == 1
+    )  # queued for the sealer by the database itself
     with pytest.raises(DBAPIError, match="append-only"):
         async with session.begin_nested():
             await session.execute(
-                text(
-                    "UPDATE journal_entries SET seq = 99999999, prev_hash = repeat('0', 64), "
-                    "hash = repeat('1', 64), memo = 'x' WHERE id = :id"
-                ),
-                {"id": entry.id},
+                text("UPDATE journal_entries SET memo = 'x' WHERE id = :id"), {"id": entry.id}
             )
     assert await ledger_service.seal(session) >= 1
     assert (await ledger_service.check(session))["ok"]
+    assert await session.scalar(select(func.count()).select_from(UnsealedEntry)) == 0
 
 
 async def _force(session: AsyncSession, statement: str, params: dict[str, Any]) -> None:
@@ -138,7 +142,7 @@ async def test_balanced_edit_and_relinked_chain_are_caught(session: AsyncSession
     lines = [("expense:wechat_fee", 600), ("wechatpay_clearing", -600)]
     new_hash = chain.entry_hash(victim.prev_hash, ledger_module.entry_document(victim, lines))
     await _force(
-        session, "UPDATE journal_entries SET hash = :h WHERE id = :id", {"h": new_hash, "id": victim.id}
+        session, "UPDATE journal_seals SET hash = :h WHERE entry_id = :id", {"h": new_hash, "id": victim.id}
     )
     report = await ledger_service.check(session)
     assert any(p.get("entry_id") == str(after.id) and p["check"] == "chain" for p in report["problems"])
@@ -151,6 +155,31 @@ async def test_deleted_entry_breaks_the_chain(session: AsyncSession) -> None:
     await _force(session, "DELETE FROM journal_entries WHERE id = :id", {"id": victim.id})
     report = await ledger_service.check(session)
     assert any(p.get("entry_id") == str(after.id) and p["check"] == "chain" for p in report["problems"])
+
+
+async def test_entry_taken_off_the_sealers_queue_is_caught(session: AsyncSession) -> None:
+    await _entry(session)
+    victim = await ledger_service.post(
+        session,
+        business_key=unique("k"),
+        kind="test",
+        postings=[Posting("expense:wechat_fee", 9), Posting("wechatpay_clearing", -9)],
+    )
+    # the queue is not part of the record (no trigger guards it): what it loses, the check finds
+    await session.execute(text("DELETE FROM journal_unsealed WHERE entry_id = :id"), {"id": victim.id})
+    report = await ledger_service.check(session)
+    assert not report["ok"]
+    assert [p["check"] for p in report["problems"] if p.get("entry_id") == str(victim.id)] == ["chain"]
+
+
+async def test_deleted_seal_is_caught(session: AsyncSession) -> None:
+    victim = await _entry(session)
+    after = await _entry(session)
+    await _force(session, "DELETE FROM journal_seals WHERE entry_id = :id", {"id": victim.id})
+    report = await ledger_service.check(session)
+    blamed = {(p.get("entry_id"), p["check"]) for p in report["problems"]}
+    # the next entry's seq no longer follows, and the victim is outside the chain
+    assert (str(after.id), "chain") in blamed and (str(victim.id), "chain") in blamed
 
 
 async def test_edited_lot_or_hold_is_caught(session: AsyncSession) -> None:
