@@ -51,14 +51,17 @@ KIND_REFUND = "donation_refund"
 KIND_REFUND_RELEASE = "donation_refund_release"
 
 # The sealer's read: the oldest entries of its queue (committed, not sealed yet), each with its postings in line
-# order (as two arrays), in one round trip; the queue's key is the order it takes them in.
+# order (as two arrays), in one round trip; the queue's key is the order it takes them in. Each entry is read
+# by its key in a grouped LATERAL, which PostgreSQL cannot fold into a join: a generic plan, which does not know
+# the limit, would otherwise read the whole journal to join it with the queue.
 _QUEUE = (
     select(UnsealedEntry.created_at, UnsealedEntry.entry_id)
     .order_by(UnsealedEntry.created_at, UnsealedEntry.entry_id)
     .limit(bindparam("limit"))
     .subquery("q")
 )
-_UNSEALED_ENTRIES = (
+# (arrays typed as NullType: the driver's lists as they come; SQLAlchemy's ARRAY would copy each list again)
+_UNSEALED_ENTRY = (
     select(
         JournalEntry.id,
         JournalEntry.business_key,
@@ -67,27 +70,23 @@ _UNSEALED_ENTRIES = (
         JournalEntry.refs,
         JournalEntry.day,
         JournalEntry.created_at,
+        func.array_agg(aggregate_order_by(Posting.account_code, Posting.line_no), type_=NullType())
+        .filter(Posting.entry_id.is_not(None))
+        .label("accounts"),
+        func.array_agg(aggregate_order_by(Posting.amount_fen, Posting.line_no), type_=NullType())
+        .filter(Posting.entry_id.is_not(None))
+        .label("amounts"),
     )
-    .join(_QUEUE, _QUEUE.c.entry_id == JournalEntry.id)
-    .subquery("e")
-)
-# (typed as NullType: the driver's lists as they come; SQLAlchemy's ARRAY would copy each list again)
-_UNSEALED_POSTINGS = (
-    select(
-        func.array_agg(aggregate_order_by(Posting.account_code, Posting.line_no), type_=NullType()).label(
-            "accounts"
-        ),
-        func.array_agg(aggregate_order_by(Posting.amount_fen, Posting.line_no), type_=NullType()).label(
-            "amounts"
-        ),
-    )
-    .where(Posting.entry_id == _UNSEALED_ENTRIES.c.id)
-    .lateral("p")
+    .select_from(JournalEntry)
+    .outerjoin(Posting, Posting.entry_id == JournalEntry.id)
+    .where(JournalEntry.id == _QUEUE.c.entry_id)
+    .group_by(JournalEntry.id)
+    .lateral("e")
 )
 _UNSEALED = (
-    select(_UNSEALED_ENTRIES, _UNSEALED_POSTINGS.c.accounts, _UNSEALED_POSTINGS.c.amounts)
-    .select_from(_UNSEALED_ENTRIES.join(_UNSEALED_POSTINGS, true()))
-    .order_by(_UNSEALED_ENTRIES.c.created_at, _UNSEALED_ENTRIES.c.id)
+    select(_UNSEALED_ENTRY)
+    .select_from(_QUEUE.join(_UNSEALED_ENTRY, true()))
+    .order_by(_QUEUE.c.created_at, _QUEUE.c.entry_id)
 )
 # A batch of seals written and taken off the queue, in one statement.
 _SEAL_ROWS = text(
