@@ -48,6 +48,15 @@ class JournalEntry(Base):
         return self.seal.hash if self.seal is not None else None
 
 
+# 64 lowercase hex digits each. Written without a regular expression, which cost a seal 11 µs of PostgreSQL's
+# time (more than the rest of the row): ``decode`` refuses a character that is not a hex digit, and 64 characters
+# that decode to 32 bytes can hold no whitespace, which it would skip.
+HASHES_HEX = (
+    "length(hash) = 64 AND octet_length(decode(hash, 'hex')) = 32 AND hash = lower(hash)"
+    " AND length(prev_hash) = 64 AND octet_length(decode(prev_hash, 'hex')) = 32 AND prev_hash = lower(prev_hash)"
+)
+
+
 class JournalSeal(Base):
     """An entry's place in the hash chain, written once by the sealer (consecutive ``seq``). Append-only, like
     the entries: a narrow row of its own, so that sealing writes no new version of the entry and its indexes."""
@@ -55,7 +64,7 @@ class JournalSeal(Base):
     __tablename__ = "journal_seals"
     __table_args__ = (
         CheckConstraint("seq > 0", name="seq_positive"),
-        CheckConstraint("hash ~ '^[0-9a-f]{64}$' AND prev_hash ~ '^[0-9a-f]{64}$'", name="hashes_hex"),
+        CheckConstraint(HASHES_HEX, name="hashes_hex"),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -21,7 +21,13 @@ down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# what 0004 checked on journal_entries
 _HEX = "hash ~ '^[0-9a-f]{64}$' AND prev_hash ~ '^[0-9a-f]{64}$'"
+# the same, for journal_seals, without a regular expression (see app/models/journal_entry.py)
+_SEAL_HEX = (
+    "length(hash) = 64 AND octet_length(decode(hash, 'hex')) = 32 AND hash = lower(hash)"
+    " AND length(prev_hash) = 64 AND octet_length(decode(prev_hash, 'hex')) = 32 AND prev_hash = lower(prev_hash)"
+)
 
 
 def upgrade() -> None:
@@ -31,7 +37,7 @@ def upgrade() -> None:
         sa.Column("entry_id", sa.UUID(), nullable=False),
         sa.Column("prev_hash", sa.String(length=64), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
-        sa.CheckConstraint(_HEX, name=op.f("ck_journal_seals_hashes_hex")),
+        sa.CheckConstraint(_SEAL_HEX, name=op.f("ck_journal_seals_hashes_hex")),
         sa.CheckConstraint("seq > 0", name=op.f("ck_journal_seals_seq_positive")),
         sa.ForeignKeyConstraint(
             ["entry_id"], ["journal_entries.id"], name=op.f("fk_journal_seals_entry_id_journal_entries")

@@ -376,3 +376,37 @@ def test_entry_hash_is_the_documented_recipe(memo: str, refs: dict[str, Any], po
             ).encode("utf-8")
         ).hexdigest()
     )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "A" * 64,  # hex, but not lowercase
+        "g" * 64,  # not hex
+        "a" * 62 + " a",  # hex digits and a space: 64 characters, not 32 bytes
+        "a" * 63,  # too short
+        "a" * 66,
+    ],
+)
+async def test_a_seal_holds_only_lowercase_sha256_hex(session: AsyncSession, bad: str) -> None:
+    entry = await ledger_service.post(
+        session,
+        business_key=unique("k"),
+        kind="test",
+        postings=[Posting("expense:wechat_fee", 3), Posting("wechatpay_clearing", -3)],
+    )
+    good = "0" * 64
+    for hash_, prev in ((bad, good), (good, bad)):
+        with pytest.raises(DBAPIError):
+            async with session.begin_nested():
+                await session.execute(
+                    text(
+                        "INSERT INTO journal_seals (seq, entry_id, prev_hash, hash) VALUES (1, :id, :p, :h)"
+                    ),
+                    {"id": entry.id, "p": prev, "h": hash_},
+                )
+    async with session.begin_nested():  # and a well-formed one goes in
+        await session.execute(
+            text("INSERT INTO journal_seals (seq, entry_id, prev_hash, hash) VALUES (1, :id, :p, :h)"),
+            {"id": entry.id, "p": good, "h": "0123456789abcdef" * 4},
+        )
