@@ -241,9 +241,13 @@ class LedgerRepository:
         """Whether any entry (of these) is not sealed yet."""
         if entry_ids is None:
             return (await self.session.execute(select(UnsealedEntry.entry_id).limit(1))).first() is not None
-        ids = set(entry_ids)
-        stmt = select(func.count()).where(JournalSeal.entry_id.in_(ids))
-        return (await self.session.execute(stmt)).scalar_one() < len(ids)
+        stmt = (
+            select(JournalEntry.id)
+            .outerjoin(JournalSeal, JournalSeal.entry_id == JournalEntry.id)
+            .where(JournalEntry.id.in_(entry_ids), JournalSeal.entry_id.is_(None))
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).first() is not None
 
     async def seal_rows(self, rows: Sequence[tuple[uuid.UUID, datetime, int, str, str]]) -> None:
         """One statement for a batch, ``(entry id, its created_at, seq, prev_hash, hash)``: the seals written,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from sqlalchemy import func, select, text
@@ -148,3 +149,22 @@ async def test_the_sealers_read_looks_entries_up_by_key_in_a_generic_plan(sessio
     assert len(rows) == 5 and all(r.business_key.startswith("plan:") for r in rows)
     assert [r.id for r in rows] == sorted(r.id for r in rows)
     assert all(r.accounts is None and r.amounts is None for r in rows)
+
+
+async def test_has_unsealed_answers_for_the_entries_asked_about(session: AsyncSession) -> None:
+    repo = LedgerRepository(session)
+    await ledger_service.seal(session)
+    assert not await repo.has_unsealed()
+    entry = await ledger_service.post(
+        session,
+        business_key=unique("k"),
+        kind="test",
+        postings=[Posting("wechatpay_clearing", 7), Posting("external:donors", -7)],
+    )
+    unknown = uuid.uuid4()
+    assert await repo.has_unsealed()
+    assert await repo.has_unsealed([entry.id, unknown])
+    assert not await repo.has_unsealed([unknown])  # an entry that does not exist is not waiting to be sealed
+    assert await ledger_service.seal(session) == 1
+    assert not await repo.has_unsealed()
+    assert not await repo.has_unsealed([entry.id])
