@@ -19,6 +19,7 @@ from app.kit.body_limit import BodySizeLimitMiddleware
 from app.kit.openapi_errors import document_errors
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.payments.front import NotifyFront
 
 log = structlog.get_logger("app.main")
 DRAIN_SECONDS = 5.0
@@ -95,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     document_errors(app)
-    app.add_middleware(FeedFront)  # innermost: inside the request id, access log and metrics
+    # innermost: inside the request id, access log, metrics and body limit
+    app.add_middleware(NotifyFront)
+    app.add_middleware(FeedFront)
     app.add_middleware(
         BodySizeLimitMiddleware,
         default_limit=settings.MAX_BODY_BYTES,
