@@ -14,6 +14,7 @@ which answers it as it always has. The route itself stays, for the API's schema 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from starlette.requests import Request
@@ -21,6 +22,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.db import get_session_factory
 from app.wechat.pay import wechatpay_dependency
+
+
+async def _resolve(overrides: dict[Any, Any], dependency: Any) -> Any:
+    """What FastAPI would give for ``dependency``: its override's value if the app has one, else its own. A
+    generator dependency (one that yields) is FastAPI's to run: ``LookupError`` sends the request to the route."""
+    provider = overrides.get(dependency, dependency)
+    if inspect.isgeneratorfunction(provider) or inspect.isasyncgenfunction(provider):
+        raise LookupError(provider)
+    value = provider()
+    return await value if inspect.isawaitable(value) else value
 
 
 def _route_of(app: Any, endpoint: Any) -> Any:
@@ -58,8 +69,8 @@ class NotifyFront:
             return
         overrides = fastapi_app.dependency_overrides
         try:
-            gateway = await overrides.get(wechatpay_dependency, wechatpay_dependency)()
-            open_session = await overrides.get(get_session_factory, get_session_factory)()
+            gateway = await _resolve(overrides, wechatpay_dependency)
+            open_session = await _resolve(overrides, get_session_factory)
         except Exception:
             await self.app(scope, receive, send)  # the route answers it, as it always has
             return

@@ -128,3 +128,31 @@ async def test_a_database_that_is_away_is_a_503_from_the_apps_handler(
     assert res.status_code == 503 and res.json()["error"] == "ServiceUnavailable"
     assert res.headers["retry-after"] == "5"
     assert routed == []
+
+
+async def test_a_plain_function_override_applies_and_a_yielding_one_goes_to_the_route(
+    app: FastAPI, committed_client: httpx.AsyncClient, committed: Database, routed: list[str]
+) -> None:
+    from app.db import unit_of_work
+
+    donations = await _pending(committed_client, 2)
+
+    def plain() -> Any:  # FastAPI takes a plain function as an override too
+        return unit_of_work
+
+    async def yielding() -> Any:
+        yield unit_of_work
+
+    outcomes = []
+    for override, donation in ((plain, donations[0]), (yielding, donations[1])):
+        app.dependency_overrides[get_session_factory] = override
+        try:
+            headers, body = payment_notification(donation["out_trade_no"], 1000)
+            outcomes.append((await committed_client.post(NOTIFY, content=body, headers=headers)).status_code)
+        finally:
+            app.dependency_overrides.pop(get_session_factory, None)
+    assert outcomes == [204, 204]
+    assert routed == ["POST"]  # only the yielding one was FastAPI's to run
+    async with unit_of_work() as s:
+        facts = await _facts(s, [d["id"] for d in donations])
+    assert set(facts["status"].values()) == {"paid"}
