@@ -531,9 +531,9 @@ class LedgerService:
 
     async def seal(self, session: AsyncSession, *, wait: bool = True, batch: int = 500) -> int | None:
         """Chain every committed entry that is not sealed yet (a seal row each: consecutive ``seq``,
-        ``prev_hash``, ``hash``) and add their postings to the balances that are not kept in the posting transaction. Holds the chain
-        lock (transaction-scoped) until the caller commits. Returns how many it sealed; with ``wait=False``,
-        None at once when another transaction holds the chain lock."""
+        ``prev_hash``, ``hash``) and add their postings to the balances that are not kept in the posting
+        transaction. Holds the chain lock (transaction-scoped) until the caller commits. Returns how many it
+        sealed; with ``wait=False``, None at once when another transaction holds the chain lock."""
         repo = LedgerRepository(session)
         if not await repo.lock_chain(wait=wait):
             return None
