@@ -35,7 +35,8 @@ async def _resolve(overrides: dict[Any, Any], dependency: Any) -> Any:
 
 
 def _route_of(app: Any, endpoint: Any) -> Any:
-    return next(r for r in app.router.routes if getattr(r, "endpoint", None) is endpoint)
+    """The app's route for ``endpoint``, or None (an app without it: the front then lets everything through)."""
+    return next((r for r in app.router.routes if getattr(r, "endpoint", None) is endpoint), None)
 
 
 def _handler_for(app: Any, exc: Exception) -> Any:
@@ -54,6 +55,7 @@ class NotifyFront:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._route: Any = None
+        self._looked_up = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -62,9 +64,9 @@ class NotifyFront:
         from app.payments.endpoints import wechat_notify
 
         fastapi_app = scope["app"]
-        if self._route is None:
-            self._route = _route_of(fastapi_app, wechat_notify)
-        if scope["path"] != self._route.path:
+        if not self._looked_up:
+            self._route, self._looked_up = _route_of(fastapi_app, wechat_notify), True
+        if self._route is None or scope["path"] != self._route.path:
             await self.app(scope, receive, send)
             return
         overrides = fastapi_app.dependency_overrides

@@ -156,3 +156,18 @@ async def test_a_plain_function_override_applies_and_a_yielding_one_goes_to_the_
     async with unit_of_work() as s:
         facts = await _facts(s, [d["id"] for d in donations])
     assert set(facts["status"].values()) == {"paid"}
+
+
+async def test_an_app_without_the_notify_route_is_let_through() -> None:
+    from app.payments.front import NotifyFront
+
+    bare = FastAPI()
+
+    @bare.post("/api/v1/payments/wechat/notify")
+    async def something_else() -> dict[str, str]:
+        return {"answered": "by the app's own route"}
+
+    bare.add_middleware(NotifyFront)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://t") as c:
+        res = await c.post(NOTIFY, content=b"{}")
+    assert res.status_code == 200 and res.json() == {"answered": "by the app's own route"}
