@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import service as audit
 from app.auth.subject import Subject
 from app.config import get_settings
-from app.db import release_connection
+from app.db import after_commit, release_connection
 from app.donations.repository import DonationRepository
 from app.donations.schemas import (
     MAX_DONATION_FEN,
@@ -395,15 +395,24 @@ class DonationService:
             unpaid_and_locked=True,  # every item's donation is locked by the caller and was seen unpaid above
         )
         receipts.after_commit_of(session)
-        for item in done:
-            log.info(
-                "donation_paid",
-                donation_id=str(item.donation.id),
-                out_trade_no=item.donation.out_trade_no,
-                source=item.source,
-                transaction_id=item.external_ref,
-                amount_fen=item.donation.amount_fen,
-            )
+        paid_lines = [
+            {
+                "donation_id": str(item.donation.id),
+                "out_trade_no": item.donation.out_trade_no,
+                "source": item.source,
+                "transaction_id": item.external_ref,
+                "amount_fen": item.donation.amount_fen,
+            }
+            for item in done
+        ]
+
+        async def log_paid(_: AsyncSession) -> None:
+            for fields in paid_lines:
+                log.info("donation_paid", **fields)
+
+        # once the payments are kept: a batch that fails at its commit, and is then applied one notification
+        # at a time, must not have logged them as paid the first time
+        after_commit(session, f"donations.paid_log:{id(paid_lines)}", log_paid)
         paid = {id(item) for item in done}
         return [id(item) in paid for item in items]
 

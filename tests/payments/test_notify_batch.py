@@ -605,3 +605,40 @@ async def test_a_delivery_left_for_the_one_being_applied_elsewhere_is_answered_a
     assert facts["status"] == {donation["id"]: "paid"}
     assert (facts["entries"], facts["feed"], stored) == (1, 1, 1)
     assert check["ok"], check["problems"]
+
+
+async def test_the_paid_line_is_written_only_once_the_payment_is_kept(
+    committed_client: httpx.AsyncClient, committed: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from app.logging import configure_logging
+
+    class Boom(Exception):
+        pass
+
+    donations = await _pending(committed_client, 2)
+
+    def paid_lines() -> list[str]:
+        out = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        return [x["out_trade_no"] for x in out if x["event"] == "donation_paid"]
+
+    configure_logging("INFO")
+    capsys.readouterr()
+    try:
+        with pytest.raises(Boom):
+            async with unit_of_work() as s:
+                await payment_service.handle_payment_notifications(s, get_wechatpay(), [_note(donations[0])])
+                assert paid_lines() == []  # applied, not yet kept
+                raise Boom  # the transaction does not commit
+        rolled_back = paid_lines()
+        async with unit_of_work() as s:
+            await payment_service.handle_payment_notifications(s, get_wechatpay(), [_note(donations[1])])
+        kept = paid_lines()
+    finally:
+        configure_logging(get_settings().LOG_LEVEL)
+    assert rolled_back == []
+    assert kept == [donations[1]["out_trade_no"]]
+    async with unit_of_work() as s:
+        facts = await _facts(s, [d["id"] for d in donations])
+    assert facts["status"] == {donations[0]["id"]: "pending", donations[1]["id"]: "paid"}
