@@ -54,18 +54,20 @@ def _handler_for(app: Any, exc: Exception) -> Any:
 class NotifyFront:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._route: Any = None
-        self._looked_up = False
+        self._route: Any = (
+            None  # the notify endpoint's route, looked up at the first POST (None: no such route)
+        )
+        self._endpoint: Any = None  # set with it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        from app.payments.endpoints import wechat_notify
-
         fastapi_app = scope["app"]
-        if not self._looked_up:
-            self._route, self._looked_up = _route_of(fastapi_app, wechat_notify), True
+        if self._endpoint is None:
+            from app.payments.endpoints import wechat_notify  # (the endpoints import the app's pieces)
+
+            self._route, self._endpoint = _route_of(fastapi_app, wechat_notify), wechat_notify
         if self._route is None or scope["path"] != self._route.path:
             await self.app(scope, receive, send)
             return
@@ -79,7 +81,7 @@ class NotifyFront:
         scope["route"] = self._route
         request = Request(scope, receive)
         try:
-            response = await wechat_notify(request, gateway, open_session)
+            response = await self._endpoint(request, gateway, open_session)
         except Exception as exc:
             handler = _handler_for(fastapi_app, exc)
             if handler is None:

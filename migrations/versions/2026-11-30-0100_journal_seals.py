@@ -124,6 +124,7 @@ def downgrade() -> None:
         unique=False,
         postgresql_where=sa.text("seq IS NULL"),
     )
+    # revision 0011's function, exactly as it was (a downgrade restores that schema, not a new one)
     op.execute(
         """
         CREATE FUNCTION journal_entry_seal_once() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -36,6 +36,18 @@ def routed(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]
     yield calls
 
 
+async def _notify_with_session_factory(
+    app: FastAPI, client: httpx.AsyncClient, donation: dict[str, Any], provider: Any
+) -> httpx.Response:
+    """A notification for ``donation`` with ``provider`` overriding the app's session factory meanwhile."""
+    app.dependency_overrides[get_session_factory] = provider
+    try:
+        headers, body = payment_notification(donation["out_trade_no"], 1000)
+        return await client.post(NOTIFY, content=body, headers=headers)
+    finally:
+        app.dependency_overrides.pop(get_session_factory, None)
+
+
 async def test_a_notification_is_answered_without_the_route_and_applied(
     committed_client: httpx.AsyncClient, committed: Database, routed: list[str]
 ) -> None:
@@ -81,12 +93,7 @@ async def test_the_apps_dependency_overrides_apply(
     async def factory() -> Any:
         return counted_unit_of_work
 
-    app.dependency_overrides[get_session_factory] = factory
-    try:
-        headers, body = payment_notification(donation["out_trade_no"], 1000)
-        res = await committed_client.post(NOTIFY, content=body, headers=headers)
-    finally:
-        app.dependency_overrides.pop(get_session_factory, None)
+    res = await _notify_with_session_factory(app, committed_client, donation, factory)
     assert res.status_code == 204, res.text
     assert opened and routed == []
 
@@ -119,12 +126,7 @@ async def test_a_database_that_is_away_is_a_503_from_the_apps_handler(
     async def factory() -> Any:
         return away
 
-    app.dependency_overrides[get_session_factory] = factory
-    try:
-        headers, body = payment_notification(donation["out_trade_no"], 1000)
-        res = await committed_client.post(NOTIFY, content=body, headers=headers)
-    finally:
-        app.dependency_overrides.pop(get_session_factory, None)
+    res = await _notify_with_session_factory(app, committed_client, donation, factory)
     assert res.status_code == 503 and res.json()["error"] == "ServiceUnavailable"
     assert res.headers["retry-after"] == "5"
     assert routed == []
@@ -143,14 +145,10 @@ async def test_a_plain_function_override_applies_and_a_yielding_one_goes_to_the_
     async def yielding() -> Any:
         yield unit_of_work
 
-    outcomes = []
-    for override, donation in ((plain, donations[0]), (yielding, donations[1])):
-        app.dependency_overrides[get_session_factory] = override
-        try:
-            headers, body = payment_notification(donation["out_trade_no"], 1000)
-            outcomes.append((await committed_client.post(NOTIFY, content=body, headers=headers)).status_code)
-        finally:
-            app.dependency_overrides.pop(get_session_factory, None)
+    outcomes = [
+        (await _notify_with_session_factory(app, committed_client, donation, override)).status_code
+        for override, donation in ((plain, donations[0]), (yielding, donations[1]))
+    ]
     assert outcomes == [204, 204]
     assert routed == ["POST"]  # only the yielding one was FastAPI's to run
     async with unit_of_work() as s:
@@ -171,3 +169,27 @@ async def test_an_app_without_the_notify_route_is_let_through() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://t") as c:
         res = await c.post(NOTIFY, content=b"{}")
     assert res.status_code == 200 and res.json() == {"answered": "by the app's own route"}
+
+
+@pytest.mark.parametrize(("size", "shape"), [(100 * 1024, "wechat"), (2 * 1024 * 1024, "app")])
+async def test_an_oversized_notification_is_refused_and_changes_nothing(
+    committed_client: httpx.AsyncClient, committed: Database, routed: list[str], size: int, shape: str
+) -> None:
+    """Over the notify endpoint's own limit (64 KiB) it answers in WeChat Pay's shape; over the app's body limit
+    (1 MiB), outside the front, the app's 413 answers first. Either way nothing is read into a payment."""
+    from app.db import unit_of_work
+
+    (donation,) = await _pending(committed_client, 1)
+    headers, body = payment_notification(donation["out_trade_no"], 1000)
+    padded = body[:-1] + b', "padding": "' + b"x" * size + b'"}'
+    res = await committed_client.post(NOTIFY, content=padded, headers=headers)
+    assert res.status_code == 413
+    assert res.json()["code" if shape == "wechat" else "error"] == (
+        "FAIL" if shape == "wechat" else "PayloadTooLarge"
+    )
+    assert routed == []
+    async with unit_of_work() as s:
+        facts = await _facts(s, [donation["id"]])
+    assert (
+        facts["status"] == {donation["id"]: "pending"} and facts["entries"] == 0 and facts["inbox"] == set()
+    )
