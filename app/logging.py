@@ -21,22 +21,44 @@ _SCRUBBERS = [
     # bearer tokens
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]"),
 ]
-# every pattern above needs eleven digits in a row or the word "bearer": most strings have neither
-_MAYBE_SENSITIVE = re.compile(r"\d{11}|[Bb][Ee][Aa][Rr][Ee][Rr]")
+# Every pattern above needs a run of exactly eleven digits, of exactly seventeen followed by a digit or an X, or
+# the word "bearer": most strings have none. A longer run, such as a WeChat Pay transaction id (28 digits, on
+# every payment's log line), matches no pattern and sends no line through the scrubbers.
+_MAYBE_SENSITIVE = re.compile(r"(?<!\d)(?:\d{11}|\d{17}[\dXx])(?!\d)|[Bb][Ee][Aa][Rr][Ee][Rr]")
+# eleven digits in a row, whatever the length of their run: for text whose runs may not be its strings' own
+_MAYBE_SENSITIVE_ANY_RUN = re.compile(r"\d{11}|[Bb][Ee][Aa][Rr][Ee][Rr]")
 _ASCII_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0000000000")
+_ELEVEN_ZEROS_OR_MORE = re.compile(rb"0{11,}")
+
+
+def _has_sensitive_run(zeros: bytes) -> bool:
+    """``_MAYBE_SENSITIVE``'s runs of digits in ASCII text whose digits have all been turned into zeros (a
+    regular expression with look-arounds costs several times more on a line with a long run)."""
+    for run in _ELEVEN_ZEROS_OR_MORE.finditer(zeros):
+        end = run.end()
+        length = end - run.start()
+        if length in (11, 18):
+            return True
+        if length == 17 and zeros[end : end + 1] in (b"X", b"x") and zeros[end + 1 : end + 2] != b"0":
+            return True
+    return False
+
+
 _SECRET_KEYS = {"authorization", "token", "access_token", "secret", "password", "session_key", "api_key"}
 
 
-def _may_be_sensitive(text: str) -> bool:
-    """``_MAYBE_SENSITIVE`` found in ``text``. For ASCII text (the usual line) the same answer comes from
-    byte operations, several times faster than the regular expression; other text may hold digits of other
-    scripts, such as full-width ones, which only the expression's ``\\d`` knows."""
+def _may_be_sensitive(text: str, *, exact_runs: bool = True) -> bool:
+    """``_MAYBE_SENSITIVE`` found in ``text`` (``_MAYBE_SENSITIVE_ANY_RUN`` if not ``exact_runs``). For ASCII
+    text (the usual line) the same answer comes from byte operations, several times faster than the regular
+    expression, which then only looks at the runs of a text that has eleven digits in a row; other text may
+    hold digits of other scripts, such as full-width ones, which only the expression's ``\\d`` knows."""
     if text.isascii():
-        return (
-            b"00000000000" in text.encode("ascii").translate(_ASCII_DIGITS_AS_ZERO)
-            or "bearer" in text.lower()
-        )
-    return _MAYBE_SENSITIVE.search(text) is not None
+        zeros = text.encode("ascii").translate(_ASCII_DIGITS_AS_ZERO)
+        if b"00000000000" in zeros and (not exact_runs or _has_sensitive_run(zeros)):
+            return True
+        return "bearer" in text.lower()
+    pattern = _MAYBE_SENSITIVE if exact_runs else _MAYBE_SENSITIVE_ANY_RUN
+    return pattern.search(text) is not None
 
 
 def scrub_text(text: str) -> str:
@@ -118,13 +140,15 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, default=_json_fallback)
 
 
 def render_json(_: Any, __: str, event_dict: dict[str, Any]) -> str:
-    """``scrub_processor`` and JSON in one step, cheaply for a line with nothing to scrub. Every scrubber needs eleven
-    digits in a row or the word "bearer", and a JSON line holds its strings' digits and letters exactly as they
-    are, so the whole line is searched once; only a line where that finds something has its strings scrubbed one
-    by one and is written again."""
+    """``scrub_processor`` and JSON in one step, cheaply for a line with nothing to scrub. Every scrubber needs a
+    run of digits of a certain length or the word "bearer", and a JSON line holds its strings' digits and letters
+    exactly as they are, so the whole line is searched once; only a line where that finds something has its
+    strings scrubbed one by one and is written again. A ``\\u00XX`` escape (a control character) writes digits
+    next to a string's own and changes the length of their run: a line with one is searched for eleven digits
+    in a row, whatever their run."""
     _redact_secret_keys(event_dict)
     line = _ENCODER.encode(event_dict)
-    if not _may_be_sensitive(line):
+    if not _may_be_sensitive(line, exact_runs="\\u" not in line):
         return line
     return _ENCODER.encode(scrub_processor(_, __, event_dict))
 

@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.config import get_settings
 from app.logging import (
     _MAYBE_SENSITIVE,
+    _MAYBE_SENSITIVE_ANY_RUN,
+    _SCRUBBERS,
     _may_be_sensitive,
     configure_logging,
     render_json,
@@ -38,7 +40,8 @@ def test_scrubs_secret_fields_in_events() -> None:
 
 
 def test_cheap_precheck_still_catches_every_shape() -> None:
-    # the scrubbers only run on strings with eleven digits in a row or the word "bearer", in any case
+    # the scrubbers only run on strings with a run of exactly eleven digits, of exactly seventeen and a digit or
+    # an X, or the word "bearer", in any case
     for raw, hidden in [
         ("电话13812345678。", "13812345678"),
         ("身份证37140219500101123x", "37140219500101123x"),
@@ -68,15 +71,65 @@ def test_own_loggers_follow_the_stdlib_level_of_their_name(capsys: pytest.Captur
 
 
 _PIECES = st.sampled_from(
-    ["1", "9", "13812345678", "371402195001011", "23X", "Bearer ", "bEaReR", "bear", "er", "-", " "]
+    ["1", "9", "13812345678", "371402195001011", "23X", "x", "Bearer ", "bEaReR", "bear", "er", "-", " ", "a"]
 )
+_TEXTS = st.one_of(st.text(), st.lists(_PIECES | st.text(max_size=3)).map("".join))
+
+
+_RUNS = [
+    "13812345678",  # 11: a phone number's
+    "1381234567",  # 10
+    "138123456789",  # 12
+    "37140219500101123X",  # 17 and an X: an ID number's
+    "37140219500101123x",
+    "37140219500101123X5",  # 17, an X, a digit
+    "371402195001011234",  # 18
+    "3714021950010112345",  # 19
+    "4200002026113012345678901234",  # 28: a WeChat Pay transaction id
+]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(), st.lists(_PIECES | st.text(max_size=3)).map("".join)))
+@given(_TEXTS)
+@example("")
+@example("tx " + " id ".join(_RUNS) + " end")
 def test_fast_precheck_agrees_with_the_pattern(text: str) -> None:
     """The byte-level check for ASCII text answers exactly as the regular expression it stands in for."""
     assert _may_be_sensitive(text) == (_MAYBE_SENSITIVE.search(text) is not None)
+    assert _may_be_sensitive(text, exact_runs=False) == (_MAYBE_SENSITIVE_ANY_RUN.search(text) is not None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TEXTS)
+def test_the_precheck_passes_everything_a_scrubber_would_change(text: str) -> None:
+    if any(pattern.search(text) for pattern, _ in _SCRUBBERS):
+        assert _may_be_sensitive(text)
+        assert _may_be_sensitive(text, exact_runs=False)
+
+
+@pytest.mark.parametrize("run", _RUNS)
+@pytest.mark.parametrize("around", ["{}", "a{}b", "-{}-", "电话{}。"])
+def test_each_length_of_run_is_judged_as_the_pattern_judges_it(run: str, around: str) -> None:
+    text = around.format(run)
+    assert _may_be_sensitive(text) == (_MAYBE_SENSITIVE.search(text) is not None)
+    assert _may_be_sensitive(text) == (len(run) in (11, 18) or run[-1] in "Xx")
+
+
+def test_a_payment_line_with_its_long_transaction_id_is_not_scrubbed() -> None:
+    """A WeChat Pay transaction id is 28 digits: no phone or ID number, so the line is written as it is, once."""
+    event = {"event": "donation_paid", "transaction_id": "4200002026113012345678901234", "amount_fen": 1000}
+    line = render_json(None, "info", dict(event))
+    assert json.loads(line) == event and not _may_be_sensitive(line)
+    assert _may_be_sensitive("phone 13812345678 tx 4200002026113012345678901234")  # one of each: scrubbed
+
+
+def test_a_control_character_next_to_a_phone_number_does_not_hide_it() -> None:
+    """JSON writes the control character as \\u0001, whose digits run on into the phone number's: the line is
+    searched for eleven digits in a row whatever their run, and the value itself is scrubbed."""
+    for value, scrubbed in [("\x0113812345678", "\x01138****5678"), ("\x1f13812345678", "\x1f138****5678")]:
+        line = render_json(None, "info", {"event": "x", "note": value})
+        assert "13812345678" not in line
+        assert json.loads(line)["note"] == scrubbed
 
 
 def test_json_lines_are_scrubbed_when_something_shows_and_untouched_otherwise() -> None:
