@@ -54,10 +54,9 @@ def _handler_for(app: Any, exc: Exception) -> Any:
 class NotifyFront:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._route: Any = (
-            None  # the notify endpoint's route, looked up at the first POST (None: no such route)
-        )
-        self._endpoint: Any = None  # set with it
+        # the notify endpoint and its route, looked up at the first POST (the route None: the app has none)
+        self._endpoint: Any = None
+        self._route: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":

@@ -754,3 +754,39 @@ async def test_request_batch_counts_the_callers_waiting_when_a_round_is_answered
     ]
     assert await second == ["B0", "B1", "B2", "B3"]
     assert sizes == [4, 8]
+
+
+async def test_redeliveries_that_arrive_while_a_batch_waits_pay_each_order_once(
+    committed_client: httpx.AsyncClient, committed: Database
+) -> None:
+    """The payment batch with a long linger: a round of four payments, then each delivered twice more while the
+    next batch waits for the round's callers. One batch takes them all; each order is paid once, with one
+    ledger entry and one inbox row, and the redeliveries are answered as duplicates."""
+    from app.payments.service import _apply_payment_notifications
+
+    donations = await _pending(committed_client, 4)
+    notes = [_note(d) for d in donations]
+    async with unit_of_work() as s:
+        before = await _facts(s, [d["id"] for d in donations])
+    sizes: list[int] = []
+
+    async def run(session: AsyncSession, items: list[WaitingNotification]) -> list[Any]:
+        sizes.append(len(items))
+        return await _apply_payment_notifications(session, items)
+
+    batch: RequestBatch[WaitingNotification, str] = RequestBatch("test", run, linger=30.0)
+    first = await asyncio.gather(*(batch.submit(unit_of_work, WaitingNotification(n)) for n in notes))
+    assert first == ["paid"] * 4
+    lone = asyncio.ensure_future(batch.submit(unit_of_work, WaitingNotification(notes[0])))
+    await asyncio.sleep(0.05)
+    assert batch._gathering and not lone.done()  # waiting for the round's callers
+    again = await asyncio.gather(
+        *(batch.submit(unit_of_work, WaitingNotification(n)) for n in [*notes[1:], *notes])
+    )
+    assert [await lone, *again] == ["duplicate"] * 8
+    assert sizes == [4, 8]
+    async with unit_of_work() as s:
+        after = await _facts(s, [d["id"] for d in donations])
+    assert set(after["status"].values()) == {"paid"}
+    assert after["entries"] - before["entries"] == 4 and after["feed"] - before["feed"] == 4
+    assert {n.id for n in notes} <= after["inbox"] and len(after["inbox"] - before["inbox"]) == 4
