@@ -1,4 +1,6 @@
-"""Tamper evidence, in pure Python so that anyone can re-run it: the entry hash chain and the daily Merkle tree.
+"""Tamper evidence that anyone can re-run with Python's own ``json`` and ``hashlib``: the entry hash chain and the
+daily Merkle tree. (``canonical_json`` writes the canonical JSON with a faster encoder where it gives the same bytes
+as ``reference_canonical_json``, and with the reference otherwise.)
 
 Entry hash::
 
@@ -26,6 +28,8 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
+
 GENESIS_HASH = "0" * 64
 ALGORITHM = (
     "sangyu-ledger-v1: sha256(prev_hash||canonical entry); RFC 6962 Merkle tree of a day's entry hashes"
@@ -34,14 +38,52 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENTRY_KEYS = {"seq", "business_key", "kind", "memo", "refs", "day", "created_at", "postings"}
 
 
-# ``json.dumps`` with options builds a new encoder on every call, about a quarter of the cost for an entry's
-# document; this one is built once and writes exactly what ``json.dumps(value, sort_keys=True,
-# separators=(",", ":"), ensure_ascii=False)`` writes
+# The reference: ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, built once
+# (``json.dumps`` with options builds a new encoder on every call, about a quarter of the cost of a document).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# orjson writes the same bytes as the reference for JSON's strings, integers (to 64 bits), booleans, null, lists
+# and objects with string keys: the same escapes, the same key order. Not always for floats (the reference's
+# ``1e-05`` is ``0.00001`` there, ``1e-08`` is ``1e-8``, NaN is ``null``), and it writes some types the reference
+# refuses (a UUID, an Enum, a date). So a document goes to orjson only if it holds nothing else.
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _only_json_scalars(value: Any) -> bool:
+    """Whether ``value`` is made only of dicts with string keys, lists, tuples, strings, ints, bools and None."""
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is dict:
+            for key in item:
+                if type(key) is not str:
+                    return False
+            extend(item.values())
+        elif kind is list or kind is tuple:
+            extend(item)
+        else:
+            return False
+    return True
+
+
+def reference_canonical_json(value: Any) -> bytes:
+    """The canonical JSON as the published algorithm defines it, with Python's own ``json``."""
+    return _CANONICAL.encode(value).encode("utf-8")
 
 
 def canonical_json(value: Any) -> bytes:
-    return _CANONICAL.encode(value).encode("utf-8")
+    """``reference_canonical_json(value)``, byte for byte, in about half the time for an entry's document: written
+    by orjson when ``value`` holds only what orjson writes exactly as the reference does, by the reference
+    otherwise (a float, an integer beyond 64 bits, any other type)."""
+    if _only_json_scalars(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError: an integer beyond 64 bits
+            pass
+    return reference_canonical_json(value)
 
 
 def entry_document(

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol, overload
 
+import orjson
 import structlog
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -156,13 +157,31 @@ def fund_account(fund_id: uuid.UUID, *, is_general_meal_pool: bool = False) -> s
 # as ``json.dumps(value, default=str, ensure_ascii=False)``, built once (``json.dumps`` with options builds an
 # encoder on every call)
 _SAFE_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
+# orjson, with what it would write otherwise than ``str`` (dates and times, dataclasses) handed to ``str``
+_SAFE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _safe_json_text(value: Any) -> tuple[str, bool]:
+    """What ``_SAFE_JSON`` writes for ``value``, as JSON that reads back as the same value, in about a fifth of
+    the time through orjson; and whether orjson wrote it. What orjson writes otherwise goes through
+    ``_SAFE_JSON``: an integer beyond 64 bits or a key that is not a string (orjson refuses them), and NaN or an
+    infinity, which ``_SAFE_JSON`` writes as JSON that PostgreSQL refuses and orjson as ``null`` (so any
+    ``null`` goes that way). A plain ``Enum`` member (neither a ``str`` nor an ``int``) is written as its value
+    (``_SAFE_JSON`` would write ``str(member)``); the ledger writes none."""
+    try:
+        fast = orjson.dumps(value, default=str, option=_SAFE_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _SAFE_JSON.encode(value), False
+    if b"null" in fast:
+        return _SAFE_JSON.encode(value), False
+    return fast.decode(), True
 
 
 def _json_safe(value: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
     """Round-trip through JSON so what is hashed now is exactly what JSONB gives back later: the value as JSONB
     will give it back, and its JSON text (what is written; it holds the same value)."""
-    text = _SAFE_JSON.encode(value or {})
-    result: dict[str, Any] = json.loads(text)
+    text, by_orjson = _safe_json_text(value or {})
+    result: dict[str, Any] = orjson.loads(text) if by_orjson else json.loads(text)
     return result, text
 
 
@@ -1002,7 +1021,7 @@ class LedgerService:
     @staticmethod
     def _meta_json(meta: dict[str, Any]) -> str:
         """What donors see of a meal, as the JSON text that ``_json_safe`` would give (for a jsonb column)."""
-        return _SAFE_JSON.encode(meta)
+        return _safe_json_text(meta)[0]
 
     @staticmethod
     def _hold_key_reused(hold_key: str) -> Conflict:
