@@ -109,3 +109,66 @@ async def test_a_request_that_waits_too_long_for_a_connection_is_answered_503(da
             assert (await c.get("/busy")).status_code == 200  # the connection is back: served again
     finally:
         await engine.dispose()
+
+
+class _Refused(Exception):
+    pass
+
+
+async def test_a_failed_unit_of_work_keeps_nothing_and_gives_its_connection_back_outside_a_transaction(
+    database: Database,
+) -> None:
+    """The production path (a session of its own, not joined to a test's transaction): what a request wrote
+    before failing is gone, its connection is back in the pool idle (not idle in a transaction), and the next
+    request on that connection starts clean."""
+    from app.db import make_sessionmaker, unit_of_work
+
+    engine = create_engine(database.url, pool_size=1, max_overflow=0)
+    maker = make_sessionmaker(engine)
+    table = "uow_failure_probe"
+    try:
+        async with database.engine.begin() as conn:
+            await conn.execute(text(f"CREATE TABLE {table} (n int)"))
+        with pytest.raises(_Refused):
+            async with unit_of_work(maker) as s:
+                await s.execute(text(f"INSERT INTO {table} VALUES (1)"))
+                pid = int((await s.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+                raise _Refused
+        async with database.engine.connect() as conn:
+            state = (
+                await conn.execute(text("SELECT state FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid})
+            ).scalar_one()
+            kept = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+        assert state == "idle"
+        assert kept == 0
+        async with unit_of_work(maker) as s:  # the same pooled connection, in a transaction of its own
+            again = int((await s.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            seen = (await s.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+            await s.execute(text(f"INSERT INTO {table} VALUES (2)"))
+        assert again == pid and seen == 0
+        async with database.engine.connect() as conn:
+            rows = (await conn.execute(text(f"SELECT n FROM {table}"))).scalars().all()
+        assert rows == [2]
+    finally:
+        async with database.engine.begin() as conn:
+            await conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        await engine.dispose()
+
+
+async def test_a_failed_unit_of_work_joined_to_a_callers_transaction_rolls_back_to_its_savepoint(
+    session_maker,  # type: ignore[no-untyped-def]
+    connection,  # type: ignore[no-untyped-def]
+) -> None:
+    """Tests join requests to one outer transaction: a failed one is undone there too, and what came before it
+    stays."""
+    from app.db import unit_of_work
+
+    await connection.execute(text("CREATE TEMPORARY TABLE uow_joined_probe (n int)"))
+    async with unit_of_work(session_maker) as s:
+        await s.execute(text("INSERT INTO uow_joined_probe VALUES (1)"))
+    with pytest.raises(_Refused):
+        async with unit_of_work(session_maker) as s:
+            await s.execute(text("INSERT INTO uow_joined_probe VALUES (2)"))
+            raise _Refused
+    rows = (await connection.execute(text("SELECT n FROM uow_joined_probe ORDER BY n"))).scalars().all()
+    assert rows == [1]

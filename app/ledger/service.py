@@ -162,8 +162,8 @@ _SAFE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLA
 
 
 def _safe_json_text(value: Any) -> tuple[str, bool]:
-    """What ``_SAFE_JSON`` writes for ``value``, as JSON that reads back as the same value, in about a fifth of
-    the time through orjson; and whether orjson wrote it. What orjson writes otherwise goes through
+    """JSON text for ``value`` that reads back as ``_SAFE_JSON``'s text for it does, written by orjson in about a
+    fifth of the time; and whether orjson wrote it. What orjson writes otherwise goes through
     ``_SAFE_JSON``: an integer beyond 64 bits or a key that is not a string (orjson refuses them), and NaN or an
     infinity, which ``_SAFE_JSON`` writes as JSON that PostgreSQL refuses and orjson as ``null`` (so any
     ``null`` goes that way). A plain ``Enum`` member (neither a ``str`` nor an ``int``) is written as its value
