@@ -56,7 +56,8 @@ def run_all(quick: bool, workers: int, require_targets: bool = False) -> int:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-        lines = proc.stdout.strip().splitlines()
+        # "\n" only: splitlines() would also end a line at U+2028 and the like inside the JSON
+        lines = proc.stdout.strip().split("\n")
         try:
             result = json.loads(lines[-1])
         except (IndexError, json.JSONDecodeError):
