@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.fixtures import create_elders, lunch_menus, reset_settings, set_capacity
 from bench.harness import Harness, emit
-from bench.scenarios.booking_rush import CONCURRENCY, _body
+from bench.scenarios.booking_rush import CONCURRENCY, booking_body
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -104,7 +104,7 @@ def run(kind: str, requests: int, workers: int, py_spy: Path | None) -> dict[str
                 "Content-Type": "application/json",
                 "Idempotency-Key": f"cost-{i:06d}",
             },
-            _body(elder_id, menu),
+            booking_body(elder_id, menu),
         ]
         for i, (elder_id, token) in enumerate(people)
     ]

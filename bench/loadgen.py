@@ -4,7 +4,7 @@ CPU use (so a reader can see it was not the bottleneck).
 
 Input (a JSON file): ``{"base_url", "concurrency", "timeout", "requests": [[tag, method, path, headers, body], ...]}``.
 Requests are taken in order by ``concurrency`` workers, so neighbours in the list run at the same time.
-Output: one JSON object, written to the file named by the second argument (on stdout without one).
+Output: one JSON object, written to the file named by the second argument.
 """
 
 from __future__ import annotations
@@ -168,13 +168,8 @@ def main() -> int:
     except ImportError:  # pragma: no cover
         out = asyncio.run(run(spec))
     out["pid"] = os.getpid()
-    # ASCII: a body's U+2028 or U+0085 written as is would be a line break to some readers
-    text = json.dumps(out) + "\n"
-    if len(sys.argv) > 2:
-        with open(sys.argv[2], "w", encoding="ascii") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
+    with open(sys.argv[2], "w", encoding="utf-8") as fh:
+        json.dump(out, fh)
     return 0
 
 

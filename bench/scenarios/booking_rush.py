@@ -32,7 +32,7 @@ async def _arrange(h: Harness, elders: int, capacity: int) -> dict[str, Any]:
     return {"contested": contested, "other": other, "people": people}
 
 
-def _body(elder_id: uuid.UUID, menu: dict[str, Any]) -> str:
+def booking_body(elder_id: uuid.UUID, menu: dict[str, Any]) -> str:
     return json.dumps(
         {
             "elder_id": str(elder_id),
@@ -110,7 +110,7 @@ def run(h: Harness) -> dict[str, Any]:
                 "POST",
                 "/api/v1/bookings",
                 {**auth, "Idempotency-Key": f"rush-{i:06d}"},
-                _body(elder_id, arranged["contested"]),
+                booking_body(elder_id, arranged["contested"]),
             ]
         )
         if i % 10 == 0:  # the same elder at a second canteen at the same moment
@@ -120,7 +120,7 @@ def run(h: Harness) -> dict[str, Any]:
                     "POST",
                     "/api/v1/bookings",
                     {**auth, "Idempotency-Key": f"rush-b-{i:06d}"},
-                    _body(elder_id, arranged["other"]),
+                    booking_body(elder_id, arranged["other"]),
                 ]
             )
     with h.serving():

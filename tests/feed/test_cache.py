@@ -85,6 +85,34 @@ async def test_rolled_back_event_is_neither_published_nor_shown(
     assert 4444 not in await _amounts(client)
 
 
+async def test_an_event_of_a_failed_unit_of_work_is_neither_published_nor_shown(
+    client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A request that fails after paying ends its transaction by closing its session (``unit_of_work``): the
+    event it queued for after the commit goes nowhere, and a later commit does not carry it along."""
+    from app.db import unit_of_work
+
+    async with session_maker() as s:
+        target = await create_target(s)
+        await s.commit()
+    before = await _amounts(client)
+    version = await _version()
+
+    class Refused(Exception):
+        pass
+
+    with pytest.raises(Refused):
+        async with unit_of_work(session_maker) as s:
+            await pay(s, target, 4445)
+            raise Refused
+    assert await _version() == version
+    async with unit_of_work(session_maker) as s:
+        await pay(s, target, 4446)
+    amounts = await _amounts(client)
+    assert 4445 not in amounts and amounts[0] == 4446
+    assert amounts[1:] == before[: len(amounts) - 1]
+
+
 async def test_redis_down_reads_and_writes_still_work(
     client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
