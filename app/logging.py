@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+import orjson
 import structlog
 
 _SCRUBBERS = [
@@ -137,6 +138,19 @@ def _json_fallback(value: Any) -> Any:
 
 # built once: ``json.dumps`` with options builds a new encoder for every line
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=_json_fallback)
+# orjson writes dates, times and dataclasses its own way; through ``_json_fallback`` they read as they always did
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _encode(event_dict: dict[str, Any]) -> str:
+    """The line's JSON, by orjson (about a tenth of ``_ENCODER``'s time for an access line). Beside ``_ENCODER``'s
+    output it has no spaces after separators, writes a UUID as its text and an ``Enum`` member as its value, and
+    NaN or an infinity as ``null``; whatever orjson refuses (a key that is not a string, an integer beyond 64
+    bits, text that is not valid Unicode) goes to ``_ENCODER``."""
+    try:
+        return orjson.dumps(event_dict, default=_json_fallback, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _ENCODER.encode(event_dict)
 
 
 def render_json(_: Any, __: str, event_dict: dict[str, Any]) -> str:
@@ -147,10 +161,10 @@ def render_json(_: Any, __: str, event_dict: dict[str, Any]) -> str:
     next to a string's own and changes the length of their run: a line with one is searched for eleven digits
     in a row, whatever their run."""
     _redact_secret_keys(event_dict)
-    line = _ENCODER.encode(event_dict)
+    line = _encode(event_dict)
     if not _may_be_sensitive(line, exact_runs="\\u" not in line):
         return line
-    return _ENCODER.encode(scrub_processor(_, __, event_dict))
+    return _encode(scrub_processor(_, __, event_dict))
 
 
 class _Stdout:

@@ -179,3 +179,28 @@ def test_each_timestamp_names_its_own_second(monkeypatch: pytest.MonkeyPatch) ->
         "2001-09-09T01:46:40.750000Z",
         "2001-09-09T01:46:41.000000Z",
     ]
+
+
+def test_lines_orjson_refuses_are_written_by_json_and_still_scrubbed() -> None:
+    """A key that is not a string, or an integer beyond 64 bits, is written by the standard library instead;
+    the line reads back the same and a phone number in it is still scrubbed."""
+    big = 2**70
+    line = render_json(None, "info", {"event": "x", "big": big, "note": "电话13812345678"})
+    assert json.loads(line) == {"event": "x", "big": big, "note": "电话138****5678"}
+    line = render_json(None, "info", {"event": "x", "by_day": {1: "13812345678"}})
+    assert json.loads(line) == {"event": "x", "by_day": {"1": "138****5678"}}
+
+
+def test_values_without_a_json_type_read_as_before() -> None:
+    """Dates, times and other objects are written as their repr (structlog's fallback), on the fast path and on
+    the scrubbing path alike; a UUID as its text."""
+    import uuid
+
+    at = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    ident = uuid.UUID(int=5)
+    for note in ("plain", "电话13812345678"):
+        line = json.loads(render_json(None, "info", {"event": "x", "at": at, "id": ident, "note": note}))
+        assert line["at"] == repr(at)
+        assert line["id"] == str(ident)
+    marked = type("Marked", (), {"__structlog__": lambda self: "marked"})()
+    assert json.loads(render_json(None, "info", {"event": "x", "v": marked}))["v"] == "marked"
