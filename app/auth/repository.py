@@ -73,8 +73,10 @@ class AuthRepository:
     async def get_live_session(self, token_hash: str, now: datetime) -> Sequence[Row[Any]]:
         """The live session for a token with its user's active grants (oldest first), one row per grant (one
         row with no grant columns if there are none; no rows if the token is not live). Every authenticated
-        request starts here, so it is one prepared statement that reads columns, not ORM objects."""
-        return (await execute_core(self.session, _LIVE_SESSION, {"token_hash": token_hash, "now": now})).all()
+        request starts here, so it is one prepared statement that reads columns, not ORM objects, and a plain
+        read: it does not begin the request's transaction (``execute_core``)."""
+        params = {"token_hash": token_hash, "now": now}
+        return (await execute_core(self.session, _LIVE_SESSION, params, plain_read=True)).all()
 
     async def revoke_session(self, session_id: uuid.UUID, now: datetime) -> None:
         await self.session.execute(

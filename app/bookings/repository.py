@@ -122,12 +122,9 @@ _NOTIFY_ELDER_AND_FAMILY = _notifications_for(  # a member who is also the elder
     select(bindparam("elder_user_id", type_=MealNotification.user_id.type).label("user_id")).union(_FAMILY)
 )
 
-# A booking request's first statement: refuse a full slot from a plain read, or else claim the request's
-# idempotency key (ON CONFLICT DO NOTHING: a key already there is a replay, or a 409). A replay of a booking
-# the slot already counts is not refused: it must get its booking back.
-_CLAIM_UNLESS_FULL = sql_text(
-    """
-    WITH refused AS (
+# No room in the slot for the request's meals as of the last commit, and the request's idempotency key unused (a
+# replay of a booking the slot already counts is not refused: it must get its booking back).
+_NO_ROOM = """
         SELECT EXISTS (
             SELECT 1 FROM slot_days
             WHERE canteen_id = CAST(:canteen_id AS uuid) AND service_date = CAST(:service_date AS date)
@@ -136,7 +133,13 @@ _CLAIM_UNLESS_FULL = sql_text(
             SELECT 1 FROM idempotency_keys
             WHERE scope = CAST(:scope AS varchar) AND owner = CAST(:owner AS varchar)
               AND key = CAST(:key AS varchar)
-        ) AS no_room
+        ) AS no_room"""
+
+# A booking request's first statement: refuse a full slot from a plain read, or else claim the request's
+# idempotency key (ON CONFLICT DO NOTHING: a key already there is a replay, or a 409).
+_CLAIM_UNLESS_FULL = sql_text(
+    f"""
+    WITH refused AS ({_NO_ROOM}
     ), claimed AS (
         INSERT INTO idempotency_keys (id, scope, owner, key, request_hash, resource_id)
         SELECT CAST(:id AS uuid), CAST(:scope AS varchar), CAST(:owner AS varchar), CAST(:key AS varchar),
@@ -148,6 +151,9 @@ _CLAIM_UNLESS_FULL = sql_text(
     SELECT (SELECT no_room FROM refused) AS no_room, EXISTS (SELECT 1 FROM claimed) AS claimed
     """
 )
+
+# The same refusal alone, a plain read: for a slot seen full, before the request's transaction begins
+_STILL_FULL = sql_text(_NO_ROOM)
 
 
 @dataclass
@@ -255,6 +261,31 @@ class BookingRepository:
         }
         row = (await execute_core(self.session, _CLAIM_UNLESS_FULL, params)).one()
         return bool(row.no_room), bool(row.claimed)
+
+    async def still_full(
+        self,
+        canteen_id: uuid.UUID,
+        service_date: date,
+        slot: str,
+        meals: int,
+        *,
+        scope: str,
+        owner: str,
+        key: str,
+    ) -> bool:
+        """``claim_unless_full``'s refusal without its claim: the slot has no room for ``meals`` as of the last
+        commit and the key is unused. A plain read (``execute_core``): as a request's first statement after
+        its session look-up, a refusal from it sends neither BEGIN nor ROLLBACK."""
+        params = {
+            "canteen_id": canteen_id,
+            "service_date": service_date,
+            "slot": slot,
+            "meals": meals,
+            "scope": scope,
+            "owner": owner,
+            "key": key,
+        }
+        return bool((await execute_core(self.session, _STILL_FULL, params, plain_read=True)).scalar())
 
     async def release_capacity(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int

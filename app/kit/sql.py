@@ -75,7 +75,9 @@ def sql_text(statement: str) -> TextClause:
     return text(statement)
 
 
-async def execute_core(session: AsyncSession, statement: Executable, params: Any = None) -> Result[Any]:
+async def execute_core(
+    session: AsyncSession, statement: Executable, params: Any = None, *, plain_read: bool = False
+) -> Result[Any]:
     """Run ``statement`` on ``session``'s connection, in its transaction, as a Core statement: without the
     ORM's execution path (its compile state, its bulk-insert machinery for an entity's ``insert()``, entity
     loading). For statements built once that read columns or write rows the session does not hold; the rows
@@ -89,14 +91,19 @@ async def execute_core(session: AsyncSession, statement: Executable, params: Any
 
     A statement that needs nothing of SQLAlchemy at execution (see ``_DriverPlan``) then runs on the driver's
     connection itself, in the same transaction; one statement costs about a third of what it costs through
-    the connection. Its errors come out as SQLAlchemy's, as from the connection."""
+    the connection. Its errors come out as SQLAlchemy's, as from the connection.
+
+    ``plain_read``: the statement only reads (a SELECT without row locks, calling nothing that writes or
+    locks). If it is the first statement of its transaction, it runs on the driver on its own, and the
+    transaction begins with the next statement instead (see ``_DriverPlan.fetch``), so a request that only
+    reads and then fails, such as a refused booking, sends neither BEGIN nor ROLLBACK."""
     connection = await _connection_of(session)
     if isinstance(params, list) and len(params) == 1:  # one set of parameters: executed as one, either way
         params = params[0]
     if params is None or isinstance(params, dict):
         plan = _driver_plan(connection, statement, params)
         if plan is not None:
-            return await plan.run(connection, params)
+            return await plan.run(connection, params, plain_read=plain_read)
     return await connection.execute(statement, params)
 
 
@@ -196,18 +203,29 @@ class _DriverPlan:
         entities = _layout(statement, compiled._result_columns) if isinstance(statement, Select) else None
         return cls(compiled, compiled.string, names, tuple(processors), entities)
 
-    async def run(self, connection: AsyncConnection, params: dict[str, Any] | None) -> Result[Any]:
-        records, columns, status = await self.fetch(connection, params)
+    async def run(
+        self, connection: AsyncConnection, params: dict[str, Any] | None, *, plain_read: bool = False
+    ) -> Result[Any]:
+        records, columns, status = await self.fetch(connection, params, plain_read=plain_read)
         result = _DriverResult(self._metadata(columns), iter(records))
         counted = _ROWCOUNT.match(status or "")
         result.rowcount = int(counted.group(1)) if counted else -1
         return result
 
     async def fetch(
-        self, connection: AsyncConnection, params: dict[str, Any] | None
+        self, connection: AsyncConnection, params: dict[str, Any] | None, *, plain_read: bool = False
     ) -> tuple[list[Any], Any, str | None]:
         """The rows (columns converted as SQLAlchemy converts them), the prepared statement's description of
-        its columns, and the command tag."""
+        its columns, and the command tag.
+
+        ``plain_read`` (a SELECT that neither writes nor locks): when the connection's transaction has not
+        begun yet and would begin at the server's default isolation, the statement runs without beginning it,
+        as a transaction of its own; the adapter begins the transaction at the next statement as usual, and
+        its commit or rollback sends nothing if none comes. At READ COMMITTED, PostgreSQL's default, every
+        statement of a transaction reads from a snapshot of its own taken when it starts, so a read that comes
+        before anything else the transaction does sees exactly what it would have seen inside it. At another
+        isolation level (the first statement fixes the transaction's snapshot), read-only or deferrable, the
+        transaction begins first as for any statement."""
         values = self.compiled.construct_params(params, escape_names=False)
         assert values is not None
         try:
@@ -226,7 +244,12 @@ class _DriverPlan:
         dialect: Any = connection.dialect
         async with adapted._execute_mutex:
             try:
-                if not adapted._started:
+                if not adapted._started and not (
+                    plain_read
+                    and adapted.isolation_level in _READ_COMMITTED
+                    and not adapted.readonly
+                    and not adapted.deferrable
+                ):
                     await adapted._start_transaction()
                 prepared, columns = await adapted._prepare(self.sql, dialect._invalidate_schema_cache_asof)
                 records = await prepared.fetch(*args)
@@ -279,6 +302,10 @@ class _DriverPlan:
         metadata = kept[2] if kept is not None and kept[1] == names else SimpleResultMetaData(names)
         self.metadata = (columns, names, metadata)
         return metadata
+
+
+# the adapter's isolation level when it is READ COMMITTED: the server's default (None), or set back to it
+_READ_COMMITTED = (None, "read_committed")
 
 
 class _DriverResult(IteratorResult[Any]):

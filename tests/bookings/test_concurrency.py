@@ -182,3 +182,72 @@ async def test_a_slot_filled_before_the_commit_refuses_the_booking_at_its_commit
         outbox = (await s.execute(select(JobOutbox.actor_name))).scalars().all()
     # each message's send job is in the outbox exactly once, though it was written before the commit
     assert len(notifications) >= 1 and len(outbox) == len(notifications)
+
+
+async def test_a_slot_seen_full_refuses_from_a_read_without_a_transaction(
+    committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once this process has seen a slot full, a booking for it is refused from a plain read that begins no
+    transaction and writes nothing. A replay of a booking made before the slot filled still gets its booking
+    back, and a seat freed by a cancellation goes to the next booking."""
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+
+    from app.bookings import service as booking_module
+    from tests.bookings.helpers import DAY
+
+    set_now(monkeypatch, MORNING)
+    async with unit_of_work() as s:
+        w = await arrange(s, capacity=2)
+    family = unique("fam")
+    elder_ids = await _many_elders(5, w.district, family)
+    headers = await login(committed_client, family)
+    keys = [key() for _ in elder_ids]
+
+    async def book(i: int) -> httpx.Response:
+        return await committed_client.post(
+            "/api/v1/bookings", json=body(w) | {"elder_id": elder_ids[i]}, headers=headers | keys[i]
+        )
+
+    first, second = await book(0), await book(1)
+    assert (first.status_code, second.status_code) == (201, 201)
+    slot = (w.canteen.id, DAY, "lunch")
+    assert slot not in booking_module._seen_full
+    assert (await book(2)).status_code == 409  # refused by the claiming statement, in a transaction
+    assert slot in booking_module._seen_full
+
+    begun: list[int] = []
+    start = AsyncAdapt_asyncpg_connection._start_transaction
+
+    async def counted(self: AsyncAdapt_asyncpg_connection) -> None:
+        begun.append(1)
+        await start(self)
+
+    monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "_start_transaction", counted)
+    refused = await book(3)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"] == "SlotFull" and "订满" in refused.json()["message"]
+    assert begun == []  # the session look-up and the refusal: two plain reads, no transaction
+
+    replay = await book(0)  # the first booking's key, once the slot is full: its booking back, not a refusal
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["id"] == first.json()["id"]
+    assert begun  # the replay went on to the claiming statement
+    assert slot not in booking_module._seen_full  # (its read could not tell whether the slot has room)
+    assert (await book(3)).status_code == 409
+    assert slot in booking_module._seen_full
+
+    async with unit_of_work() as s:
+        assert await s.scalar(select(func.count()).select_from(Booking)) == 2
+        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 2  # none for a refusal
+
+    cancel = await committed_client.post(
+        f"/api/v1/bookings/{second.json()['id']}/cancel", json={}, headers=headers
+    )
+    assert cancel.status_code == 200, cancel.text
+    assert slot in booking_module._seen_full  # a hint only: the read that follows it has the say
+    taken = await book(4)
+    assert taken.status_code == 201, taken.text
+    assert slot not in booking_module._seen_full
+    assert (await book(3)).status_code == 409  # full again, with the key a refusal left unused
+    async with unit_of_work() as s:
+        assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 2

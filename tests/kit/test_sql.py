@@ -117,6 +117,57 @@ async def test_execute_core_follows_the_session_into_its_next_transaction(commit
         assert list((await s.execute(keys)).scalars()) == ["core-2"]  # committed; core-3 rolled back
 
 
+_BACKEND = text("SELECT pg_backend_pid()")
+_STATE = text("SELECT state FROM pg_stat_activity WHERE pid = :pid")
+
+
+async def _state(database: Database, pid: int) -> str:
+    async with database.engine.connect() as watcher:
+        return str((await watcher.execute(_STATE, {"pid": pid})).scalar_one())
+
+
+async def test_a_plain_read_first_begins_no_transaction(committed: Database) -> None:
+    """A plain read as its transaction's first statement runs on its own: the connection stays idle, not idle
+    in a transaction. The transaction begins with the next statement, which it then keeps: a plain read after
+    it runs inside, and sees what the transaction wrote; a rollback takes the write away."""
+    keys = select(IdempotencyKey.key).where(IdempotencyKey.owner == "sql")
+    async with committed.sessionmaker() as s:
+        pid = int((await execute_core(s, _BACKEND, plain_read=True)).scalar_one())
+        assert await _state(committed, pid) == "idle"
+        assert list((await execute_core(s, keys, plain_read=True)).scalars()) == []
+        assert await _state(committed, pid) == "idle"
+        await execute_core(s, insert_or_skip(IdempotencyKey.__table__), _key("plain-1"))
+        assert await _state(committed, pid) == "idle in transaction"
+        assert int((await execute_core(s, _BACKEND, plain_read=True)).scalar_one()) == pid
+        assert list((await execute_core(s, keys, plain_read=True)).scalars()) == ["plain-1"]
+        await s.rollback()
+        assert await _state(committed, pid) == "idle"
+    async with committed.sessionmaker() as s:
+        assert list((await s.execute(keys)).scalars()) == []
+        await execute_core(s, _BACKEND, plain_read=True)
+        await s.commit()  # nothing begun: the commit sends nothing and fails nothing
+
+
+async def test_a_plain_read_begins_the_transaction_at_another_isolation_level(committed: Database) -> None:
+    """At REPEATABLE READ the first statement fixes the transaction's snapshot, so a plain read begins it as any
+    statement does: a row committed meanwhile by another transaction stays unseen."""
+    from app.db import create_engine, make_sessionmaker
+
+    engine = create_engine(committed.url, isolation_level="REPEATABLE READ", pool_size=1, max_overflow=0)
+    keys = select(IdempotencyKey.key).where(IdempotencyKey.owner == "sql")
+    try:
+        async with make_sessionmaker(engine)() as s:
+            pid = int((await execute_core(s, _BACKEND, plain_read=True)).scalar_one())
+            assert await _state(committed, pid) == "idle in transaction"
+            assert list((await execute_core(s, keys, plain_read=True)).scalars()) == []
+            async with committed.sessionmaker() as other:
+                await execute_core(other, insert_or_skip(IdempotencyKey.__table__), _key("rr-1"))
+                await other.commit()
+            assert list((await execute_core(s, keys, plain_read=True)).scalars()) == []
+    finally:
+        await engine.dispose()
+
+
 async def test_execute_core_runs_inside_a_savepoint(committed: Database) -> None:
     """Inside ``begin_nested`` it writes in the savepoint: a rollback to it takes the row away and keeps what
     came before, also when it is the savepoint's first statement (which is what emits the SAVEPOINT)."""
