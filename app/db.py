@@ -250,7 +250,7 @@ async def unit_of_work(maker: async_sessionmaker[AsyncSession] | None = None) ->
         except BaseException:
             # Closing ends the transaction as a rollback does (the connection goes back to the pool rolled back;
             # a savepoint of a caller's transaction is rolled back to), with less of SQLAlchemy's bookkeeping:
-            # about 0.28 ms less CPU for a refused booking, measured in-process (docs/performance.md).
+            # about 0.28 ms less CPU for a refused booking, measured in-process (docs/performance-rounds.md).
             await session.close()
             discard_pending_jobs(session)
             session.info.pop(AFTER_COMMIT_KEY, None)

@@ -210,7 +210,7 @@ class Harness:
         try:
             # The answer comes back in a file: read from the load generator's stdout, a full-size answer (MBs of
             # kept bodies) was now and then cut short at a multiple of the reader's 32 KiB, with exit status 0
-            # (docs/performance.md, the JSON round).
+            # (docs/performance-rounds.md, the JSON round).
             res = subprocess.run(
                 [sys.executable, "-m", "bench.loadgen", path, answer],
                 cwd=ROOT,
