@@ -4,8 +4,9 @@
 Since 0.137 an included router stays one node of the app's routes, and every request is matched through it:
 the node is tested, then the route inside it, and each time FastAPI checks whether any router of the tree has
 changed by walking their routes. For the API's routes that was about a quarter of the CPU of a request refused
-at once (a payment notification without a signature: 640–720 µs → 480–520 µs in-process; docs/performance-rounds.md).
-The API is assembled once at start-up and never changed afterwards, so nothing needs the nodes.
+at once (a payment notification without a signature: 640–720 µs → 480–520 µs in-process;
+docs/performance-rounds.md). The API is assembled once at start-up and never changed afterwards, so nothing
+needs the nodes.
 
 Each route is added again with every setting FastAPI stores on it, so what is served and documented is the
 same: path under the prefix, methods, status code, models, dependencies (the router's own are already part of

@@ -241,7 +241,8 @@ async def _apply_payment_notifications(
 
 # At most this long, a batch that follows a larger one waits for the notifications the larger one answered to
 # come back (``RequestBatch``). In a notify storm it took the median from 1,964 to 2,261 notifications/s over
-# nine pairs of runs side by side (docs/performance-rounds.md); a lone notification after a quiet spell does not wait.
+# nine pairs of runs side by side (docs/performance-rounds.md); a lone notification after a quiet spell does
+# not wait.
 LINGER_SECONDS = 0.003
 
 # one per process: group commit of payment notifications (see the module docstring)
