@@ -4,7 +4,7 @@ from datetime import time, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.time import shanghai_datetime
@@ -340,3 +340,45 @@ async def test_an_item_from_another_canteens_menu_is_refused_with_the_rest(
     assert res.json()["detail"]["menu_item_ids"] == [foreign]
     assert await _count(session) == 0
     assert int(await session.scalar(select(func.count()).select_from(BookingLine)) or 0) == 0
+
+
+async def test_the_plain_refusal_read_answers_as_the_claiming_statement(session: AsyncSession) -> None:
+    """``still_full`` (the refusal alone, for a slot seen full) and ``claim_unless_full``'s refusal are written
+    as two statements: they give the same answer for room left, a full slot, a replayed key, more meals than
+    the seats left, and a slot with no day row yet."""
+    import uuid
+
+    from sqlalchemy import update
+
+    from app.bookings.repository import BookingRepository
+
+    w = await arrange(session, capacity=3)
+    repo = BookingRepository(session)
+    day = (w.canteen.id, DAY, "lunch")
+    owner = unique("owner")
+    await repo.claim_unless_full(
+        *day, 1, scope="booking", owner=owner, key="used", digest="d", resource_id=uuid.uuid4()
+    )
+
+    async def both(booked: int, meals: int, key: str, slot: str = "lunch") -> tuple[bool, bool]:
+        await session.execute(
+            update(SlotDay).where(SlotDay.canteen_id == w.canteen.id).values(booked_meals=booked)
+        )
+        where = (w.canteen.id, DAY, slot)
+        plain = await repo.still_full(*where, meals, scope="booking", owner=owner, key=key)
+        await session.execute(text("SAVEPOINT probe"))  # the claim writes when there is room: undone below
+        claimed_full, _ = await repo.claim_unless_full(
+            *where, meals, scope="booking", owner=owner, key=key, digest="d", resource_id=uuid.uuid4()
+        )
+        await session.execute(text("ROLLBACK TO SAVEPOINT probe"))
+        return plain, claimed_full
+
+    assert await both(booked=1, meals=1, key="fresh") == (False, False)  # room left
+    assert await both(booked=2, meals=1, key="fresh") == (False, False)  # the last seat
+    assert await both(booked=3, meals=1, key="fresh") == (True, True)  # full
+    assert await both(booked=3, meals=1, key="used") == (False, False)  # a replay must get its booking back
+    assert await both(booked=2, meals=2, key="fresh") == (True, True)  # one seat left, two meals asked
+    assert await both(booked=3, meals=1, key="fresh", slot="dinner") == (
+        False,
+        False,
+    )  # no day row: not known
