@@ -6,13 +6,14 @@ measures each alone, over HTTP against the real server, as the scenarios do:
 - ``booking``: every request books (a slot with room for all), so each is the whole booking transaction;
 - ``refusal``: the slot is full from the start, so each is answered 409 from the one read that refuses it.
 
-Each request is a distinct elder with their own session and Idempotency-Key. Around the timed phase it reads
-``/proc``: the CPU of the server's worker processes (user and system), the load generator's (its start-up
-included, and its timed phase alone), and the rest of the machine (PostgreSQL, Redis, the kernel's network work,
-anything else running) as the machine's busy time less the first two. Printed per request, in milliseconds; with ``--py-spy DIR`` each worker is also sampled during
-the timed phase (py-spy's raw collapsed stacks, one file per worker); py-spy pauses a worker for each sample and
-its own CPU counts in the rest of the machine, so take the CPU figures from a run without it. One JSON object on
-the last line.
+Each request is a distinct elder with their own session and Idempotency-Key. Around the load it reads ``/proc``
+as every scenario does (``bench.harness.cpu_split``): the CPU of the server's worker processes (and, of that, in
+the kernel), of PostgreSQL's and Redis's processes where they run on this machine, of the load generator (its
+start-up included, and its timed phase alone), and the rest of the machine (the kernel's work for the others,
+anything else running) as the machine's busy time less all those. Printed per request, in milliseconds. With
+``--py-spy DIR`` each worker is also sampled during the timed phase (py-spy's raw collapsed stacks, one file per
+worker); py-spy pauses a worker for each sample and its own CPU counts in the rest of the machine, so take the
+CPU figures from a run without it. One JSON object on the last line.
 
 The machine's speed drifts from minute to minute: compare only runs made side by side.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -32,50 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.fixtures import create_elders, lunch_menus, reset_settings, set_capacity
-from bench.harness import Harness, emit
+from bench.harness import Harness, emit, per_request_ms, worker_pids
 from bench.scenarios.booking_rush import CONCURRENCY, booking_body
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (uvicorn's workers under ``sangyu serve``)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
-
-
-def _process_cpu(pids: list[int]) -> tuple[float, float]:
-    """User and system CPU seconds of ``pids`` so far."""
-    user = system = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        user += int(fields[11])
-        system += int(fields[12])
-    return user / _TICKS, system / _TICKS
-
-
-def _finished_children_cpu() -> float:
-    """CPU seconds of this process's children that have ended (the load generator, once ``load`` returns)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _machine_busy() -> float:
-    """CPU seconds the whole machine has spent on anything but idling and waiting for I/O."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values) - values[3] - values[4]) / _TICKS
 
 
 async def _arrange(requests: int, kind: str) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
@@ -114,32 +72,23 @@ def run(kind: str, requests: int, workers: int, py_spy: Path | None) -> dict[str
     with h.serving():
         assert h.server is not None
         time.sleep(1)  # the workers have started and imported everything
-        servers = _children(h.server.pid)
         samplers = []
         if py_spy is not None and spy is not None:
             py_spy.mkdir(parents=True, exist_ok=True)
-            for pid in servers:
+            for pid in worker_pids(h.server.pid):
                 out = py_spy / f"{kind}-{pid}.txt"
                 cmd = [spy, "record", "-r", "100", "-f", "raw", "-o", str(out), "-p", str(pid)]
                 samplers.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(1)
-        user0, system0 = _process_cpu(servers)
-        children0 = _finished_children_cpu()
-        busy0 = _machine_busy()
         measured = h.load(load, concurrency=CONCURRENCY)
-        busy1 = _machine_busy()
-        client = _finished_children_cpu() - children0  # the load generator, its start-up included
-        user1, system1 = _process_cpu(servers)
         for sampler in samplers:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=60)
     stats = measured["by_tag"][kind]
     expected = "201" if kind == "booking" else "409"
-    servers_cpu = (user1 - user0) + (system1 - system0)
-
-    def per_request(seconds: float) -> float:
-        return round(seconds / requests * 1000, 3)
-
+    per_request = per_request_ms(measured["cpu_seconds"], requests) or {}
+    if per_request:
+        per_request["load_generator_timed_phase"] = round(measured["client_cpu_seconds"] / requests * 1000, 3)
     return {
         "scenario": f"cost_{kind}",
         "ok": stats["statuses"] == {expected: requests},
@@ -149,13 +98,7 @@ def run(kind: str, requests: int, workers: int, py_spy: Path | None) -> dict[str
         "p99_ms": stats["p99_ms"],
         "statuses": stats["statuses"],
         "errors": stats["errors"],
-        "cpu_ms_per_request": {
-            "workers": per_request(servers_cpu),
-            "workers_system": per_request(system1 - system0),
-            "rest_of_machine": per_request(busy1 - busy0 - servers_cpu - client),
-            "load_generator": per_request(client),
-            "load_generator_timed_phase": per_request(measured["client_cpu_seconds"]),
-        },
+        "cpu_ms_per_request": per_request,
         "workers": workers,
         "concurrency": CONCURRENCY,
         "py_spy": str(py_spy) if py_spy is not None else None,
@@ -165,8 +108,8 @@ def run(kind: str, requests: int, workers: int, py_spy: Path | None) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.cost",
-        description="CPU per booking request (the workers, the rest of the machine, the load generator), "
-        "for requests that all book or all meet a full slot. Prints one JSON object last.",
+        description="CPU per booking request (the workers, PostgreSQL, Redis, the load generator, the rest of "
+        "the machine), for requests that all book or all meet a full slot. Prints one JSON object last.",
     )
     parser.add_argument("kind", choices=["booking", "refusal"])
     parser.add_argument("--requests", type=int, default=3000, help="distinct elders, one request each")

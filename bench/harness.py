@@ -53,6 +53,100 @@ def _machine() -> dict[str, Any]:
 
 CEILING_MIN_REQUESTS = 20_000
 
+# ---------------------------------------------------------------- where the machine's CPU goes (Linux /proc)
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Cumulative CPU ticks at one moment: per process of interest its group and (user, system) ticks, the
+    machine's busy ticks (all but idle and I/O wait), and the CPU seconds of this process's ended children."""
+
+    by_pid: dict[int, tuple[str, int, int]]
+    busy: int
+    ended_children: float
+
+
+def _proc_stat(pid_dir: Path) -> tuple[str, int, int, int] | None:
+    """(command name, parent pid, user ticks, system ticks) of one process, or None if it is gone."""
+    try:
+        stat = (pid_dir / "stat").read_text()
+    except OSError:
+        return None
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat.rsplit(")", 1)[1].split()
+    return name, int(fields[1]), int(fields[11]), int(fields[12])
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """The processes whose parent is ``server_pid`` (uvicorn's workers under ``sangyu serve``)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            found = _proc_stat(entry)
+            if found is not None and found[1] == server_pid:
+                out.append(int(entry.name))
+    return out
+
+
+def cpu_snapshot(server_pid: int | None) -> CpuSnapshot | None:
+    """The server's workers, PostgreSQL's processes and Redis's, where this machine runs them; None where there
+    is no ``/proc`` to read."""
+    import resource
+
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return None
+    by_pid: dict[int, tuple[str, int, int]] = {}
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        found = _proc_stat(entry)
+        if found is None:
+            continue
+        name, parent, user, system = found
+        if server_pid is not None and parent == server_pid:
+            group = "workers"
+        elif name.startswith("postgres"):
+            group = "postgres"
+        elif name.startswith("redis-server"):
+            group = "redis"
+        else:
+            continue
+        by_pid[int(entry.name)] = (group, user, system)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return CpuSnapshot(by_pid, sum(values) - values[3] - values[4], children.ru_utime + children.ru_stime)
+
+
+def cpu_split(before: CpuSnapshot | None, after: CpuSnapshot | None) -> dict[str, float] | None:
+    """CPU seconds between two snapshots: the workers (and of that, in the kernel), PostgreSQL, Redis, the load
+    generator (this process's children that ended meanwhile: the load generator, its start-up included), and
+    the rest of the machine (the kernel's work for the others, processes that ended, anything else running)."""
+    if before is None or after is None:
+        return None
+    seconds = {"workers": 0.0, "workers_system": 0.0, "postgres": 0.0, "redis": 0.0}
+    for pid, (group, user, system) in after.by_pid.items():
+        was = before.by_pid.get(pid)
+        user0, system0 = (was[1], was[2]) if was is not None and was[0] == group else (0, 0)
+        seconds[group] += (user - user0 + system - system0) / _TICKS
+        if group == "workers":
+            seconds["workers_system"] += (system - system0) / _TICKS
+    seconds["load_generator"] = after.ended_children - before.ended_children
+    busy = (after.busy - before.busy) / _TICKS
+    seconds["rest_of_machine"] = max(
+        0.0, busy - seconds["workers"] - seconds["postgres"] - seconds["redis"] - seconds["load_generator"]
+    )
+    return {k: round(v, 3) for k, v in seconds.items()}
+
+
+def per_request_ms(split: dict[str, float] | None, requests: int) -> dict[str, float] | None:
+    if not split or not requests:
+        return None
+    return {k: round(v / requests * 1000, 3) for k, v in split.items()}
+
 
 @dataclass
 class Harness:
@@ -207,6 +301,7 @@ class Harness:
             json.dump(spec, fh, ensure_ascii=False)
             path = fh.name
         answer = path + ".out"
+        before = cpu_snapshot(self.server.pid if self.server is not None else None)
         try:
             # The answer comes back in a file: read from the load generator's stdout, a full-size answer (MBs of
             # kept bodies) was now and then cut short at a multiple of the reader's 32 KiB, with exit status 0
@@ -220,6 +315,7 @@ class Harness:
             )
             if res.returncode != 0:
                 raise RuntimeError(f"load generator failed:\n{res.stderr[-4000:]}")
+            after = cpu_snapshot(self.server.pid if self.server is not None else None)
             with open(answer, encoding="utf-8") as fh:
                 text = fh.read()
         finally:
@@ -233,6 +329,7 @@ class Harness:
                 f"load generator's answer unreadable: {len(text)} characters, ending {text[-120:]!r} ({exc}); "
                 f"stderr: {res.stderr[-2000:]}"
             ) from exc
+        out["cpu_seconds"] = cpu_split(before, after)
         return out
 
     def load_chunked(self, make_chunk: Any, chunks: int, *, concurrency: int) -> dict[str, Any]:
@@ -243,11 +340,17 @@ class Harness:
         lat: dict[str, list[float]] = {}
         stat: dict[str, dict[str, int]] = {}
         err: dict[str, dict[str, int]] = {}
+        split: dict[str, float] | None = {}
         for i in range(chunks):
             part = self.load(make_chunk(i), concurrency=concurrency, keep_latencies=True)
             wall += part["wall_seconds"]
             cpu += part["client_cpu_seconds"]
             total += part["requests"]
+            if split is not None and part["cpu_seconds"] is not None:
+                for k, v in part["cpu_seconds"].items():
+                    split[k] = round(split.get(k, 0.0) + v, 3)
+            else:
+                split = None
             for tag, t in part["by_tag"].items():
                 lat.setdefault(tag, []).extend(t["latencies_ms"])
                 for k, v in t["statuses"].items():
@@ -272,6 +375,7 @@ class Harness:
             "client_cpu_seconds": round(cpu, 3),
             "client_cpu_util": round(cpu / wall, 3) if wall else 0.0,
             "by_tag": by_tag,
+            "cpu_seconds": split,
         }
 
     def ceiling(self, count: int, concurrency: int) -> dict[str, Any]:
@@ -316,9 +420,14 @@ class Harness:
             out["errors"] = {t: s["errors"] for t, s in measured["by_tag"].items() if s["errors"]}
             out["client_cpu_seconds"] = measured["client_cpu_seconds"]
             out["client_cpu_util"] = measured["client_cpu_util"]
+            # where the machine's CPU went, per request of the measured phase (every tag), and per ceiling request
+            out["cpu_ms_per_request"] = per_request_ms(measured.get("cpu_seconds"), measured["requests"])
             if ceiling:
                 out["ceiling_p99_ms"] = ceiling["by_tag"]["healthz"]["p99_ms"]
                 out["ceiling_client_cpu_util"] = ceiling["client_cpu_util"]
+                out["ceiling_cpu_ms_per_request"] = per_request_ms(
+                    ceiling.get("cpu_seconds"), ceiling["requests"]
+                )
         if "server_log" in self.extra:
             out["server_log"] = self.extra["server_log"]
         out["machine"] = _machine()
