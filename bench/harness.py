@@ -79,17 +79,6 @@ def _proc_stat(pid_dir: Path) -> tuple[str, int, int, int] | None:
     return name, int(fields[1]), int(fields[11]), int(fields[12])
 
 
-def worker_pids(server_pid: int) -> list[int]:
-    """The processes whose parent is ``server_pid`` (uvicorn's workers under ``sangyu serve``)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            found = _proc_stat(entry)
-            if found is not None and found[1] == server_pid:
-                out.append(int(entry.name))
-    return out
-
-
 def cpu_snapshot(server_pid: int | None) -> CpuSnapshot | None:
     """The server's workers, PostgreSQL's processes and Redis's, where this machine runs them; None where there
     is no ``/proc`` to read."""
@@ -119,6 +108,13 @@ def cpu_snapshot(server_pid: int | None) -> CpuSnapshot | None:
         by_pid[int(entry.name)] = (group, user, system)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return CpuSnapshot(by_pid, sum(values) - values[3] - values[4], children.ru_utime + children.ru_stime)
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """The processes whose parent is ``server_pid`` (uvicorn's workers under ``sangyu serve``), as a snapshot
+    finds them."""
+    snapshot = cpu_snapshot(server_pid)
+    return [pid for pid, (group, _, _) in snapshot.by_pid.items() if group == "workers"] if snapshot else []
 
 
 def cpu_split(before: CpuSnapshot | None, after: CpuSnapshot | None) -> dict[str, float] | None:

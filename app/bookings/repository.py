@@ -165,6 +165,21 @@ _STILL_FULL = sql_text(
 )
 
 
+def _room_params(
+    canteen_id: uuid.UUID, service_date: date, slot: str, meals: int, *, scope: str, owner: str, key: str
+) -> dict[str, Any]:
+    """The parameters of the refusal both ``_CLAIM_UNLESS_FULL`` and ``_STILL_FULL`` ask."""
+    return {
+        "canteen_id": canteen_id,
+        "service_date": service_date,
+        "slot": slot,
+        "meals": meals,
+        "scope": scope,
+        "owner": owner,
+        "key": key,
+    }
+
+
 @dataclass
 class MealSetting:
     canteen: Canteen
@@ -256,18 +271,8 @@ class BookingRepository:
         has no room for ``meals`` as of the last commit, and the key (scope, owner, key) has not been used (a
         replay must still get its booking back); nothing is written then. Otherwise the key is claimed for
         ``resource_id`` with the request's ``digest``, and ``claimed`` is False if it was already taken."""
-        params = {
-            "canteen_id": canteen_id,
-            "service_date": service_date,
-            "slot": slot,
-            "meals": meals,
-            "id": uuid.uuid4(),
-            "scope": scope,
-            "owner": owner,
-            "key": key,
-            "request_hash": digest,
-            "resource_id": resource_id,
-        }
+        params = _room_params(canteen_id, service_date, slot, meals, scope=scope, owner=owner, key=key)
+        params.update(id=uuid.uuid4(), request_hash=digest, resource_id=resource_id)
         row = (await execute_core(self.session, _CLAIM_UNLESS_FULL, params)).one()
         return bool(row.no_room), bool(row.claimed)
 
@@ -285,15 +290,7 @@ class BookingRepository:
         """``claim_unless_full``'s refusal without its claim: the slot has no room for ``meals`` as of the last
         commit and the key is unused. A plain read (``execute_core``): as a request's first statement after
         its session look-up, a refusal from it sends neither BEGIN nor ROLLBACK."""
-        params = {
-            "canteen_id": canteen_id,
-            "service_date": service_date,
-            "slot": slot,
-            "meals": meals,
-            "scope": scope,
-            "owner": owner,
-            "key": key,
-        }
+        params = _room_params(canteen_id, service_date, slot, meals, scope=scope, owner=owner, key=key)
         return bool((await execute_core(self.session, _STILL_FULL, params, plain_read=True)).scalar())
 
     async def release_capacity(

@@ -29,6 +29,13 @@ async def _many_elders(n: int, district: str, family_openid: str) -> list[str]:
     return ids
 
 
+async def _book_for(
+    client: httpx.AsyncClient, w: Any, elder_id: str, headers: dict[str, str]
+) -> httpx.Response:
+    """The world's lunch booked for ``elder_id`` (``headers``: the caller's session and Idempotency-Key)."""
+    return await client.post("/api/v1/bookings", json=body(w) | {"elder_id": elder_id}, headers=headers)
+
+
 async def test_200_concurrent_bookings_for_capacity_50(
     committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -39,12 +46,7 @@ async def test_200_concurrent_bookings_for_capacity_50(
     elder_ids = await _many_elders(200, w.district, family)
     headers = await login(committed_client, family)
 
-    async def book(elder_id: str) -> httpx.Response:
-        return await committed_client.post(
-            "/api/v1/bookings", json=body(w) | {"elder_id": elder_id}, headers=headers | key()
-        )
-
-    results = await asyncio.gather(*(book(e) for e in elder_ids))
+    results = await asyncio.gather(*(_book_for(committed_client, w, e, headers | key()) for e in elder_ids))
     codes = [r.status_code for r in results]
     assert codes.count(201) == 50, codes
     assert codes.count(409) == 150
@@ -74,12 +76,7 @@ async def test_item_stock_under_concurrency(
     family = unique("fam")
     elder_ids = await _many_elders(60, w.district, family)
     headers = await login(committed_client, family)
-    results = await asyncio.gather(
-        *(
-            committed_client.post("/api/v1/bookings", json=body(w) | {"elder_id": e}, headers=headers | key())
-            for e in elder_ids
-        )
-    )
+    results = await asyncio.gather(*(_book_for(committed_client, w, e, headers | key()) for e in elder_ids))
     codes = [r.status_code for r in results]
     assert codes.count(201) == 20 and codes.count(409) == 40
     assert {r.json()["error"] for r in results if r.status_code == 409} == {"ItemSoldOut"}
@@ -204,9 +201,7 @@ async def test_a_slot_seen_full_refuses_from_a_read_without_a_transaction(
     keys = [key() for _ in elder_ids]
 
     async def book(i: int) -> httpx.Response:
-        return await committed_client.post(
-            "/api/v1/bookings", json=body(w) | {"elder_id": elder_ids[i]}, headers=headers | keys[i]
-        )
+        return await _book_for(committed_client, w, elder_ids[i], headers | keys[i])
 
     first, second = await book(0), await book(1)
     assert (first.status_code, second.status_code) == (201, 201)
