@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import String, and_, any_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.feed.service import publish_after_commit
+from app.kit.jsontext import json_text
 from app.kit.locks import xact_lock
 from app.kit.sql import execute_core, load_entities, planned_once, sql_text
 from app.kit.time import utcnow
@@ -28,11 +28,20 @@ from app.models import (
 )
 from app.models.donation import DonationStatus
 
+
+class TargetLabel(NamedTuple):
+    """What a payment's feed event says of its donation's target."""
+
+    title: str
+    kind: str
+
+
 # Built once, with the order numbers as one array: the same SQL text for any number of them, so each pooled
 # connection prepares it once (an IN list is a new statement for every length). The array comes through a
-# sub-select (``planned_once``).
+# sub-select (``planned_once``). The target comes as the two columns its feed event shows, not as an object:
+# a payment batch made one for every order, about 8 µs each.
 _BY_OUT_TRADE_NOS = (
-    select(Donation, DonationTarget)
+    select(Donation, DonationTarget.title, DonationTarget.kind)
     .join(DonationTarget, DonationTarget.id == Donation.target_id)
     .where(Donation.out_trade_no == any_(planned_once(bindparam("out_trade_nos", type_=ARRAY(String)))))
     .order_by(Donation.id)
@@ -190,15 +199,15 @@ class DonationRepository:
 
     async def lock_by_out_trade_nos(
         self, out_trade_nos: list[str], *, unless_busy: bool = False
-    ) -> dict[str, tuple[Donation, DonationTarget]]:
+    ) -> dict[str, tuple[Donation, TargetLabel]]:
         """Row-lock many orders at once, in id order (two batches never deadlock), fresh from the database, each
-        with its target (read in the same round trip, not locked). ``unless_busy``: without waiting; an order
-        another transaction holds is left out, as an unknown one is."""
+        with its target's label (read in the same round trip, not locked). ``unless_busy``: without waiting; an
+        order another transaction holds is left out, as an unknown one is."""
         if not out_trade_nos:
             return {}
         statement = _LOCK_BY_OUT_TRADE_NOS_UNLESS_BUSY if unless_busy else _LOCK_BY_OUT_TRADE_NOS
         rows = await load_entities(self.session, statement, {"out_trade_nos": list(out_trade_nos)})
-        return {d.out_trade_no: (d, t) for d, t in rows if d.out_trade_no}
+        return {d.out_trade_no: (d, TargetLabel(title, kind)) for d, title, kind in rows if d.out_trade_no}
 
     async def list_for_donor(
         self, donor_user_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
@@ -376,7 +385,7 @@ class DonationRepository:
                     "ids": [d.id for d, _, _, _ in payments],
                     "paid_at": [paid_at for _, paid_at, _, _ in payments],
                     "transaction_ids": [tx for _, _, tx, _ in payments],
-                    "payloads": [json.dumps(feed, ensure_ascii=False) for _, _, _, feed in payments],
+                    "payloads": [json_text(feed) for _, _, _, feed in payments],
                     "at": at,
                 },
             )

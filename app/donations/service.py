@@ -20,7 +20,7 @@ from app.audit import service as audit
 from app.auth.subject import Subject
 from app.config import get_settings
 from app.db import after_commit, release_connection
-from app.donations.repository import DonationRepository
+from app.donations.repository import DonationRepository, TargetLabel
 from app.donations.schemas import (
     MAX_DONATION_FEN,
     DonationCreate,
@@ -74,13 +74,13 @@ def _target_not_found() -> NotFound:
 @dataclass(frozen=True)
 class PaymentCompletion:
     """A locked donation and the payment that completes it: one item of ``complete_payments``. ``target``: the
-    donation's target when the caller has it already (else it is read)."""
+    label of the donation's target when the caller has it already (else it is read)."""
 
     donation: Donation
     source: str
     external_ref: str
     paid_at: datetime
-    target: DonationTarget | None = None
+    target: TargetLabel | None = None
 
 
 def mint_out_trade_no(now: datetime | None = None) -> str:
@@ -357,9 +357,8 @@ class DonationService:
         await session.flush()  # whatever the caller changed first (nothing, for a batch of notifications)
         repo = DonationRepository(session)
         targets = {item.donation.target_id: item.target for item in done if item.target is not None}
-        targets.update(
-            await repo.targets_by_ids({item.donation.target_id for item in done if item.target is None})
-        )
+        read = await repo.targets_by_ids({item.donation.target_id for item in done if item.target is None})
+        targets.update({target_id: TargetLabel(t.title, t.kind) for target_id, t in read.items()})
         await repo.mark_paid(
             [
                 (

@@ -53,6 +53,7 @@ from app.feed.schemas import (
     TraceSummary,
 )
 from app.kit.crypto import mask_id_number, mask_phone
+from app.kit.jsontext import json_text
 from app.kit.locks import xact_lock
 from app.kit.money import format_yuan
 from app.kit.pagination import Page, decode_cursor, encode_cursor, invalid_cursor
@@ -294,7 +295,7 @@ async def publish(messages: list[dict[str, Any]]) -> None:
         async with client.pipeline(transaction=False) as pipe:
             pipe.incr(VERSION_KEY)
             for message in messages:
-                pipe.publish(CHANNEL, json.dumps(message, ensure_ascii=False))
+                pipe.publish(CHANNEL, json_text(message))
             await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT * 2)
     except Exception as exc:
         breaker.trip(exc)
@@ -914,7 +915,7 @@ class FeedService:
 
 def _sse(message: dict[str, Any]) -> str:
     event_id = message.get("event", {}).get("id", "")
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    body = json_text(message)
     return f"id: {event_id}\nevent: feed\ndata: {body}\n\n"
 
 

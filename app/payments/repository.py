@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.kit.jsontext import json_text
 from app.kit.sql import execute_core, insert_or_skip
 from app.models import PaymentInbox
 from app.wechat.pay import Notification
@@ -58,7 +58,7 @@ class InboxRepository:
                 "at": at,
                 "ids": [n.id for n in notes],
                 "types": [n.event_type for n in notes],
-                "payloads": [json.dumps(n.resource, ensure_ascii=False) for n in notes],
+                "payloads": [json_text(n.resource) for n in notes],
             },
         )
         return set(result.scalars())
