@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.db import Database, unit_of_work
 from app.donations.service import donation_service
-from app.models import Donation, SandboxWeChatPayOrder
+from app.models import Donation, FeedEvent, SandboxWeChatPayOrder
 from app.wechat.pay import get_wechatpay, response_sign_message, rsa_sign
 from tests.donations.helpers import committed_target, counts, donate, payment_notification, tamper
 from tests.fixtures.client import login
@@ -273,3 +273,40 @@ async def test_the_poll_leaves_an_order_whose_row_another_transaction_holds(
     assert await poll() == {"checked": 1, "completed": 1, "closed": 0, "errors": 0}
     state = await _state(donation["id"])
     assert (state["status"], state["lots"], state["feed"], state["entries"]) == ("paid", 1, 1, 1)
+
+
+async def test_a_paid_notifications_feed_event_names_its_target(
+    committed_client: httpx.AsyncClient, committed: Database, simulator: str
+) -> None:
+    """The order's lock reads its target's title and kind with it (no object of the target); the feed event of
+    a payment applied from a notification shows both, for each kind of target."""
+    from tests.donations.helpers import create_target
+
+    for kind in ("canteen", "fund", "general"):
+        title = f"通知路径{unique('t')}"[:40]
+        async with unit_of_work() as s:
+            target = await create_target(s, kind, title=title)
+        headers = await login(committed_client, unique("o"))
+        res = await donate(committed_client, headers, target.code, amount_fen=1234)
+        assert res.status_code == 201, res.text
+        async with httpx.AsyncClient(base_url=simulator, timeout=60) as sim:
+            paid = await sim.post(f"/sandbox/wechatpay/pay/{res.json()['out_trade_no']}")
+        assert paid.status_code == 200 and paid.json()["deliveries"] == [204], paid.text
+        async with unit_of_work() as s:
+            events = (
+                (
+                    await s.execute(
+                        select(FeedEvent.payload).where(
+                            FeedEvent.kind == "donation_paid", FeedEvent.payload["target"].astext == title
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert len(events) == 1, kind
+        assert (events[0]["target_kind"], events[0]["amount_fen"], events[0]["channel"]) == (
+            kind,
+            1234,
+            "wechatpay",
+        )
