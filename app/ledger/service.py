@@ -48,6 +48,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from app.exceptions import BadRequest, Conflict, NotFound
 from app.kit.background import PostCommitBatch
+from app.kit.jsontext import encode_json
 from app.kit.time import business_date, utcnow
 from app.ledger import chain
 from app.ledger.repository import (
@@ -154,33 +155,11 @@ def fund_account(fund_id: uuid.UUID, *, is_general_meal_pool: bool = False) -> s
     return GENERAL_MEAL_POOL if is_general_meal_pool else f"fund:{fund_id}"
 
 
-# as ``json.dumps(value, default=str, ensure_ascii=False)``, built once (``json.dumps`` with options builds an
-# encoder on every call)
-_SAFE_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
-# orjson, with what it would write otherwise than ``str`` (dates and times, dataclasses) handed to ``str``
-_SAFE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
-def _safe_json_text(value: Any) -> tuple[str, bool]:
-    """JSON text for ``value`` that reads back as ``_SAFE_JSON``'s text for it does, written by orjson in about a
-    fifth of the time; and whether orjson wrote it. What orjson writes otherwise goes through
-    ``_SAFE_JSON``: an integer beyond 64 bits or a key that is not a string (orjson refuses them), and NaN or an
-    infinity, which ``_SAFE_JSON`` writes as JSON that PostgreSQL refuses and orjson as ``null`` (so any
-    ``null`` goes that way). A plain ``Enum`` member (neither a ``str`` nor an ``int``) is written as its value
-    (``_SAFE_JSON`` would write ``str(member)``); the ledger writes none."""
-    try:
-        fast = orjson.dumps(value, default=str, option=_SAFE_OPTIONS)
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return _SAFE_JSON.encode(value), False
-    if b"null" in fast:
-        return _SAFE_JSON.encode(value), False
-    return fast.decode(), True
-
-
 def _json_safe(value: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
     """Round-trip through JSON so what is hashed now is exactly what JSONB gives back later: the value as JSONB
-    will give it back, and its JSON text (what is written; it holds the same value)."""
-    text, by_orjson = _safe_json_text(value or {})
+    will give it back, and its JSON text (what is written; it holds the same value). The reference is
+    ``json.dumps(value, default=str, ensure_ascii=False)`` (``app.kit.jsontext``)."""
+    text, by_orjson = encode_json(value or {}, default=str)
     result: dict[str, Any] = orjson.loads(text) if by_orjson else json.loads(text)
     return result, text
 
@@ -1021,7 +1000,7 @@ class LedgerService:
     @staticmethod
     def _meta_json(meta: dict[str, Any]) -> str:
         """What donors see of a meal, as the JSON text that ``_json_safe`` would give (for a jsonb column)."""
-        return _safe_json_text(meta)[0]
+        return encode_json(meta, default=str)[0]
 
     @staticmethod
     def _hold_key_reused(hold_key: str) -> Conflict:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.kit import jsontext
-from app.kit.jsontext import json_text
+from app.kit.jsontext import encode_json, json_text
 
 _SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
 _KEYS = st.text(max_size=6) | st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False)
@@ -117,3 +117,38 @@ def test_the_search_for_nan_runs_only_on_text_with_null(monkeypatch: pytest.Monk
     assert searched == []
     json_text({"a": None})
     assert searched[0] == {"a": None}
+
+
+@pytest.mark.parametrize(
+    ("value", "by_orjson"),
+    [
+        ({"a": 1, "b": None}, True),
+        ({"total": 2**64}, False),  # orjson.loads would read the reference's integer back as a float
+        ({"x": float("nan")}, False),
+        ({1: "a"}, False),
+    ],
+)
+def test_encode_json_says_whether_orjson_wrote_the_text(value: Any, by_orjson: bool) -> None:
+    text, fast = encode_json(value)
+    assert fast is by_orjson
+    assert text == json_text(value)
+    if not fast:
+        assert text == _reference(value)
+
+
+def test_a_default_is_used_as_the_reference_uses_it() -> None:
+    """The ledger's ``default=str``: dates, UUIDs and decimals read back as ``json.dumps(..., default=str)``
+    writes them."""
+    import uuid
+    from decimal import Decimal
+
+    value = {
+        "at": datetime(2026, 11, 30, 8, 5, tzinfo=UTC),
+        "day": date(2026, 11, 30),
+        "id": uuid.UUID(int=7),
+        "fen": Decimal("12.50"),
+        "point": _Point(3),
+    }
+    text, fast = encode_json(value, default=str)
+    assert fast
+    assert json.loads(text) == json.loads(json.dumps(value, ensure_ascii=False, default=str))
