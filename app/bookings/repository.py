@@ -165,19 +165,22 @@ _STILL_FULL = sql_text(
 )
 
 
-def _room_params(
-    canteen_id: uuid.UUID, service_date: date, slot: str, meals: int, *, scope: str, owner: str, key: str
-) -> dict[str, Any]:
-    """The parameters of the refusal both ``_CLAIM_UNLESS_FULL`` and ``_STILL_FULL`` ask."""
-    return {
-        "canteen_id": canteen_id,
-        "service_date": service_date,
-        "slot": slot,
-        "meals": meals,
-        "scope": scope,
-        "owner": owner,
-        "key": key,
-    }
+@dataclass(frozen=True)
+class RoomAsk:
+    """What a booking request asks of its slot, and the key it comes with: the refusal both
+    ``claim_unless_full`` and ``still_full`` decide from (no room for ``meals`` as of the last commit, and the
+    key (scope, owner, key) unused)."""
+
+    canteen_id: uuid.UUID
+    service_date: date
+    slot: str
+    meals: int
+    scope: str
+    owner: str
+    key: str
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.__dict__)  # not ``dataclasses.asdict``, which deep-copies every value
 
 
 @dataclass
@@ -255,43 +258,21 @@ class BookingRepository:
         return bool((await self.session.execute(stmt)).scalar())
 
     async def claim_unless_full(
-        self,
-        canteen_id: uuid.UUID,
-        service_date: date,
-        slot: str,
-        meals: int,
-        *,
-        scope: str,
-        owner: str,
-        key: str,
-        digest: str,
-        resource_id: uuid.UUID,
+        self, ask: RoomAsk, *, digest: str, resource_id: uuid.UUID
     ) -> tuple[bool, bool]:
         """One statement, first thing in a booking request: (full, claimed). ``full``: the slot is known and
-        has no room for ``meals`` as of the last commit, and the key (scope, owner, key) has not been used (a
-        replay must still get its booking back); nothing is written then. Otherwise the key is claimed for
-        ``resource_id`` with the request's ``digest``, and ``claimed`` is False if it was already taken."""
-        params = _room_params(canteen_id, service_date, slot, meals, scope=scope, owner=owner, key=key)
-        params.update(id=uuid.uuid4(), request_hash=digest, resource_id=resource_id)
+        has no room for ``ask.meals`` as of the last commit, and the key has not been used (a replay must still
+        get its booking back); nothing is written then. Otherwise the key is claimed for ``resource_id`` with
+        the request's ``digest``, and ``claimed`` is False if it was already taken."""
+        params = ask.params() | {"id": uuid.uuid4(), "request_hash": digest, "resource_id": resource_id}
         row = (await execute_core(self.session, _CLAIM_UNLESS_FULL, params)).one()
         return bool(row.no_room), bool(row.claimed)
 
-    async def still_full(
-        self,
-        canteen_id: uuid.UUID,
-        service_date: date,
-        slot: str,
-        meals: int,
-        *,
-        scope: str,
-        owner: str,
-        key: str,
-    ) -> bool:
-        """``claim_unless_full``'s refusal without its claim: the slot has no room for ``meals`` as of the last
-        commit and the key is unused. A plain read (``execute_core``): as a request's first statement after
+    async def still_full(self, ask: RoomAsk) -> bool:
+        """``claim_unless_full``'s refusal without its claim: the slot has no room for ``ask.meals`` as of the
+        last commit and the key is unused. A plain read (``execute_core``): as a request's first statement after
         its session look-up, a refusal from it sends neither BEGIN nor ROLLBACK."""
-        params = _room_params(canteen_id, service_date, slot, meals, scope=scope, owner=owner, key=key)
-        return bool((await execute_core(self.session, _STILL_FULL, params, plain_read=True)).scalar())
+        return bool((await execute_core(self.session, _STILL_FULL, ask.params(), plain_read=True)).scalar())
 
     async def release_capacity(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int

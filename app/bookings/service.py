@@ -20,7 +20,7 @@ from app.auth.subject import Subject
 from app.bookings import charity
 from app.bookings.codes import BadCode, new_serve_code, parse, qr_payload
 from app.bookings.notifications import queue_booking_messages
-from app.bookings.repository import BookingRepository
+from app.bookings.repository import BookingRepository, RoomAsk
 from app.bookings.schemas import (
     BookingOut,
     BookingRequest,
@@ -444,35 +444,25 @@ class BookingService:
         # Most requests of a lunch rush arrive after the slot has filled. Once this process has seen it full,
         # they are answered from a plain read, with no transaction; otherwise from one statement, which claims
         # the request's key unless the slot is full.
-        meals = sum(i.quantity for i in payload.items)
         repo = BookingRepository(session)
         slot = (payload.canteen_id, payload.date, payload.slot.value)
+        ask = RoomAsk(*slot, sum(i.quantity for i in payload.items), scope="booking", owner=owner, key=key)
         seen = _seen_full.get(slot)
         if seen is not None:
-            if time.monotonic() - seen < SEEN_FULL_SECONDS and await repo.still_full(
-                *slot, meals, scope="booking", owner=owner, key=key
-            ):
+            if time.monotonic() - seen < SEEN_FULL_SECONDS and await repo.still_full(ask):
                 _remember_full(slot)
                 raise _slot_full()
             _seen_full.pop(slot, None)
         booking_id = uuid.uuid4()
         digest = idempotency.body_hash(payload)
-        full, claimed = await repo.claim_unless_full(
-            *slot,
-            meals,
-            scope="booking",
-            owner=owner,
-            key=key,
-            digest=digest,
-            resource_id=booking_id,
-        )
+        full, claimed = await repo.claim_unless_full(ask, digest=digest, resource_id=booking_id)
         if full:
             _remember_full(slot)
             raise _slot_full()
         if not claimed:
             claim = await idempotency.existing(session, scope="booking", owner=owner, key=key, digest=digest)
             assert claim.existing_id is not None  # existing() raises for a key that names nothing yet
-            existing = await BookingRepository(session).get_readable(subject, claim.existing_id)
+            existing = await repo.get_readable(subject, claim.existing_id)
             if existing is None:
                 raise NotFound("找不到这笔订餐", code="BookingNotFound")
             return await self._out(session, existing), False

@@ -350,26 +350,22 @@ async def test_the_plain_refusal_read_answers_as_the_claiming_statement(session:
 
     from sqlalchemy import update
 
-    from app.bookings.repository import BookingRepository
+    from app.bookings.repository import BookingRepository, RoomAsk
 
     w = await arrange(session, capacity=3)
     repo = BookingRepository(session)
-    day = (w.canteen.id, DAY, "lunch")
     owner = unique("owner")
-    await repo.claim_unless_full(
-        *day, 1, scope="booking", owner=owner, key="used", digest="d", resource_id=uuid.uuid4()
-    )
+    used = RoomAsk(w.canteen.id, DAY, "lunch", 1, scope="booking", owner=owner, key="used")
+    await repo.claim_unless_full(used, digest="d", resource_id=uuid.uuid4())
 
     async def both(booked: int, meals: int, key: str, slot: str = "lunch") -> tuple[bool, bool]:
         await session.execute(
             update(SlotDay).where(SlotDay.canteen_id == w.canteen.id).values(booked_meals=booked)
         )
-        where = (w.canteen.id, DAY, slot)
-        plain = await repo.still_full(*where, meals, scope="booking", owner=owner, key=key)
+        ask = RoomAsk(w.canteen.id, DAY, slot, meals, scope="booking", owner=owner, key=key)
+        plain = await repo.still_full(ask)
         await session.execute(text("SAVEPOINT probe"))  # the claim writes when there is room: undone below
-        claimed_full, _ = await repo.claim_unless_full(
-            *where, meals, scope="booking", owner=owner, key=key, digest="d", resource_id=uuid.uuid4()
-        )
+        claimed_full, _ = await repo.claim_unless_full(ask, digest="d", resource_id=uuid.uuid4())
         await session.execute(text("ROLLBACK TO SAVEPOINT probe"))
         return plain, claimed_full
 

@@ -36,15 +36,23 @@ async def _book_for(
     return await client.post("/api/v1/bookings", json=body(w) | {"elder_id": elder_id}, headers=headers)
 
 
+async def _family_of_elders(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, *, capacity: int, elders: int
+) -> tuple[Any, list[str], dict[str, str]]:
+    """At 10:00 the day before: a lunch of ``capacity`` seats, and one family member bound to ``elders`` elders
+    (the world, the elders' ids, the member's session headers)."""
+    set_now(monkeypatch, MORNING)
+    async with unit_of_work() as s:
+        w = await arrange(s, capacity=capacity)
+    family = unique("fam")
+    elder_ids = await _many_elders(elders, w.district, family)
+    return w, elder_ids, await login(client, family)
+
+
 async def test_200_concurrent_bookings_for_capacity_50(
     committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    set_now(monkeypatch, MORNING)
-    async with unit_of_work() as s:
-        w = await arrange(s, capacity=50)
-    family = unique("fam")
-    elder_ids = await _many_elders(200, w.district, family)
-    headers = await login(committed_client, family)
+    w, elder_ids, headers = await _family_of_elders(committed_client, monkeypatch, capacity=50, elders=200)
 
     results = await asyncio.gather(*(_book_for(committed_client, w, e, headers | key()) for e in elder_ids))
     codes = [r.status_code for r in results]
@@ -192,12 +200,7 @@ async def test_a_slot_seen_full_refuses_from_a_read_without_a_transaction(
     from app.bookings import service as booking_module
     from tests.bookings.helpers import DAY
 
-    set_now(monkeypatch, MORNING)
-    async with unit_of_work() as s:
-        w = await arrange(s, capacity=2)
-    family = unique("fam")
-    elder_ids = await _many_elders(5, w.district, family)
-    headers = await login(committed_client, family)
+    w, elder_ids, headers = await _family_of_elders(committed_client, monkeypatch, capacity=2, elders=5)
     keys = [key() for _ in elder_ids]
 
     async def book(i: int) -> httpx.Response:
