@@ -20,7 +20,7 @@ from app.audit import service as audit
 from app.auth.subject import Subject
 from app.config import get_settings
 from app.db import after_commit, release_connection
-from app.donations.repository import DonationRepository, TargetLabel
+from app.donations.repository import DonationRepository, PayableOrder, TargetLabel
 from app.donations.schemas import (
     MAX_DONATION_FEN,
     DonationCreate,
@@ -76,7 +76,7 @@ class PaymentCompletion:
     """A locked donation and the payment that completes it: one item of ``complete_payments``. ``target``: the
     label of the donation's target when the caller has it already (else it is read)."""
 
-    donation: Donation
+    donation: Donation | PayableOrder
     source: str
     external_ref: str
     paid_at: datetime
@@ -89,7 +89,7 @@ def mint_out_trade_no(now: datetime | None = None) -> str:
     return "SY" + day + "".join(secrets.choice(_OUT_TRADE_NO_ALPHABET) for _ in range(18))
 
 
-def donor_label(donation: Donation) -> str:
+def donor_label(donation: Donation | PayableOrder) -> str:
     if donation.anonymous or not donation.display_name:
         return ANONYMOUS_NAME
     return donation.display_name

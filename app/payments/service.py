@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.donations.repository import DonationRepository
+from app.donations.repository import DonationRepository, PayableOrder
 from app.donations.service import FINAL_REFUND_STATES, PaymentCompletion, donation_service
 from app.errors import is_unavailable
 from app.kit.background import Again, RequestBatch
@@ -42,7 +42,9 @@ def parse_success_time(value: Any) -> datetime:
     return parsed if parsed.tzinfo else utcnow()
 
 
-def transaction_matches(gateway: WeChatPayGateway, donation: Donation, tx: Mapping[str, Any]) -> str | None:
+def transaction_matches(
+    gateway: WeChatPayGateway, donation: Donation | PayableOrder, tx: Mapping[str, Any]
+) -> str | None:
     """Why a WeChat transaction does not belong to this donation (None when it does)."""
     amount = tx.get("amount") if isinstance(tx.get("amount"), dict) else {}
     assert isinstance(amount, dict)

@@ -254,9 +254,7 @@ async def test_the_hot_statements_run_on_the_driver() -> None:
     assert _DriverPlan.of(items, dialect(), ()) is None  # an IN list is written out at each execution
     from app.donations.repository import _LOCK_BY_OUT_TRADE_NOS
 
-    assert (
-        _DriverPlan.of(_LOCK_BY_OUT_TRADE_NOS, dialect(), ()) is not None
-    )  # populate_existing: load_entities
+    assert _DriverPlan.of(_LOCK_BY_OUT_TRADE_NOS, dialect(), ()) is not None  # columns, FOR UPDATE OF
     assert _DriverPlan.of(_ROWS.execution_options(stream_results=True), dialect(), ()) is None
     from app.models import Booking
 
