@@ -38,9 +38,9 @@ class TargetLabel(NamedTuple):
 
 class PayableOrder(NamedTuple):
     """What a payment batch reads of an order it locks: the columns that check a notification against the order
-    and that the payment writes from, not the whole row as an ORM object (in a storm of 30 to a batch, the
-    object and its 30 columns cost about 30 µs an order). ``complete_payments`` takes it where it takes a
-    ``Donation``."""
+    and that the payment writes from, not the whole row as an ORM object of the session (measured in-process: an
+    object, loaded, given its paid values and let go at the commit, about 24 µs; the row as columns about 3 µs).
+    ``complete_payments`` takes it where it takes a ``Donation``."""
 
     id: uuid.UUID
     out_trade_no: str | None
