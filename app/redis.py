@@ -4,16 +4,21 @@ sync clients, so wechatpy's token storage and our code see the same keys)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from app.config import Settings, get_settings
 
+log = structlog.get_logger("app.redis")
 _lock = threading.RLock()
 _fake_server: Any = None
 _sync_client: redis.Redis | None = None
@@ -44,6 +49,28 @@ def create_async_redis(settings: Settings | None = None) -> aioredis.Redis:
     import fakeredis
 
     return fakeredis.FakeAsyncRedis(server=_fake(), decode_responses=True)
+
+
+def script(source: str) -> AsyncScript:
+    """A Lua script for ``run_script``, its client given at each call."""
+    return AsyncScript(None, source.encode())  # type: ignore[arg-type]  # client given per call
+
+
+no_scripting: set[int] = set()  # clients (by id) whose server refused EVAL
+
+
+async def run_script(
+    client: Any, lua: AsyncScript, keys: list[str], args: list[Any], steps: Callable[[], Awaitable[Any]]
+) -> Any:
+    """``lua`` on ``client`` (EVALSHA, or EVAL the first time the server sees it), or the same ``steps`` as a
+    pipeline where the server runs no scripts (the in-process stand-in). Connection errors propagate."""
+    if id(client) not in no_scripting:
+        try:
+            return await lua(keys=keys, args=args, client=client)
+        except ResponseError as exc:
+            log.info("redis_without_scripting", error=str(exc)[:80])
+            no_scripting.add(id(client))
+    return await steps()
 
 
 def get_sync_redis(settings: Settings | None = None) -> redis.Redis:

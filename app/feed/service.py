@@ -288,15 +288,38 @@ class _Breaker:
 breaker = _Breaker()
 
 
+# The version's bump and every message's publish in one command. redis-py's pipeline builds, sends and parses
+# each command of it in Python: for a payment batch of thirty events it cost about 500 µs of CPU, the script
+# about 180 (in-process, one Redis on loopback).
+_PUBLISH = app_redis.script(
+    """
+    redis.call('INCR', KEYS[1])
+    for i = 2, #ARGV do
+        redis.call('PUBLISH', ARGV[1], ARGV[i])
+    end
+    return #ARGV - 1
+    """
+)
+
+
 async def publish(messages: list[dict[str, Any]]) -> None:
-    """Bump the cache version and publish each message. Never raises: a committed change stays committed."""
+    """Bump the cache version and publish each message (a pipeline where the server runs no scripts). Never
+    raises: a committed change stays committed."""
     try:
         client = app_redis.get_redis()
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.incr(VERSION_KEY)
-            for message in messages:
-                pipe.publish(CHANNEL, json_text(message))
-            await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT * 2)
+        texts = [json_text(message) for message in messages]
+
+        async def pipelined() -> Any:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.incr(VERSION_KEY)
+                for text in texts:
+                    pipe.publish(CHANNEL, text)
+                return await pipe.execute()
+
+        await asyncio.wait_for(
+            app_redis.run_script(client, _PUBLISH, [VERSION_KEY], [CHANNEL, *texts], pipelined),
+            REDIS_TIMEOUT * 2,
+        )
     except Exception as exc:
         breaker.trip(exc)
 

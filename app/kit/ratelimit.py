@@ -32,10 +32,9 @@ from typing import Any
 
 import structlog
 from fastapi import Request
-from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
 
 from app.exceptions import ServiceUnavailable, TooManyRequests
+from app.redis import run_script, script
 
 log = structlog.get_logger("app.ratelimit")
 
@@ -66,8 +65,7 @@ end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or ''
 return {allowed, oldest}
 """
-_script = AsyncScript(None, _SLIDING_WINDOW.encode())  # type: ignore[arg-type]  # client given per call
-_no_scripting: set[int] = set()  # clients (by id) whose server refused EVAL
+_script = script(_SLIDING_WINDOW)
 _MEMBER_PREFIX = uuid.uuid4().hex[:8]  # this process; with the counter below, members never collide
 _members = itertools.count()
 
@@ -75,20 +73,6 @@ _members = itertools.count()
 def _member(ts: float) -> str:
     """A sorted-set member for one request at ``ts``."""
     return f"{ts:.6f}:{_MEMBER_PREFIX}{next(_members)}"
-
-
-async def _scripted(
-    redis: Any, script: AsyncScript, keys: list[str], args: list[Any], steps: Callable[[], Awaitable[Any]]
-) -> Any:
-    """``script`` on ``redis``, or the same ``steps`` as a pipeline where the server runs no scripts (the
-    in-process stand-in). Connection errors propagate."""
-    if id(redis) not in _no_scripting:
-        try:
-            return await script(keys=keys, args=args, client=redis)
-        except ResponseError as exc:
-            log.info("rate_limit_without_scripting", error=str(exc)[:80])
-            _no_scripting.add(id(redis))
-    return await steps()
 
 
 def _retry_after(oldest: float | None, limit: Limit, now: float) -> int:
@@ -102,7 +86,7 @@ async def hit(redis: Any, limit: Limit, identity: str, now: float | None = None)
     now = time.time() if now is None else now
     key = f"sangyu:rl:{limit.name}:{identity}"
     member = _member(now)
-    allowed, oldest = await _scripted(
+    allowed, oldest = await run_script(
         redis,
         _script,
         [key],
@@ -219,7 +203,7 @@ for k = 1, #KEYS do
 end
 return out
 """
-_flush_script = AsyncScript(None, _FLUSH.encode())  # type: ignore[arg-type]  # client given per call
+_flush_script = script(_FLUSH)
 
 
 async def _flush(state: _Batches, redis: Any, also: dict[str, Limit] | None = None) -> None:
@@ -241,7 +225,7 @@ async def _flush(state: _Batches, redis: Any, also: dict[str, Limit] | None = No
         for ts in members:
             args += (f"{ts:.6f}", _member(ts))
     try:
-        counts = await _scripted(
+        counts = await run_script(
             redis, _flush_script, keys, args, lambda: _flush_pipelined(redis, keys, limits, pending, now)
         )
     except Exception as exc:  # batched limits fail open: these requests were let through already

@@ -243,3 +243,41 @@ async def test_concurrent_misses_build_once(monkeypatch: pytest.MonkeyPatch) -> 
 
 async def _no_version() -> None:
     return None
+
+
+@pytest.mark.parametrize("scripting", [True, False], ids=["lua-script", "pipeline"])
+async def test_a_publish_bumps_the_version_once_and_sends_each_message_in_order(
+    monkeypatch: pytest.MonkeyPatch, scripting: bool
+) -> None:
+    """One script call where the server runs scripts, a pipeline where it does not: either way the cache's
+    version goes up by one per publish and every message reaches a listener, in order, as its JSON text."""
+    redis = app_redis.get_redis()
+    if not scripting:
+        monkeypatch.setattr(app_redis, "no_scripting", {id(redis)})
+    channel = f"test:feed:{uuid.uuid4().hex}"
+    monkeypatch.setattr(feed_module, "CHANNEL", channel)
+    feed_module.breaker.reset()
+    monkeypatch.setattr(feed_module.breaker, "stale", False)
+    listener = redis.pubsub()
+    await listener.subscribe(channel)
+    try:
+        assert (await listener.get_message(timeout=1.0) or {}).get("type") == "subscribe"
+        messages = [{"op": "new", "event": {"id": n, "text": f"第 {n} 笔"}} for n in range(3)]
+        before = await _version()
+        await feed_module.publish(messages)
+        if scripting and id(redis) in app_redis.no_scripting:
+            pytest.skip("this Redis (the in-process stand-in) runs no scripts; the pipeline case covers it")
+        assert await _version() == before + 1
+        got = []
+        while len(got) < 3:
+            message = await listener.get_message(ignore_subscribe_messages=True, timeout=2.0)
+            assert message is not None, got
+            got.append(message["data"])
+        assert got == [feed_module.json_text(m) for m in messages]
+        await feed_module.publish([])  # nothing to send: the version still moves
+        assert await _version() == before + 2
+        assert await listener.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
+        assert feed_module.breaker.available() and not feed_module.breaker.stale  # Redis never failed
+    finally:
+        await listener.unsubscribe(channel)
+        await listener.aclose()

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
+from app import redis as app_redis
 from app.errors import install_error_handlers
 from app.kit import ratelimit
 from app.kit.body_limit import BodySizeLimitMiddleware
@@ -21,10 +22,10 @@ async def test_sliding_window_counts_and_recovers(monkeypatch: pytest.MonkeyPatc
     limit = Limit(f"t{uuid.uuid4().hex[:8]}", limit=3, window_seconds=10)
     redis = get_redis()
     if not scripting:
-        monkeypatch.setattr(ratelimit, "_no_scripting", {id(redis)})
+        monkeypatch.setattr(app_redis, "no_scripting", {id(redis)})
     t0 = 1_000_000.0
     assert await hit(redis, limit, "ip", now=t0) is None
-    if scripting and id(redis) in ratelimit._no_scripting:
+    if scripting and id(redis) in app_redis.no_scripting:
         pytest.skip("this Redis (the in-process stand-in) runs no scripts; the pipeline case covers it")
     assert [await hit(redis, limit, "ip", now=t0 + i) for i in range(1, 3)] == [None, None]
     retry = await hit(redis, limit, "ip", now=t0 + 3)
