@@ -34,7 +34,8 @@ from typing import Any
 from bench.fixtures import create_pending_donations, payment_notification, reset_settings, signed_headers
 from bench.harness import Harness, cpu_snapshot, cpu_split, emit
 
-WARM_UP = 60  # batches per size first: every pooled connection prepares the statements and plans them (5 runs)
+# batches per size first: every pooled connection prepares the statements and plans them (five runs each)
+WARM_UP = 60
 
 
 async def _arrange(count: int) -> list[Any]:
