@@ -140,11 +140,13 @@ def run(sizes: list[int], rounds: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.batch",
-        description="CPU of one payment batch (this process's Python, PostgreSQL's) by its size, in-process, "
-        "one batch at a time. Prints one JSON object last.",
+        description="CPU of one payment batch (this process's Python, PostgreSQL's) and its wall time, by its "
+        "size, in-process, one batch at a time. Prints one JSON object last.",
     )
-    parser.add_argument("--sizes", default="1,5,30", help="notifications per batch, comma-separated")
-    parser.add_argument("--rounds", type=int, default=200, help="measured batches per size")
+    parser.add_argument(
+        "--sizes", default="1,5,30", help="notifications per batch, comma-separated (default 1,5,30)"
+    )
+    parser.add_argument("--rounds", type=int, default=200, help="measured batches per size (default 200)")
     args = parser.parse_args(argv)
     try:
         sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
