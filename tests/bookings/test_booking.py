@@ -343,9 +343,9 @@ async def test_an_item_from_another_canteens_menu_is_refused_with_the_rest(
 
 
 async def test_the_plain_refusal_read_answers_as_the_claiming_statement(session: AsyncSession) -> None:
-    """``still_full`` (the refusal alone, for a slot seen full) and ``claim_unless_full``'s refusal are written
-    as two statements: they give the same answer for room left, a full slot, a replayed key, more meals than
-    the seats left, and a slot with no day row yet."""
+    """``still_full`` (the refusal alone, for a slot seen full) and ``claim_unless_full``'s refusal, two
+    statements around one condition: they give the same answer for room left, a full slot, a replayed key, more
+    meals than the seats left, and a slot with no day row yet."""
     import uuid
 
     from sqlalchemy import update

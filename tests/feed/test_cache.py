@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import redis as app_redis
 from app.feed import service as feed_module
 from app.feed.service import VERSION_KEY
+from app.kit.jsontext import json_text
 from tests.feed.helpers import create_target, pay, serve_meal
 from tests.fixtures.environment import free_port
 
@@ -273,7 +274,7 @@ async def test_a_publish_bumps_the_version_once_and_sends_each_message_in_order(
             message = await listener.get_message(ignore_subscribe_messages=True, timeout=2.0)
             assert message is not None, got
             got.append(message["data"])
-        assert got == [feed_module.json_text(m) for m in messages]
+        assert got == [json_text(m) for m in messages]
         await feed_module.publish([])  # nothing to send: the version still moves
         assert await _version() == before + 2
         assert await listener.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
