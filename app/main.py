@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
+from app.bookings.front import BookingFront
 from app.config import Environment, Settings, check_startable, get_settings
 from app.db import get_database
 from app.errors import install_error_handlers
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     document_errors(app)
     # innermost: inside the request id, access log, metrics and body limit
+    app.add_middleware(BookingFront)
     app.add_middleware(NotifyFront)
     app.add_middleware(FeedFront)
     app.add_middleware(

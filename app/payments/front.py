@@ -14,41 +14,14 @@ which answers it as it always has. The route itself stays, for the API's schema 
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.db import get_session_factory
+from app.kit.front import error_response, resolve, route_of
 from app.wechat.pay import wechatpay_dependency
-
-
-async def _resolve(overrides: dict[Any, Any], dependency: Any) -> Any:
-    """What FastAPI would give for ``dependency``: its override's value if the app has one, else its own. A
-    generator dependency (one that yields) is FastAPI's to run: ``LookupError`` sends the request to the route."""
-    provider = overrides.get(dependency, dependency)
-    if inspect.isgeneratorfunction(provider) or inspect.isasyncgenfunction(provider):
-        raise LookupError(provider)
-    value = provider()
-    return await value if inspect.isawaitable(value) else value
-
-
-def _route_of(app: Any, endpoint: Any) -> Any:
-    """The app's route for ``endpoint``, or None (an app without it: the front then lets everything through)."""
-    return next((r for r in app.router.routes if getattr(r, "endpoint", None) is endpoint), None)
-
-
-def _handler_for(app: Any, exc: Exception) -> Any:
-    """The app's handler for ``exc`` among those answered inside the app (Starlette's lookup, by the exception's
-    classes in order; ``Exception`` itself is the outermost middleware's)."""
-    handlers = app.exception_handlers
-    for cls in type(exc).__mro__:
-        if cls is Exception:
-            return None
-        if cls in handlers:
-            return handlers[cls]
-    return None
 
 
 class NotifyFront:
@@ -66,14 +39,14 @@ class NotifyFront:
         if self._endpoint is None:
             from app.payments.endpoints import wechat_notify  # (the endpoints import the app's pieces)
 
-            self._route, self._endpoint = _route_of(fastapi_app, wechat_notify), wechat_notify
+            self._route, self._endpoint = route_of(fastapi_app, wechat_notify), wechat_notify
         if self._route is None or scope["path"] != self._route.path:
             await self.app(scope, receive, send)
             return
         overrides = fastapi_app.dependency_overrides
         try:
-            gateway = await _resolve(overrides, wechatpay_dependency)
-            open_session = await _resolve(overrides, get_session_factory)
+            gateway = await resolve(overrides, wechatpay_dependency)
+            open_session = await resolve(overrides, get_session_factory)
         except Exception:
             await self.app(scope, receive, send)  # the route answers it, as it always has
             return
@@ -82,8 +55,5 @@ class NotifyFront:
         try:
             response = await self._endpoint(request, gateway, open_session)
         except Exception as exc:
-            handler = _handler_for(fastapi_app, exc)
-            if handler is None:
-                raise
-            response = await handler(request, exc)
+            response = await error_response(fastapi_app, request, exc)
         await response(scope, receive, send)

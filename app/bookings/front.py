@@ -1,0 +1,132 @@
+"""Booking requests answered before FastAPI routes them.
+
+At 10:00 on a weekday a city's elders book lunch at once, and most of them meet a slot that has just filled.
+FastAPI's routing through the API's routes, its dependency solving and the layers it wraps around a route cost
+about a third of the workers' CPU for such a refusal, and about one millisecond of a booking (measured with
+``python -m bench.cost``, docs/performance-rounds.md). This front takes ``POST`` of the booking route's exact
+path when the request is plainly well-formed: a JSON body that is a valid ``BookingRequest``, a bearer token,
+and an ``Idempotency-Key`` within the route's length, or none. It then does what FastAPI would: opens the
+request's session through ``get_db_session`` (or the app's override of it, entered as FastAPI enters a
+dependency that yields), authenticates the token in it (``app.auth.auth.authenticate``), calls the route's own
+endpoint function, and answers with the status and JSON bytes the route would send. An error is answered by
+the app's own exception handlers (``app.kit.front``).
+
+Everything else goes to FastAPI untouched, the body it has read handed on unchanged, so its answers (422 for a
+malformed body or header, 401 without a token) stay FastAPI's own; so does every request while the app
+overrides the authentication dependencies. The request keeps its id, its access-log line and its metrics
+(``RequestContextMiddleware`` sits outside this one) and its body limit. The route itself stays, for the API's
+schema and for every other method.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.auth.auth import authenticate, current_subject, optional_subject
+from app.bookings.schemas import BookingRequest
+from app.db import get_db_session
+from app.kit.front import error_response, route_of
+
+# the route's ``Idempotency-Key`` header allows this many characters (a longer one is FastAPI's 422)
+KEY_MAX_LENGTH = 200
+
+
+def _is_json(content_type: str | None) -> bool:
+    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
+    """The request's body, and the messages that hand it on as it came (a disconnect included)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            body = b"".join(chunks)
+            return body, [{"type": "http.request", "body": body, "more_body": False}, message]
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            body = b"".join(chunks)
+            return body, [{"type": "http.request", "body": body, "more_body": False}]
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
+def _booking_request(body: bytes) -> BookingRequest | None:
+    """The body as the route would read it (JSON, then the model), or None when the route would refuse it."""
+    try:
+        return BookingRequest.model_validate(json.loads(body))
+    except Exception:  # any refusal is the route's to word
+        return None
+
+
+class BookingFront:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # the booking endpoint and its route, looked up at the first POST (the route None: the app has none)
+        self._endpoint: Any = None
+        self._route: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        fastapi_app = scope["app"]
+        if self._endpoint is None:
+            from app.bookings.endpoints import create_booking  # (the endpoints import the app's pieces)
+
+            self._route, self._endpoint = route_of(fastapi_app, create_booking), create_booking
+        if self._route is None or scope["path"] != self._route.path:
+            await self.app(scope, receive, send)
+            return
+        overrides = fastapi_app.dependency_overrides
+        open_session = overrides.get(get_db_session, get_db_session)
+        headers = Headers(scope=scope)
+        scheme, token = get_authorization_scheme_param(headers.get("authorization"))
+        key = headers.get("idempotency-key")
+        if (
+            scheme.lower() != "bearer"
+            or not token
+            or (key is not None and len(key) > KEY_MAX_LENGTH)
+            or not _is_json(headers.get("content-type"))
+            or optional_subject in overrides
+            or current_subject in overrides
+            or not inspect.isasyncgenfunction(open_session)
+        ):
+            await self.app(scope, receive, send)
+            return
+        body, messages = await _read_body(receive)
+        receive = _replaying(messages, receive)
+        payload = _booking_request(body)
+        if payload is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self._route
+        request = Request(scope, receive)
+        answer = Response()  # the endpoint sets its status here for a replay (200)
+        answer.status_code = None  # type: ignore[assignment]
+        try:
+            async with asynccontextmanager(open_session)() as session:
+                subject = await authenticate(request, session, token)
+                booking = await self._endpoint(payload, subject, session, answer, key)
+            response = Response(
+                booking.model_dump_json(by_alias=True).encode(),
+                status_code=answer.status_code or self._route.status_code,
+                media_type="application/json",
+            )
+        except Exception as exc:
+            response = await error_response(fastapi_app, request, exc)
+        await response(scope, receive, send)
