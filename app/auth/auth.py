@@ -58,7 +58,8 @@ async def optional_subject(
 
 
 async def authenticate(request: Request, session: AsyncSession, token: str) -> Subject:
-    """The subject of a bearer ``token`` (the request remembers it, for its access-log line), or 401."""
+    """The subject of a bearer ``token``, also kept on the request's state, or 401 (unknown, expired or
+    revoked session)."""
     subject = await _load_subject(session, token)
     if subject is None:
         raise Unauthorized("登录已失效，请重新登录", code="InvalidToken")

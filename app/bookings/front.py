@@ -29,12 +29,12 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app.auth.auth import authenticate, current_subject, optional_subject
 from app.bookings.schemas import BookingRequest
 from app.db import get_db_session
-from app.kit.front import error_response, route_of
+from app.kit.front import RouteFront, error_response
 
 # the route's ``Idempotency-Key`` header allows this many characters (a longer one is FastAPI's 422)
 KEY_MAX_LENGTH = 200
@@ -73,25 +73,13 @@ def _booking_request(body: bytes) -> BookingRequest | None:
         return None
 
 
-class BookingFront:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        # the booking endpoint and its route, looked up at the first POST (the route None: the app has none)
-        self._endpoint: Any = None
-        self._route: Any = None
+class BookingFront(RouteFront):
+    def endpoint(self) -> Any:
+        from app.bookings.endpoints import create_booking
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        fastapi_app = scope["app"]
-        if self._endpoint is None:
-            from app.bookings.endpoints import create_booking  # (the endpoints import the app's pieces)
+        return create_booking
 
-            self._route, self._endpoint = route_of(fastapi_app, create_booking), create_booking
-        if self._route is None or scope["path"] != self._route.path:
-            await self.app(scope, receive, send)
-            return
+    async def answer(self, fastapi_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
         overrides = fastapi_app.dependency_overrides
         open_session = overrides.get(get_db_session, get_db_session)
         headers = Headers(scope=scope)
@@ -114,17 +102,17 @@ class BookingFront:
         if payload is None:
             await self.app(scope, receive, send)
             return
-        scope["route"] = self._route
+        scope["route"] = self.route
         request = Request(scope, receive)
-        answer = Response()  # the endpoint sets its status here for a replay (200)
-        answer.status_code = None  # type: ignore[assignment]
+        sub_response = Response()  # the endpoint sets its status here for a replay (200)
+        sub_response.status_code = None  # type: ignore[assignment]
         try:
             async with asynccontextmanager(open_session)() as session:
                 subject = await authenticate(request, session, token)
-                booking = await self._endpoint(payload, subject, session, answer, key)
+                booking = await self.endpoint_function(payload, subject, session, sub_response, key)
             response = Response(
                 booking.model_dump_json(by_alias=True).encode(),
-                status_code=answer.status_code or self._route.status_code,
+                status_code=sub_response.status_code or self.route.status_code,
                 media_type="application/json",
             )
         except Exception as exc:

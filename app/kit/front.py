@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 async def resolve(overrides: dict[Any, Any], dependency: Any) -> Any:
@@ -50,3 +51,34 @@ async def error_response(app: Any, request: Request, exc: Exception) -> Response
         raise exc
     response: Response = await handler(request, exc)
     return response
+
+
+class RouteFront:
+    """Passes every request on, except ``POST`` of the exact path of the route whose endpoint ``endpoint()``
+    names, which ``answer`` takes. An app without that route is let through altogether."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # the route's endpoint function and the route, looked up at the first POST (the route None: none)
+        self.endpoint_function: Any = None
+        self.route: Any = None
+
+    def endpoint(self) -> Any:
+        """The route's endpoint function (imported when first asked: the endpoints import the app's pieces)."""
+        raise NotImplementedError
+
+    async def answer(self, fastapi_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        fastapi_app = scope["app"]
+        if self.endpoint_function is None:
+            self.endpoint_function = self.endpoint()
+            self.route = route_of(fastapi_app, self.endpoint_function)
+        if self.route is None or scope["path"] != self.route.path:
+            await self.app(scope, receive, send)
+            return
+        await self.answer(fastapi_app, scope, receive, send)

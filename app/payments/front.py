@@ -17,32 +17,20 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.db import get_session_factory
-from app.kit.front import error_response, resolve, route_of
+from app.kit.front import RouteFront, error_response, resolve
 from app.wechat.pay import wechatpay_dependency
 
 
-class NotifyFront:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        # the notify endpoint and its route, looked up at the first POST (the route None: the app has none)
-        self._endpoint: Any = None
-        self._route: Any = None
+class NotifyFront(RouteFront):
+    def endpoint(self) -> Any:
+        from app.payments.endpoints import wechat_notify
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        fastapi_app = scope["app"]
-        if self._endpoint is None:
-            from app.payments.endpoints import wechat_notify  # (the endpoints import the app's pieces)
+        return wechat_notify
 
-            self._route, self._endpoint = route_of(fastapi_app, wechat_notify), wechat_notify
-        if self._route is None or scope["path"] != self._route.path:
-            await self.app(scope, receive, send)
-            return
+    async def answer(self, fastapi_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
         overrides = fastapi_app.dependency_overrides
         try:
             gateway = await resolve(overrides, wechatpay_dependency)
@@ -50,10 +38,10 @@ class NotifyFront:
         except Exception:
             await self.app(scope, receive, send)  # the route answers it, as it always has
             return
-        scope["route"] = self._route
+        scope["route"] = self.route
         request = Request(scope, receive)
         try:
-            response = await self._endpoint(request, gateway, open_session)
+            response = await self.endpoint_function(request, gateway, open_session)
         except Exception as exc:
             response = await error_response(fastapi_app, request, exc)
         await response(scope, receive, send)

@@ -5,7 +5,7 @@ with its body intact."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,25 +19,25 @@ from app.bookings import service as booking_module
 from app.bookings.endpoints import create_booking
 from app.middleware import REQUESTS
 from app.models import Booking, IdempotencyKey
-from tests.bookings.helpers import MORNING, arrange, body, key, set_now
-from tests.fixtures.client import login
+from tests.bookings.helpers import MORNING, World, arrange, body, key, set_now
+from tests.fixtures.client import count_route_calls, login
 
 BOOK = "/api/v1/bookings"
 
 
 @pytest.fixture
-def routed(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def routed(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each time FastAPI's route for the booking endpoint handles a request (the front answered the others)."""
-    route = next(r for r in app.router.routes if getattr(r, "endpoint", None) is create_booking)
-    calls: list[str] = []
-    handle = route.handle
+    return count_route_calls(app, create_booking, monkeypatch)
 
-    async def counted(scope: Any, receive: Any, send: Any) -> None:
-        calls.append(scope["method"])
-        await handle(scope, receive, send)
 
-    monkeypatch.setattr(route, "handle", counted)
-    yield calls
+async def _family(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch, **world: Any
+) -> tuple[World, dict[str, str]]:
+    """A meal world at 10:00, and its elder's family member logged in."""
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session, **world)
+    return w, await login(client, w.family_openid)
 
 
 async def _bookings(session: AsyncSession) -> int:
@@ -51,9 +51,7 @@ async def test_a_booking_its_replay_and_a_refusal_are_the_routes_answers_byte_fo
     monkeypatch: pytest.MonkeyPatch,
     routed: list[str],
 ) -> None:
-    set_now(monkeypatch, MORNING)
-    w = await arrange(session, capacity=1)
-    headers = await login(client, w.family_openid)
+    w, headers = await _family(client, session, monkeypatch, capacity=1)
     mine = key()
     counted = REQUESTS.labels("POST", BOOK, "201")
     before = counted._value.get()
@@ -84,9 +82,7 @@ async def test_a_booking_its_replay_and_a_refusal_are_the_routes_answers_byte_fo
 async def test_the_routes_errors_come_from_the_apps_handlers_and_write_nothing(
     client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch, routed: list[str]
 ) -> None:
-    set_now(monkeypatch, MORNING)
-    w = await arrange(session)
-    headers = await login(client, w.family_openid)
+    w, headers = await _family(client, session, monkeypatch)
     stranger = await login(client, w.other_operator_openid)
 
     bad_token = await client.post(BOOK, json=body(w), headers={"Authorization": "Bearer nope"} | key())
@@ -110,9 +106,7 @@ async def test_an_unexpected_error_is_the_outermost_handlers_500(
     monkeypatch: pytest.MonkeyPatch,
     routed: list[str],
 ) -> None:
-    set_now(monkeypatch, MORNING)
-    w = await arrange(session)
-    headers = await login(client, w.family_openid)
+    w, headers = await _family(client, session, monkeypatch)
     # the outermost layer answers 500, then raises the error again for the server to log: take the answer
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     answering = httpx.AsyncClient(transport=transport, base_url="http://testserver")
@@ -149,9 +143,8 @@ async def test_what_is_not_plainly_well_formed_is_fastapis_to_answer_with_its_bo
     status: int,
     error: str,
 ) -> None:
-    set_now(monkeypatch, MORNING)
-    w = await arrange(session)
-    headers = await login(client, w.family_openid) | key()
+    w, headers = await _family(client, session, monkeypatch)
+    headers |= key()
     good = body(w)
     requests: dict[str, dict[str, Any]] = {
         "no token": {"json": good, "headers": key()},
@@ -186,9 +179,7 @@ async def test_a_booking_goes_through_the_apps_session_override(
     yields: the test client's session is the one every booking here is written in."""
     from app.db import get_db_session
 
-    set_now(monkeypatch, MORNING)
-    w = await arrange(session)
-    headers = await login(client, w.family_openid)
+    w, headers = await _family(client, session, monkeypatch)
     override = app.dependency_overrides[get_db_session]
     opened: list[str] = []
 
@@ -210,9 +201,7 @@ async def test_a_booking_goes_through_the_apps_session_override(
 async def test_other_methods_and_paths_go_to_their_routes(
     client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch, routed: list[str]
 ) -> None:
-    set_now(monkeypatch, MORNING)
-    w = await arrange(session)
-    headers = await login(client, w.family_openid)
+    w, headers = await _family(client, session, monkeypatch)
     listed = await client.get(BOOK, headers=headers)
     assert listed.status_code == 200 and listed.json()["items"] == []
     quote = await client.post(BOOK + "/quote", json=body(w), headers=headers)

@@ -3,7 +3,6 @@ itself, with its dependencies as FastAPI would give them, and errors answered by
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,24 +15,16 @@ from app.exceptions import ServiceUnavailable
 from app.payments.endpoints import wechat_notify
 from app.wechat.pay import wechatpay_dependency
 from tests.donations.helpers import payment_notification
+from tests.fixtures.client import count_route_calls
 from tests.payments.test_notify_batch import _facts, _pending
 
 NOTIFY = "/api/v1/payments/wechat/notify"
 
 
 @pytest.fixture
-def routed(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def routed(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each time FastAPI's route for the notify endpoint handles a request (the front answered the others)."""
-    route = next(r for r in app.router.routes if getattr(r, "endpoint", None) is wechat_notify)
-    calls: list[str] = []
-    handle = route.handle
-
-    async def counted(scope: Any, receive: Any, send: Any) -> None:
-        calls.append(scope["method"])
-        await handle(scope, receive, send)
-
-    monkeypatch.setattr(route, "handle", counted)
-    yield calls
+    return count_route_calls(app, wechat_notify, monkeypatch)
 
 
 async def _notify_with_session_factory(
