@@ -20,7 +20,7 @@ from app.kit.crypto import token_hash
 from app.kit.time import utcnow
 from app.models.role_grant import Role
 
-_bearer = HTTPBearer(auto_error=False, description="POST /api/v1/auth/wechat/login 返回的 access_token")
+bearer_scheme = HTTPBearer(auto_error=False, description="POST /api/v1/auth/wechat/login 返回的 access_token")
 
 # scope="function": the transaction commits when the endpoint returns and BEFORE the response is sent, so a
 # failed commit becomes an error response instead of a 200 for something that was never saved.
@@ -50,7 +50,7 @@ async def _load_subject(session: AsyncSession, token: str) -> Subject | None:
 async def optional_subject(
     request: Request,
     session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Subject | None:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         return None

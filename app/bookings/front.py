@@ -13,9 +13,9 @@ the app's own exception handlers (``app.kit.front``).
 
 Everything else goes to FastAPI untouched, the body it has read handed on unchanged, so its answers (422 for a
 malformed body or header, 401 without a token) stay FastAPI's own; so does every request while the app
-overrides the authentication dependencies. The request keeps its id, its access-log line and its metrics
-(``RequestContextMiddleware`` sits outside this one) and its body limit. The route itself stays, for the API's
-schema and for every other method.
+overrides the authentication dependencies (the bearer scheme, the subject). The request keeps its id, its
+access-log line and its metrics (``RequestContextMiddleware`` sits outside this one) and its body limit. The
+route itself stays, for the API's schema and for every other method.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from app.auth.auth import authenticate, current_subject, optional_subject
+from app.auth.auth import authenticate, bearer_scheme, current_subject, optional_subject
 from app.bookings.schemas import BookingRequest
 from app.db import get_db_session
 from app.kit.front import RouteFront, error_response
@@ -90,8 +90,9 @@ class BookingFront(RouteFront):
             or not token
             or (key is not None and len(key) > KEY_MAX_LENGTH)
             or not _is_json(headers.get("content-type"))
-            or optional_subject in overrides
-            or current_subject in overrides
+            or any(
+                dependency in overrides for dependency in (bearer_scheme, optional_subject, current_subject)
+            )
             or not inspect.isasyncgenfunction(open_session)
         ):
             await self.app(scope, receive, send)

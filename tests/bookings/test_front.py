@@ -172,6 +172,23 @@ async def test_what_is_not_plainly_well_formed_is_fastapis_to_answer_with_its_bo
     assert await _bookings(session) == 0
 
 
+async def test_an_override_of_the_bearer_scheme_is_fastapis_to_apply(
+    app: FastAPI, client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the bearer scheme overridden (here: no credentials, whatever is sent), the request is FastAPI's, and
+    the override decides: not logged in."""
+    from app.auth.auth import bearer_scheme
+
+    w, headers = await _family(client, session, monkeypatch)
+    app.dependency_overrides[bearer_scheme] = lambda: None
+    try:
+        res = await client.post(BOOK, json=body(w), headers=headers | key())
+    finally:
+        app.dependency_overrides.pop(bearer_scheme, None)
+    assert res.status_code == 401 and res.json()["error"] == "NotAuthenticated", res.text
+    assert await _bookings(session) == 0
+
+
 async def test_a_booking_goes_through_the_apps_session_override(
     app: FastAPI, client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
