@@ -9,6 +9,7 @@ the request's ``route`` so that the access log and the metrics label it by the r
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from typing import Any
 
 from starlette.requests import Request
@@ -53,9 +54,9 @@ async def error_response(app: Any, request: Request, exc: Exception) -> Response
     return response
 
 
-class RouteFront:
+class RouteFront(ABC):
     """Passes every request on, except ``POST`` of the exact path of the route whose endpoint ``endpoint()``
-    names, which ``answer`` takes. An app without that route is let through altogether."""
+    names, which ``answer`` takes. An app without that route is let through altogether. A front gives both."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -63,12 +64,14 @@ class RouteFront:
         self.endpoint_function: Any = None
         self.route: Any = None
 
+    @abstractmethod
     def endpoint(self) -> Any:
         """The route's endpoint function (imported when first asked: the endpoints import the app's pieces)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def answer(self, fastapi_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
-        raise NotImplementedError
+        """Answer a ``POST`` of the route's path (``self.route``, ``self.endpoint_function``), or hand it on to
+        ``self.app`` untouched."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
