@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from app.errors import install_error_handlers
 from app.feed.front import FeedFront
 from app.health import SANDBOX_WARNING
 from app.kit.body_limit import BodySizeLimitMiddleware
+from app.kit.collector import settle_for_jobs, settle_long_lived_objects
 from app.kit.openapi_errors import document_errors
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
@@ -24,15 +24,6 @@ from app.payments.front import NotifyFront
 
 log = structlog.get_logger("app.main")
 DRAIN_SECONDS = 5.0
-
-
-def settle_long_lived_objects() -> None:
-    """Once started, move everything that exists (modules, the app, SQLAlchemy's mappers and caches: about
-    200,000 objects) out of the cyclic garbage collector's sight. They live as long as the process, but every
-    full collection would walk them all again: that was about a tenth of a worker's CPU under a payment storm.
-    Startup garbage is collected first, so nothing that should be freed is kept."""
-    gc.collect()
-    gc.freeze()
 
 
 def _build_wechatpay() -> None:
@@ -68,7 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("sandbox_mode", message=SANDBOX_WARNING, wechat_api_base=settings.wechat_api_base)
         log.info("started", env=settings.APP_ENV.value, inprocess_jobs=worker is not None)
         _build_wechatpay()
-        settle_long_lived_objects()
+        if worker is not None:  # this process also runs the jobs (``make run``): settled as a job worker is
+            settle_for_jobs()
+        else:
+            settle_long_lived_objects()
         try:
             yield
         finally:

@@ -29,6 +29,7 @@ from dramatiq.middleware import AsyncIO, CurrentMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Environment, get_settings
+from app.kit.collector import settle_for_jobs
 from app.kit.time import SHANGHAI, utcnow
 
 log = structlog.get_logger("app.worker")
@@ -344,6 +345,7 @@ def import_all_tasks() -> None:
 def run_worker(processes_threads: int = 4) -> None:
     """``sangyu worker``: consume the Redis queues and run the scheduler until interrupted."""
     import_all_tasks()
+    settle_for_jobs()
     worker = dramatiq.Worker(broker, worker_threads=processes_threads)
     scheduler = Scheduler()
     worker.start()

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -87,12 +88,78 @@ async def test_a_started_app_takes_its_long_lived_objects_out_of_the_collectors_
     a.other, b.other = b, a
     gone = weakref.ref(a)
     del a, b
+    thresholds = gc.get_threshold()
     application = create_app()
     async with LifespanManager(application):
         # modules, the app and the ORM's mappers: tens of thousands of objects no collection walks again
         assert gc.get_freeze_count() > 20_000
         # collected before the freeze, not kept for the life of the process
         assert gone() is None
+        # an API process that runs no jobs keeps the collector's thresholds
+        assert gc.get_threshold() == thresholds
+
+
+@pytest.fixture
+def collector_restored() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.set_threshold(*thresholds)
+
+
+def test_the_job_worker_settles_before_it_takes_jobs(
+    collector_restored: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sangyu worker``: its long-lived objects frozen, startup garbage collected first, and the youngest
+    generation collected every 50,000 allocations, all before the first job can start."""
+    from app import worker as worker_module
+    from app.kit.collector import JOBS_YOUNG_THRESHOLD
+
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    gone = weakref.ref(a)
+    del a, b
+    seen: dict[str, object] = {}
+
+    class FakeWorker:
+        def __init__(self, broker: object, worker_threads: int) -> None:
+            seen["threads"] = worker_threads
+
+        def start(self) -> None:  # what the collector looks like when jobs could first run
+            seen["threshold"] = gc.get_threshold()
+            seen["frozen"] = gc.get_freeze_count()
+            seen["garbage_gone"] = gone() is None
+
+        def stop(self) -> None:
+            seen["stopped"] = True
+
+    class FakeScheduler:
+        def start_thread(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker_module.dramatiq, "Worker", FakeWorker)
+    monkeypatch.setattr(worker_module, "Scheduler", FakeScheduler)
+    monkeypatch.setattr(worker_module.time, "sleep", interrupted)
+    worker_module.run_worker(3)
+    assert seen["threads"] == 3 and seen["stopped"] is True
+    assert seen["threshold"] == (JOBS_YOUNG_THRESHOLD, 10, 10)
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 20_000
+    assert seen["garbage_gone"] is True
+
+
+def test_settling_for_jobs_keeps_the_older_generations_ratios(collector_restored: None) -> None:
+    from app.kit.collector import JOBS_YOUNG_THRESHOLD, settle_for_jobs
+
+    gc.set_threshold(700, 20, 5)
+    settle_for_jobs()
+    assert gc.get_threshold() == (JOBS_YOUNG_THRESHOLD, 20, 5)
 
 
 async def test_a_started_app_has_its_wechatpay_gateway_ready(

@@ -152,6 +152,9 @@ def run(h: Harness) -> dict[str, Any]:
     reset_settings()
 
     async def main() -> dict[str, Any]:
+        from app.kit.collector import settle_for_jobs
+
+        settle_for_jobs()  # as the job worker process that runs the serve jobs does once started
         arrange_started = time.perf_counter()
         canteens, _ = await _arrange(donations)
         arrange_seconds = round(time.perf_counter() - arrange_started, 1)
