@@ -29,11 +29,12 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.auth.auth import authenticate, bearer_scheme, current_subject, optional_subject
 from app.bookings.schemas import BookingRequest
 from app.db import get_db_session
+from app.kit.asgi import buffer_body
 from app.kit.front import RouteFront, error_response
 
 # the route's ``Idempotency-Key`` header allows this many characters (a longer one is FastAPI's 422)
@@ -42,27 +43,6 @@ KEY_MAX_LENGTH = 200
 
 def _is_json(content_type: str | None) -> bool:
     return content_type is not None and content_type.split(";", 1)[0].strip().lower() == "application/json"
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
-    """The request's body, and the messages that hand it on as it came (a disconnect included)."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            body = b"".join(chunks)
-            return body, [{"type": "http.request", "body": body, "more_body": False}, message]
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            body = b"".join(chunks)
-            return body, [{"type": "http.request", "body": body, "more_body": False}]
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    async def replay() -> Message:
-        return messages.pop(0) if messages else await receive()
-
-    return replay
 
 
 def _booking_request(body: bytes) -> BookingRequest | None:
@@ -97,8 +77,7 @@ class BookingFront(RouteFront):
         ):
             await self.app(scope, receive, send)
             return
-        body, messages = await _read_body(receive)
-        receive = _replaying(messages, receive)
+        body, receive = await buffer_body(receive)  # no limit of its own: the body limit sits outside
         payload = _booking_request(body)
         if payload is None:
             await self.app(scope, receive, send)

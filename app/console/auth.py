@@ -32,6 +32,7 @@ from app.config import get_settings
 from app.console.schemas import StaffPrincipal
 from app.console.service import console_service, csrf_matches
 from app.db import get_database, get_db_session
+from app.kit.asgi import buffer_body
 
 SESSION_COOKIE = "sangyu_console"
 LOGIN_CSRF_COOKIE = "sangyu_console_login"
@@ -101,11 +102,11 @@ class ConsoleGuard:
 
         method = scope["method"].upper()
         if method not in _SAFE_METHODS:
-            body = await _read_body(receive)
-            if body is None:
+            buffered = await buffer_body(receive, limit=_MAX_FORM_BYTES)
+            if buffered is None:
                 await _error(scope, 413, "PayloadTooLarge", "提交的内容太大了")(scope, receive, send)
                 return
-            receive = _replay(body)
+            body, receive = buffered
         else:
             body = b""
 
@@ -181,36 +182,6 @@ class _Tx:
         except BaseException as raised:
             if raised is not exc:
                 raise
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > _MAX_FORM_BYTES:
-            return None
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    return receive
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

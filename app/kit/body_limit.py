@@ -6,6 +6,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.kit.asgi import buffer_body
+
 _BODY = json.dumps(
     {"error": "PayloadTooLarge", "message": "提交的内容太大了", "detail": None}, ensure_ascii=False
 ).encode()
@@ -40,26 +42,11 @@ class BodySizeLimitMiddleware:
                     return
         if declared is None and limit == self.default_limit:
             # No declared length (chunked): read up to the limit first, then hand the body on.
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    break
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    await self._reject(send)
-                    return
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            buffered = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-
-            async def replay() -> Message:
-                return buffered.pop() if buffered else await receive()
-
-            await self.app(scope, replay, send)
+            buffered = await buffer_body(receive, limit=limit)
+            if buffered is None:
+                await self._reject(send)
+                return
+            await self.app(scope, buffered[1], send)
             return
         received = 0
         too_large = False
