@@ -3,6 +3,7 @@ sync clients, so wechatpy's token storage and our code see the same keys)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -98,21 +99,17 @@ _async_clients: dict[int, aioredis.Redis] = {}
 
 def get_redis() -> aioredis.Redis:
     """The async client for the running event loop (redis.asyncio connections are loop-bound)."""
-    import asyncio
-
     key = id(asyncio.get_running_loop())
-    with _lock:
-        client = _async_clients.get(key)
+    client = _async_clients.get(key)  # a dict read needs no lock; only making a client does
     if client is None:
-        client = create_async_redis()
         with _lock:
-            _async_clients[key] = client
+            client = _async_clients.get(key)
+            if client is None:
+                client = _async_clients[key] = create_async_redis()
     return client
 
 
 async def close_redis() -> None:
-    import asyncio
-
     key = id(asyncio.get_running_loop())
     with _lock:
         client = _async_clients.pop(key, None)

@@ -8,7 +8,9 @@ Batched limits (public reads, ``Limit(batched=True)``): each process decides fro
 about the caller (how many requests the window held) plus what it has let through since, without a round trip.
 Every ``FLUSH_SECONDS`` it adds the requests it let through to the same sorted sets, in one script call for all
 callers (a pipeline where the server runs no scripts), and hears back each caller's count (a count older than
-``KNOWN_SECONDS`` is asked for again). A caller the process knows nothing about yet is let through and counted
+``KNOWN_SECONDS`` is asked for again). A flush sends each caller's number of requests, not each request: they
+enter the window at the flush's time, at most a flush later than they came, so they leave it that much later
+too (the limit errs on the strict side, by 50 ms in a window of a minute). A caller the process knows nothing about yet is let through and counted
 the same way, so up to ``limit`` of its first requests to one process are not checked against the others until
 the next flush, 50 ms later. A caller spread over several processes may thus get a little more than the limit
 for a moment; the limit holds from then on.
@@ -33,6 +35,7 @@ from typing import Any
 import structlog
 from fastapi import Request
 
+import app.redis as app_redis
 from app.exceptions import ServiceUnavailable, TooManyRequests
 from app.redis import run_script, script
 
@@ -66,13 +69,19 @@ local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or ''
 return {allowed, oldest}
 """
 _script = script(_SLIDING_WINDOW)
-_MEMBER_PREFIX = uuid.uuid4().hex[:8]  # this process; with the counter below, members never collide
+_MEMBER_PREFIX = uuid.uuid4().hex[:8]  # this process; with the counters below, members never collide
 _members = itertools.count()
+_flushes = itertools.count()
 
 
 def _member(ts: float) -> str:
     """A sorted-set member for one request at ``ts``."""
     return f"{ts:.6f}:{_MEMBER_PREFIX}{next(_members)}"
+
+
+def _flush_members(base: str, k: int, n: int) -> list[str]:
+    """The members a flush adds for its ``k``-th caller's ``n`` requests (``_FLUSH`` makes the same)."""
+    return [f"{base}{k}:{j}" for j in range(1, n + 1)]
 
 
 def _retry_after(oldest: float | None, limit: Limit, now: float) -> int:
@@ -182,19 +191,26 @@ def _start_flush(state: _Batches) -> None:
     task.add_done_callback(state.flushes.discard)
 
 
-# KEYS: the callers' windows. ARGV: now, then per key: window seconds, n, n × (timestamp, member).
-# Returns per key {requests in the window, oldest timestamp or ''}.
+# KEYS: the callers' windows. ARGV: now, the flush's member prefix, then per key: window seconds, n. Each of a
+# key's n requests enters its window at ``now`` as member ``<prefix><k>:<j>`` (``_flush_members``), added a
+# thousand per ZADD. Returns per key {requests in the window, oldest timestamp or ''}.
 _FLUSH = """
-local now = tonumber(ARGV[1])
-local i = 2
+local now, base = tonumber(ARGV[1]), ARGV[2]
+local i = 3
 local out = {}
 for k = 1, #KEYS do
     local key, window, n = KEYS[k], tonumber(ARGV[i]), tonumber(ARGV[i + 1])
     i = i + 2
     redis.call('ZREMRANGEBYSCORE', key, 0, now - window)
-    for _ = 1, n do
-        redis.call('ZADD', key, ARGV[i], ARGV[i + 1])
-        i = i + 2
+    local j = 1
+    while j <= n do
+        local add = {}
+        for m = j, math.min(n, j + 999) do
+            add[#add + 1] = ARGV[1]
+            add[#add + 1] = base .. k .. ':' .. m
+        end
+        redis.call('ZADD', key, unpack(add))
+        j = j + 1000
     end
     if n > 0 then
         redis.call('EXPIRE', key, window + 1)
@@ -218,15 +234,18 @@ async def _flush(state: _Batches, redis: Any, also: dict[str, Limit] | None = No
         return
     now = time.time()
     keys = list(limits)
-    args: list[Any] = [f"{now:.6f}"]
+    base = f"{_MEMBER_PREFIX}.{next(_flushes)}:"
+    args: list[Any] = [f"{now:.6f}", base]
     for key in keys:
-        members = pending.get(key) or []
-        args += (limits[key].window_seconds, len(members))
-        for ts in members:
-            args += (f"{ts:.6f}", _member(ts))
+        members = pending.get(key)
+        args += (limits[key].window_seconds, len(members) if members else 0)
     try:
         counts = await run_script(
-            redis, _flush_script, keys, args, lambda: _flush_pipelined(redis, keys, limits, pending, now)
+            redis,
+            _flush_script,
+            keys,
+            args,
+            lambda: _flush_pipelined(redis, keys, limits, pending, now, base),
         )
     except Exception as exc:  # batched limits fail open: these requests were let through already
         log.warning("rate_limit_flush_failed", callers=len(keys), error=type(exc).__name__)
@@ -242,15 +261,20 @@ async def _flush(state: _Batches, redis: Any, also: dict[str, Limit] | None = No
 
 
 async def _flush_pipelined(
-    redis: Any, keys: list[str], limits: dict[str, Limit], pending: dict[str, list[float]], now: float
+    redis: Any,
+    keys: list[str],
+    limits: dict[str, Limit],
+    pending: dict[str, list[float]],
+    now: float,
+    base: str,
 ) -> list[tuple[int, str]]:
     async with redis.pipeline(transaction=False) as pipe:
-        for key in keys:
+        for k, key in enumerate(keys, start=1):
             limit = limits[key]
             pipe.zremrangebyscore(key, 0, now - limit.window_seconds)
             members = pending.get(key)
             if members:
-                pipe.zadd(key, {_member(ts): ts for ts in members})
+                pipe.zadd(key, dict.fromkeys(_flush_members(base, k, len(members)), now))
                 pipe.expire(key, limit.window_seconds + 1)
             pipe.zcard(key)
             pipe.zrange(key, 0, 0, withscores=True)
@@ -301,12 +325,10 @@ def rate_limit(
 async def check(limit: Limit, identity: str) -> int | None:
     """Count one request: None when allowed, else seconds to wait. Redis away: None for a fail-open limit,
     503 for the others."""
-    from app.redis import get_redis
-
     try:
         if limit.batched:
-            return await hit_batched(get_redis(), limit, identity)
-        return await hit(get_redis(), limit, identity)
+            return await hit_batched(app_redis.get_redis(), limit, identity)
+        return await hit(app_redis.get_redis(), limit, identity)
     except Exception as exc:
         if limit.fail_open:
             log.warning("rate_limit_unavailable_fail_open", limit=limit.name, error=type(exc).__name__)

@@ -163,6 +163,27 @@ async def test_batched_limit_counts_every_request_in_one_round_trip() -> None:
     assert await _window(limit, "reader") == 30
 
 
+async def test_a_flush_adds_each_request_as_its_own_member_however_many() -> None:
+    """A flush sends each caller's number of requests; the window still holds one member per request, also past
+    the thousand members the script adds per ZADD, and flushes after it add to it rather than overwrite."""
+    limit = Limit(f"b{uuid.uuid4().hex[:8]}", limit=5_000, window_seconds=60, batched=True)
+    redis = get_redis()
+    for _ in range(2_345):
+        assert await ratelimit.hit_batched(redis, limit, "crowd") is None
+    asked_at = time.time()
+    assert await ratelimit.hit_batched(redis, limit, "single") is None
+    await ratelimit.settle()
+    assert await _window(limit, "crowd") == 2_345
+    assert await _window(limit, "single") == 1
+    for _ in range(3):
+        assert await ratelimit.hit_batched(redis, limit, "single") is None
+    await ratelimit.settle()
+    assert await _window(limit, "single") == 4
+    # entered at its flush's time: not before the request came, so it leaves the window no sooner than it should
+    oldest = await redis.zrange(f"sangyu:rl:{limit.name}:single", 0, 0, withscores=True)
+    assert asked_at <= oldest[0][1] <= asked_at + 5
+
+
 async def test_batched_limit_refuses_at_the_limit_and_refused_requests_do_not_count() -> None:
     limit = Limit(f"b{uuid.uuid4().hex[:8]}", limit=5, window_seconds=60, batched=True)
     redis = get_redis()
