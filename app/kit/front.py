@@ -8,6 +8,7 @@ the request's ``route`` so that the access log and the metrics label it by the r
 
 from __future__ import annotations
 
+import functools
 import inspect
 from abc import ABC, abstractmethod
 from typing import Any
@@ -17,11 +18,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
+@functools.lru_cache(maxsize=256)
+def _yields(provider: Any) -> bool:
+    return inspect.isgeneratorfunction(provider) or inspect.isasyncgenfunction(provider)
+
+
 async def resolve(overrides: dict[Any, Any], dependency: Any) -> Any:
     """What FastAPI would give for ``dependency``: its override's value if the app has one, else its own. A
     generator dependency (one that yields) is FastAPI's to run: ``LookupError`` sends the request to the route."""
     provider = overrides.get(dependency, dependency)
-    if inspect.isgeneratorfunction(provider) or inspect.isasyncgenfunction(provider):
+    if _yields(provider):
         raise LookupError(provider)
     value = provider()
     return await value if inspect.isawaitable(value) else value

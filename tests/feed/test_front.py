@@ -117,3 +117,20 @@ async def test_an_expired_copy_goes_back_to_the_endpoint(
     monkeypatch.setattr(feed_module.time, "monotonic", lambda: clock)
     assert (await client.get("/api/v1/feed/stats")).status_code == 200
     assert endpoint_calls == ["stats", "stats"]
+
+
+@pytest.mark.usefixtures("copies")
+async def test_a_replaced_copy_is_sent_as_it_now_is(
+    client: httpx.AsyncClient, endpoint_calls: list[str]
+) -> None:
+    """The front encodes a copy once and sends those bytes until the copy is replaced, then the new one's."""
+    first = await client.get("/api/v1/feed/stats")
+    assert first.status_code == 200
+    key = front._known[("/api/v1/feed/stats", b"")][0]
+    assert (await client.get("/api/v1/feed/stats")).content == first.content
+    for text in ('{"donors":1,"说明":"第一次更新"}', '{"donors":2,"说明":"第二次更新"}'):
+        feed_module.local_cache.put(key, text)
+        again = await client.get("/api/v1/feed/stats")
+        assert again.content == text.encode()
+        assert again.headers["content-length"] == str(len(text.encode()))
+    assert endpoint_calls == ["stats"]
