@@ -10,10 +10,10 @@ Every ``FLUSH_SECONDS`` it adds the requests it let through to the same sorted s
 callers (a pipeline where the server runs no scripts), and hears back each caller's count (a count older than
 ``KNOWN_SECONDS`` is asked for again). A flush sends each caller's number of requests, not each request: they
 enter the window at the flush's time, at most a flush later than they came, so they leave it that much later
-too (the limit errs on the strict side, by 50 ms in a window of a minute). A caller the process knows nothing about yet is let through and counted
-the same way, so up to ``limit`` of its first requests to one process are not checked against the others until
-the next flush, 50 ms later. A caller spread over several processes may thus get a little more than the limit
-for a moment; the limit holds from then on.
+too (the limit errs on the strict side, by 50 ms in a window of a minute). A caller the process knows nothing
+about yet is let through and counted the same way, so up to ``limit`` of its first requests to one process are
+not checked against the others until the next flush, 50 ms later. A caller spread over several processes may
+thus get a little more than the limit for a moment; the limit holds from then on.
 Public reads are where that trade is worth it: they are most of the traffic, and they fail open anyway.
 
 When Redis cannot be reached a limit either lets the request through (``fail_open=True``: reads, logins — better an
