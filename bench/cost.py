@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fixtures import create_elders, lunch_menus, reset_settings, set_capacity
-from bench.harness import Harness, emit, per_request_ms, worker_pids
+from bench.harness import Harness, emit, load_cpu_ms, worker_pids
 from bench.scenarios.booking_rush import CONCURRENCY, booking_body
 
 
@@ -86,9 +86,7 @@ def run(kind: str, requests: int, workers: int, py_spy: Path | None) -> dict[str
             sampler.wait(timeout=60)
     stats = measured["by_tag"][kind]
     expected = "201" if kind == "booking" else "409"
-    per_request = per_request_ms(measured["cpu_seconds"], requests) or {}
-    if per_request:
-        per_request["load_generator_timed_phase"] = round(measured["client_cpu_seconds"] / requests * 1000, 3)
+    per_request = load_cpu_ms(measured) or {}
     return {
         "scenario": f"cost_{kind}",
         "ok": stats["statuses"] == {expected: requests},

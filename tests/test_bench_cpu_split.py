@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench.harness import _TICKS, CpuSnapshot, cpu_snapshot, cpu_split, per_request_ms
+from bench.harness import _TICKS, CpuSnapshot, cpu_snapshot, cpu_split, load_cpu_ms, per_request_ms
 
 
 def test_each_group_gets_what_its_processes_spent_and_the_rest_is_the_machines_remainder() -> None:
@@ -39,6 +39,23 @@ def test_each_group_gets_what_its_processes_spent_and_the_rest_is_the_machines_r
     assert split is not None
     assert per_request_ms(split, 500) == {k: v * 2 for k, v in split.items()}  # seconds / 500 requests, in ms
     assert cpu_split(None, after) is None and per_request_ms(None, 10) is None
+
+
+def test_a_load_reports_the_load_generators_timed_part_beside_all_it_spent() -> None:
+    """``load_generator`` holds the load generator's start-up too (once per chunk of a chunked load); its own
+    reading of its timed part is reported beside it."""
+    measured = {
+        "requests": 1000,
+        "client_cpu_seconds": 0.07,
+        "cpu_seconds": {"workers": 0.45, "postgres": 0.18, "load_generator": 0.14},
+    }
+    assert load_cpu_ms(measured) == {
+        "workers": 0.45,
+        "postgres": 0.18,
+        "load_generator": 0.14,
+        "load_generator_timed_phase": 0.07,
+    }
+    assert load_cpu_ms({**measured, "cpu_seconds": None}) is None
 
 
 def test_a_reading_of_this_machine_finds_this_process_children_as_workers() -> None:
