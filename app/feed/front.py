@@ -24,19 +24,6 @@ MAX_KNOWN = 4096  # distinct (path, query string) pairs remembered; cursors make
 
 # (path, query string) → (cache key, the endpoint's route: the access log and the metrics label by its path)
 _known: dict[tuple[str, bytes], tuple[str, Any]] = {}
-# cache key → (the copy, its bytes, their length as a header value): a copy is sent many times before it is
-# replaced, so it is encoded once
-_encoded: dict[str, tuple[str, bytes, bytes]] = {}
-
-
-def _bytes_of(key: str, body: str) -> tuple[bytes, bytes]:
-    done = _encoded.get(key)
-    if done is None or done[0] is not body:
-        if len(_encoded) >= MAX_KNOWN:
-            _encoded.clear()
-        encoded = body.encode()
-        done = _encoded[key] = (body, encoded, str(len(encoded)).encode())
-    return done[1], done[2]
 
 
 def remember(scope: Scope, key: str) -> None:
@@ -48,7 +35,6 @@ def remember(scope: Scope, key: str) -> None:
 
 def forget() -> None:
     _known.clear()
-    _encoded.clear()
 
 
 class FeedFront:
@@ -59,21 +45,20 @@ class FeedFront:
         if scope["type"] == "http" and scope["method"] == "GET":
             known = _known.get((scope["path"], scope.get("query_string", b"")))
             if known is not None:
-                body = servable(known[0])
-                if body is not None:
+                encoded = servable(known[0])
+                if encoded is not None:
                     client = scope.get("client")
                     if (
                         await ratelimit.check(ratelimit.PUBLIC_READ, client[0] if client else "unknown")
                         is None
                     ):
                         scope["route"] = known[1]
-                        encoded, length = _bytes_of(known[0], body)
                         await send(
                             {
                                 "type": "http.response.start",
                                 "status": 200,
                                 "headers": [
-                                    (b"content-length", length),
+                                    (b"content-length", str(len(encoded)).encode()),
                                     (b"content-type", b"application/json"),
                                 ],
                             }

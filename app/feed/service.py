@@ -338,7 +338,8 @@ class _LocalCache:
     then servable ``LOCAL_STALE_SECONDS`` longer while a rebuild is on its way."""
 
     def __init__(self, seconds: float | None = None) -> None:
-        self.entries: dict[str, tuple[float, str]] = {}  # key → (fresh until, body)
+        # key → (fresh until, body, the body's bytes: sent by the feed's front many times, encoded once here)
+        self.entries: dict[str, tuple[float, str, bytes]] = {}
         self._seconds = seconds
 
     @property
@@ -347,20 +348,31 @@ class _LocalCache:
 
     def get(self, key: str) -> str | None:
         """The body while it is fresh."""
+        hit = self._fresh(key)
+        return None if hit is None else hit[1]
+
+    def encoded(self, key: str, *, stale: bool) -> bytes | None:
+        """The body's bytes while it is fresh, or (``stale``) while it may still be served as it is rebuilt."""
+        hit = self._fresh(key) or (self._stale(key) if stale else None)
+        return None if hit is None else hit[2]
+
+    def _fresh(self, key: str) -> tuple[float, str, bytes] | None:
         hit = self.entries.get(key)
-        if hit is None or hit[0] <= time.monotonic():
-            return None
-        return hit[1]
+        return None if hit is None or hit[0] <= time.monotonic() else hit
 
     def get_stale(self, key: str) -> str | None:
         """The body, fresh or not, unless it is too old to serve even while it is being rebuilt."""
+        hit = self._stale(key)
+        return None if hit is None else hit[1]
+
+    def _stale(self, key: str) -> tuple[float, str, bytes] | None:
         hit = self.entries.get(key)
         if hit is None:
             return None
         if hit[0] + LOCAL_STALE_SECONDS <= time.monotonic():
             self.entries.pop(key, None)
             return None
-        return hit[1]
+        return hit
 
     def put(self, key: str, body: str) -> None:
         seconds = self.seconds
@@ -368,7 +380,7 @@ class _LocalCache:
             return
         if len(self.entries) >= LOCAL_MAX_ENTRIES:
             self.entries.clear()
-        self.entries[key] = (time.monotonic() + seconds, body)
+        self.entries[key] = (time.monotonic() + seconds, body, body.encode())
 
     def clear(self) -> None:
         self.entries.clear()
@@ -399,13 +411,10 @@ async def _cached(
     return await asyncio.shield(pending)
 
 
-def servable(key: str) -> str | None:
-    """What a reader may be given at once: the fresh copy, or, while its rebuild is on its way, the copy that
-    has just run out."""
-    body = local_cache.get(key)
-    if body is None and (id(asyncio.get_running_loop()), key) in _building:
-        body = local_cache.get_stale(key)
-    return body
+def servable(key: str) -> bytes | None:
+    """What a reader may be given at once, as bytes: the fresh copy, or, while its rebuild is on its way, the
+    copy that has just run out."""
+    return local_cache.encoded(key, stale=(id(asyncio.get_running_loop()), key) in _building)
 
 
 def _start_build(

@@ -123,7 +123,8 @@ async def test_an_expired_copy_goes_back_to_the_endpoint(
 async def test_a_replaced_copy_is_sent_as_it_now_is(
     client: httpx.AsyncClient, endpoint_calls: list[str]
 ) -> None:
-    """The front encodes a copy once and sends those bytes until the copy is replaced, then the new one's."""
+    """The copy's bytes are made with the copy: the front sends them until the copy is replaced, then the new
+    one's."""
     first = await client.get("/api/v1/feed/stats")
     assert first.status_code == 200
     key = front._known[("/api/v1/feed/stats", b"")][0]
