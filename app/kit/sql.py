@@ -118,13 +118,13 @@ def _driver_plan(
     connection: AsyncConnection, statement: Executable, params: dict[str, Any] | None
 ) -> _DriverPlan | None:
     """The statement compiled once for the driver, or None where it must run through SQLAlchemy: while
-    anything listens to the connection's statements (tests counting them) or echoes them, and for statements
+    anything listens to the connection's or its engine's statements (tests counting them) or echoes them, and for statements
     that need SQLAlchemy at execution (see ``_DriverPlan.of``). Plans are kept by the statement's identity
     (and the parameters' names, which shape an INSERT), with the statement itself, so an id is never
     reused while its plan is kept. A plan is compiled for the first connection's dialect that runs it: every
     engine of the app is made alike (``app.db``)."""
     sync = connection.sync_connection
-    if sync is None or sync._has_events or sync._echo:
+    if sync is None or sync._has_events or sync.engine._has_events or sync._echo:
         return None
     key = (id(statement), tuple(params) if params else ())
     found = _PLANS.get(key)

@@ -39,7 +39,9 @@ def _key(key: str) -> dict[str, object]:
     return {"id": uuid.uuid4(), "scope": "test", "owner": "sql", "key": key, "request_hash": "h"}
 
 
-async def test_a_conflicting_row_is_skipped_and_the_compiled_form_is_reused(session: AsyncSession) -> None:
+async def test_a_conflicting_row_is_skipped_and_the_compiled_form_is_reused(
+    session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hits: list[CacheStats] = []
 
     def seen(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
@@ -47,6 +49,8 @@ async def test_a_conflicting_row_is_skipped_and_the_compiled_form_is_reused(sess
             hits.append(context.cache_hit)
 
     engine = session.bind.engine.sync_engine  # type: ignore[union-attr]
+    # a listener keeps the engine's statements off the driver (``app.kit.sql``) even once removed: not after
+    monkeypatch.setattr(engine, "_has_events", engine._has_events)
     event.listen(engine, "after_cursor_execute", seen)
     try:
         returned = []
@@ -146,6 +150,33 @@ async def test_a_plain_read_first_begins_no_transaction(committed: Database) -> 
         assert list((await s.execute(keys)).scalars()) == []
         await execute_core(s, _BACKEND, plain_read=True)
         await s.commit()  # nothing begun: the commit sends nothing and fails nothing
+
+
+async def test_a_listener_on_the_engine_sees_every_statement(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While anything listens to the engine's statements (instrumentation, a test counting them), statements
+    run through SQLAlchemy, so it sees them all; with nothing listening they run on the driver."""
+    from app.kit.sql import _driver_plan
+
+    engine = committed.engine.sync_engine
+    monkeypatch.setattr(engine, "_has_events", engine._has_events)
+    seen: list[str] = []
+
+    def count(*args: object) -> None:
+        seen.append(str(args[2]))
+
+    async with committed.sessionmaker() as s:
+        assert _driver_plan(await s.connection(), _BACKEND, None) is not None
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        async with committed.sessionmaker() as s:
+            await execute_core(s, _BACKEND, plain_read=True)
+            await execute_core(s, insert_or_skip(IdempotencyKey.__table__), _key("listened"))
+            await s.rollback()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(seen) == 2 and "pg_backend_pid" in seen[0] and "idempotency_keys" in seen[1], seen
 
 
 async def test_a_plain_read_begins_the_transaction_at_another_isolation_level(committed: Database) -> None:
