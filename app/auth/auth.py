@@ -6,10 +6,11 @@ Each alias rejects everyone else with 401 (no or bad token) or 403 (wrong role).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import AuthRepository
@@ -27,12 +28,16 @@ bearer_scheme = HTTPBearer(auto_error=False, description="POST /api/v1/auth/wech
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 
 
-async def _load_subject(session: AsyncSession, token: str) -> Subject | None:
-    rows = await AuthRepository(session).get_live_session(token_hash(token), utcnow())
+async def _load_subject(
+    session: AsyncSession, token: str, statement: Select[Any] | None, params: dict[str, Any] | None
+) -> tuple[Subject, Row[Any]] | None:
+    rows = await AuthRepository(session).get_live_session(
+        token_hash(token), utcnow(), statement=statement, params=params
+    )
     if not rows:
         return None
     first = rows[0]
-    return Subject(
+    subject = Subject(
         user_id=first.user_id,
         openid=first.openid,
         session_id=first.session_id,
@@ -45,6 +50,7 @@ async def _load_subject(session: AsyncSession, token: str) -> Subject | None:
             if r.grant_id is not None
         ),
     )
+    return subject, first
 
 
 async def optional_subject(
@@ -60,11 +66,25 @@ async def optional_subject(
 async def authenticate(request: Request, session: AsyncSession, token: str) -> Subject:
     """The subject of a bearer ``token``, also kept on the request's state, or 401 (unknown, expired or
     revoked session)."""
-    subject = await _load_subject(session, token)
-    if subject is None:
-        raise Unauthorized("登录已失效，请重新登录", code="InvalidToken")
-    request.state.subject = subject
+    subject, _ = await authenticate_with(request, session, token)
     return subject
+
+
+async def authenticate_with(
+    request: Request,
+    session: AsyncSession,
+    token: str,
+    statement: Select[Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[Subject, Row[Any]]:
+    """``authenticate``, and the look-up's first row: with ``statement`` (``live_session_with``) and its
+    ``params``, the row carries a read of the caller's, made in the same round trip once the token is known
+    to be live (its answer is only used after the 401, as if it had been read after it)."""
+    found = await _load_subject(session, token, statement, params)
+    if found is None:
+        raise Unauthorized("登录已失效，请重新登录", code="InvalidToken")
+    request.state.subject = found[0]
+    return found
 
 
 async def current_subject(subject: Annotated[Subject | None, Depends(optional_subject)]) -> Subject:

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Row, Select, TextClause, and_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +32,13 @@ _LIVE_SESSION = (
     )
     .order_by(RoleGrant.created_at)
 )
+
+
+def live_session_with(*columns: ColumnElement[Any] | TextClause) -> Select[Any]:
+    """The session look-up with more columns beside it: another read a request makes first, answered in the
+    same round trip (one column per row, the same on every row). They may refer to the session's user as
+    ``users.id``; their parameters are the caller's own. Built once, as a module constant, like the look-up."""
+    return _LIVE_SESSION.add_columns(*columns)
 
 
 class AuthRepository:
@@ -70,13 +77,22 @@ class AuthRepository:
     def add_session(self, auth_session: AuthSession) -> None:
         self.session.add(auth_session)
 
-    async def get_live_session(self, token_hash: str, now: datetime) -> Sequence[Row[Any]]:
+    async def get_live_session(
+        self,
+        token_hash: str,
+        now: datetime,
+        *,
+        statement: Select[Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Sequence[Row[Any]]:
         """The live session for a token with its user's active grants (oldest first), one row per grant (one
         row with no grant columns if there are none; no rows if the token is not live). Every authenticated
         request starts here, so it is one prepared statement that reads columns, not ORM objects, and a plain
-        read: it does not begin the request's transaction (``execute_core``)."""
-        params = {"token_hash": token_hash, "now": now}
-        return (await execute_core(self.session, _LIVE_SESSION, params, plain_read=True)).all()
+        read: it does not begin the request's transaction (``execute_core``). ``statement``: the look-up with
+        more columns (``live_session_with``), ``params`` theirs."""
+        values = (params or {}) | {"token_hash": token_hash, "now": now}
+        lookup = _LIVE_SESSION if statement is None else statement
+        return (await execute_core(self.session, lookup, values, plain_read=True)).all()
 
     async def revoke_session(self, session_id: uuid.UUID, now: datetime) -> None:
         await self.session.execute(

@@ -31,8 +31,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.auth.auth import authenticate, bearer_scheme, current_subject, optional_subject
+from app.auth.auth import authenticate, authenticate_with, bearer_scheme, current_subject, optional_subject
 from app.bookings.schemas import BookingRequest
+from app.bookings.service import booking_service
 from app.db import get_db_session
 from app.kit.asgi import buffer_body
 from app.kit.front import RouteFront, error_response
@@ -88,7 +89,12 @@ class BookingFront(RouteFront):
         sub_response.status_code = None  # type: ignore[assignment]
         try:
             async with asynccontextmanager(open_session)() as session:
-                subject = await authenticate(request, session, token)
+                along = booking_service.room_read_along_session(payload, key)
+                if along is None:
+                    subject = await authenticate(request, session, token)
+                else:  # a slot seen full: the refusal's read in the session look-up's round trip
+                    subject, row = await authenticate_with(request, session, token, *along)
+                    booking_service.room_read(payload, bool(row.no_room))
                 booking = await self.endpoint_function(payload, subject, session, sub_response, key)
             response = Response(
                 booking.model_dump_json(by_alias=True).encode(),

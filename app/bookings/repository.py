@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.repository import live_session_with
 from app.auth.subject import Subject
 from app.kit.sql import execute_core, insert_or_skip, load_entities, planned_once, sql_text
 from app.models import (
@@ -124,17 +125,19 @@ _NOTIFY_ELDER_AND_FAMILY = _notifications_for(  # a member who is also the elder
 
 # No room in the slot for the request's meals as of the last commit, and the request's idempotency key unused (a
 # replay of a booking the slot already counts is not refused: it must get its booking back). Written once and
-# used by both statements below: constant text, accepted in .bandit-baseline.json (docs/reliability.md).
-_NO_ROOM = """
+# used by the three statements below, with the key's owner a parameter or the session look-up's user: constant
+# text, accepted in .bandit-baseline.json (docs/reliability.md).
+_NO_ROOM_OF = """
         SELECT EXISTS (
             SELECT 1 FROM slot_days
             WHERE canteen_id = CAST(:canteen_id AS uuid) AND service_date = CAST(:service_date AS date)
               AND slot = CAST(:slot AS varchar) AND booked_meals + CAST(:meals AS integer) > capacity
         ) AND NOT EXISTS (
             SELECT 1 FROM idempotency_keys
-            WHERE scope = CAST(:scope AS varchar) AND owner = CAST(:owner AS varchar)
+            WHERE scope = CAST(:scope AS varchar) AND owner = {owner}
               AND key = CAST(:key AS varchar)
-        ) AS no_room"""
+        )"""
+_NO_ROOM = _NO_ROOM_OF.format(owner="CAST(:owner AS varchar)") + " AS no_room"
 
 # A booking request's first statement: refuse a full slot from a plain read, or else claim the request's
 # idempotency key (ON CONFLICT DO NOTHING: a key already there is a replay, or a 409).
@@ -155,6 +158,12 @@ _CLAIM_UNLESS_FULL = sql_text(
 
 # The same refusal alone, a plain read: for a slot seen full, before the request's transaction begins
 _STILL_FULL = sql_text(_NO_ROOM)
+
+# ... and made in the session look-up's round trip, the key's owner being the session's user (``RoomAsk.owner``
+# is ``str(user_id)``, which is how PostgreSQL writes a uuid as text)
+_LIVE_SESSION_STILL_FULL = live_session_with(
+    sql_text(f"({_NO_ROOM_OF.format(owner='CAST(users.id AS varchar)')}) AS no_room")
+)
 
 
 @dataclass(frozen=True)
@@ -265,6 +274,15 @@ class BookingRepository:
         last commit and the key is unused. A plain read (``execute_core``): as a request's first statement after
         its session look-up, a refusal from it sends neither BEGIN nor ROLLBACK."""
         return bool((await execute_core(self.session, _STILL_FULL, ask.params(), plain_read=True)).scalar())
+
+    @staticmethod
+    def still_full_along_session(ask: RoomAsk) -> tuple[Select[Any], dict[str, Any]]:
+        """``still_full`` as a column (``no_room``) of the session look-up, with its parameters, for
+        ``app.auth.auth.authenticate_with``: the key's owner is the session's user, so ``ask.owner`` is not
+        used."""
+        params = ask.params()
+        del params["owner"]
+        return _LIVE_SESSION_STILL_FULL, params
 
     async def release_capacity(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int

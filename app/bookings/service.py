@@ -9,9 +9,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, insert, text
+from sqlalchemy import Select, Table, insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -85,6 +85,23 @@ def _remember_full(slot: tuple[uuid.UUID, date, str]) -> None:
     if len(_seen_full) >= _SEEN_FULL_MAX:
         _seen_full.clear()
     _seen_full[slot] = time.monotonic()
+
+
+def _seems_full(payload: BookingRequest) -> bool:
+    """This process saw the request's slot full within ``SEEN_FULL_SECONDS`` (an older sighting is forgotten)."""
+    slot = (payload.canteen_id, payload.date, payload.slot.value)
+    seen = _seen_full.get(slot)
+    if seen is None:
+        return False
+    if time.monotonic() - seen < SEEN_FULL_SECONDS:
+        return True
+    _seen_full.pop(slot, None)
+    return False
+
+
+def _room_ask(payload: BookingRequest, *, owner: str, key: str) -> RoomAsk:
+    meals = sum(i.quantity for i in payload.items)
+    return RoomAsk(payload.canteen_id, payload.date, payload.slot.value, meals, "booking", owner, key)
 
 
 def now() -> datetime:
@@ -442,23 +459,18 @@ class BookingService:
         key = idempotency.require_key(idempotency_key)
         owner = str(subject.user_id)
         # Most requests of a lunch rush arrive after the slot has filled. Once this process has seen it full,
-        # they are answered from a plain read, with no transaction; otherwise from one statement, which claims
-        # the request's key unless the slot is full.
+        # they are answered from a plain read, with no transaction (through the booking front, that read is
+        # made with the session look-up and answered before this call); otherwise from one statement, which
+        # claims the request's key unless the slot is full.
         repo = BookingRepository(session)
-        slot = (payload.canteen_id, payload.date, payload.slot.value)
-        ask = RoomAsk(*slot, sum(i.quantity for i in payload.items), scope="booking", owner=owner, key=key)
-        seen = _seen_full.get(slot)
-        if seen is not None:
-            if time.monotonic() - seen < SEEN_FULL_SECONDS and await repo.still_full(ask):
-                _remember_full(slot)
-                raise _slot_full()
-            _seen_full.pop(slot, None)
+        ask = _room_ask(payload, owner=owner, key=key)
+        if _seems_full(payload):
+            self.room_read(payload, await repo.still_full(ask))
         booking_id = uuid.uuid4()
         digest = idempotency.body_hash(payload)
         full, claimed = await repo.claim_unless_full(ask, digest=digest, resource_id=booking_id)
         if full:
-            _remember_full(slot)
-            raise _slot_full()
+            self.room_read(payload, True)
         if not claimed:
             claim = await idempotency.existing(session, scope="booking", owner=owner, key=key, digest=digest)
             assert claim.existing_id is not None  # existing() raises for a key that names nothing yet
@@ -495,6 +507,31 @@ class BookingService:
             reserve_at_commit=True,
         )
         return booking_out(booking, lines), True
+
+    def room_read_along_session(
+        self, payload: BookingRequest, idempotency_key: str | None
+    ) -> tuple[Select[Any], dict[str, Any]] | None:
+        """For a booking request whose slot this process has lately seen full, the refusal's read (``book``'s
+        first) as a column of the session look-up, to be made in its round trip by
+        ``app.auth.auth.authenticate_with``: its statement and parameters. Its answer (the row's ``no_room``)
+        goes to ``room_read`` before ``book`` is called, and ``book`` then does not read it again. None when
+        the slot has not been seen full, or the request has no valid key (``book`` refuses that first)."""
+        if not _seems_full(payload):
+            return None
+        try:
+            key = idempotency.require_key(idempotency_key)
+        except BadRequest:
+            return None
+        return BookingRepository.still_full_along_session(_room_ask(payload, owner="", key=key))
+
+    def room_read(self, payload: BookingRequest, no_room: bool) -> None:
+        """Act on the refusal's read for a slot seen full: refuse the request (the slot is still full and its
+        key unused), or forget the hint, so the booking goes on to the claiming statement."""
+        slot = (payload.canteen_id, payload.date, payload.slot.value)
+        if no_room:
+            _remember_full(slot)
+            raise _slot_full()
+        _seen_full.pop(slot, None)
 
     def _confirmation(self, session: AsyncSession, ctx: Context) -> Callable[[Booking], Awaitable[None]]:
         """The booking-confirmed messages, written with their send jobs' outbox rows as soon as the amounts

@@ -7,11 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bookings.service import booking_service
-from app.db import unit_of_work
+from app.db import Database, unit_of_work
 from app.models import Booking, IdempotencyKey, JobOutbox, MealNotification, MenuItem, SlotDay
 from tests.bookings.helpers import MORNING, arrange, body, key, set_now
 from tests.fixtures.client import login
@@ -249,3 +249,54 @@ async def test_a_slot_seen_full_refuses_from_a_read_without_a_transaction(
     assert (await book(3)).status_code == 409  # full again, with the key a refusal left unused
     async with unit_of_work() as s:
         assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 2
+
+
+async def test_a_refusal_for_a_slot_seen_full_is_one_statement_with_the_session_look_up(
+    committed_client: httpx.AsyncClient, committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the booking front, the refusal's read for a slot seen full rides in the session look-up's
+    statement: the whole refused request is one statement. A token that is not live still gets its 401, from
+    that same statement; the key's owner is the session's user, so another user's request with the same key is
+    refused, while the key's own user gets the booking back."""
+    w, elder_ids, headers = await _family_of_elders(committed_client, monkeypatch, capacity=1, elders=3)
+    keys = [key() for _ in elder_ids]
+    first = await _book_for(committed_client, w, elder_ids[0], headers | keys[0])
+    assert first.status_code == 201, first.text
+    assert (await _book_for(committed_client, w, elder_ids[1], headers | keys[1])).status_code == 409
+    stranger = await login(committed_client, unique("stranger"))
+
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:
+        sent.append(str(args[2]))
+
+    engine = committed.engine.sync_engine
+    # a listener keeps the engine's statements off the driver (``app.kit.sql``) even once removed: not after
+    monkeypatch.setattr(engine, "_has_events", engine._has_events)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        refused = await _book_for(committed_client, w, elder_ids[2], headers | keys[2])
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == "SlotFull"
+        assert len(sent) == 1, sent
+        assert "auth_sessions" in sent[0] and "slot_days" in sent[0] and "idempotency_keys" in sent[0]
+
+        sent.clear()
+        dead = {"Authorization": "Bearer not-a-live-token"}
+        unauthorized = await _book_for(committed_client, w, elder_ids[2], dead | keys[2])
+        assert unauthorized.status_code == 401, unauthorized.text
+        assert unauthorized.json()["error"] == "InvalidToken"
+        assert len(sent) == 1
+
+        others = await _book_for(committed_client, w, elder_ids[0], stranger | keys[0])
+        assert others.status_code == 409, others.text  # not the stranger's key: no replay for them
+        assert others.json()["error"] == "SlotFull"
+
+        replay = await _book_for(committed_client, w, elder_ids[0], headers | keys[0])
+        assert replay.status_code == 200, replay.text
+        assert replay.json()["id"] == first.json()["id"]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    async with unit_of_work() as s:
+        assert await s.scalar(select(func.count()).select_from(Booking)) == 1
+        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
