@@ -16,6 +16,7 @@ import functools
 import json
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,8 +25,11 @@ from typing import Any, ParamSpec
 import dramatiq
 import structlog
 from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis
 from dramatiq.middleware import AsyncIO, CurrentMessage
+from redis.commands.core import AsyncScript
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Environment, get_settings
@@ -45,8 +49,6 @@ def _build_broker() -> dramatiq.Broker:
     settings = get_settings()
     broker: dramatiq.Broker
     if settings.REDIS_URL and Environment.testing != settings.APP_ENV:
-        from dramatiq.brokers.redis import RedisBroker
-
         broker = RedisBroker(url=settings.REDIS_URL, namespace="sangyu-jobs")
     else:
         broker = StubBroker()
@@ -163,21 +165,58 @@ async def send_pending_jobs(session: AsyncSession) -> None:
     session.info.pop(STAGED_KEY, None)
     if not messages:
         return
-    # Dramatiq's Redis broker is synchronous: talk to it from a thread, never block the event loop on Redis
-    failed = await asyncio.to_thread(_hand_over, messages) if _redis_broker else _hand_over(messages)
+    failed: list[dramatiq.Message[Any]] = []
+    for message in messages:
+        try:
+            if _redis_broker:
+                from app.redis import get_redis
+
+                await enqueue_on_loop(broker, get_redis(), message)  # type: ignore[arg-type]
+            else:
+                broker.enqueue(message)
+        except Exception as exc:  # the broker being down must not turn a committed request into an error
+            log.warning("job_enqueue_failed", actor=message.actor_name, error=type(exc).__name__)
+            failed.append(message)
     if failed:
         await _due_now([m.message_id for m in failed])
 
 
-def _hand_over(messages: list[dramatiq.Message[Any]]) -> list[dramatiq.Message[Any]]:
-    failed: list[dramatiq.Message[Any]] = []
-    for message in messages:
-        try:
-            broker.enqueue(message)
-        except Exception as exc:  # the broker being down must not turn a committed request into an error
-            log.warning("job_enqueue_failed", actor=message.actor_name, error=type(exc).__name__)
-            failed.append(message)
-    return failed
+_DISPATCH: dict[str, AsyncScript] = {}  # Dramatiq's dispatch script, by its source's digest
+
+
+async def enqueue_on_loop(redis_broker: RedisBroker, client: Any, message: dramatiq.Message[Any]) -> None:
+    """``redis_broker.enqueue(message)`` (no delay) done on the event loop with the async Redis ``client``
+    (``app.redis.get_redis``, the same server and database): the same copy of the message with its own Redis id,
+    the same middleware hooks, and the broker's own dispatch script called with the arguments its ``enqueue``
+    gives it, so its workers consume the message as any other.
+
+    Dramatiq's Redis broker is synchronous. Handing a request's jobs to it from a thread cost a booking about
+    a sixth of the workers' CPU under load, in thread hand-offs and contention for the interpreter
+    (``python -m bench.cost booking``, docs/performance-rounds.md); on the loop the call costs one round trip.
+    Its errors propagate (a connection refused or timed out: ``send_pending_jobs`` leaves the job due in the
+    outbox)."""
+    if type(redis_broker)._max_unpack_size_val is None:  # found once per process, by a blocking call
+        await asyncio.to_thread(redis_broker._max_unpack_size)
+    registered = redis_broker.scripts["dispatch"]
+    dispatch = _DISPATCH.get(registered.sha)
+    if dispatch is None:  # the same source for the async client, which is given at each call
+        dispatch = _DISPATCH[registered.sha] = AsyncScript(None, registered.script)  # type: ignore[arg-type]
+    message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+    redis_broker.emit_before("enqueue", message, None)
+    args = [
+        "enqueue",
+        current_millis(),
+        message.queue_name,
+        redis_broker.broker_id,
+        redis_broker.heartbeat_timeout,
+        redis_broker.dead_message_ttl,
+        redis_broker._should_do_maintenance("enqueue"),
+        redis_broker._max_unpack_size(),
+        message.options["redis_message_id"],
+        message.encode(),
+    ]
+    await dispatch(keys=[redis_broker.namespace], args=args, client=client)
+    redis_broker.emit_after("enqueue", message, None)
 
 
 async def _due_now(message_ids: list[str]) -> None:

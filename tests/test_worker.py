@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from app.exceptions import Conflict
 from app.kit.time import utcnow
 from app.models import AuthSession, User
 from app.worker import SCHEDULE, Scheduler, broker, drain, due_slots, enqueue, task
+from tests.fixtures.environment import free_port
 
 RAN: list[str] = []
 
@@ -194,3 +196,81 @@ async def test_a_job_that_ran_leaves_nothing_to_relay(committed: Database) -> No
     drain()
     assert RAN.count(marker) == 1
     assert await relay_outbox(now=utcnow() + RELAY_GRACE * 3) == 0
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="Dramatiq's Redis broker needs a Redis server")
+async def test_a_job_handed_over_on_the_loop_is_consumed_as_one_the_broker_enqueued() -> None:
+    """``enqueue_on_loop`` (the API's hand-over with the async client) leaves in Redis what the broker's own
+    ``enqueue`` leaves: its workers consume both alike, each with its own Redis id, through the same middleware
+    hooks; acked, nothing is left. A Redis that cannot be reached raises, so the job stays due in the outbox."""
+    import asyncio
+
+    import dramatiq
+    import redis.asyncio as aioredis
+    from dramatiq.brokers.redis import RedisBroker
+
+    from app.redis import create_async_redis
+    from app.worker import enqueue_on_loop
+
+    hooked: list[tuple[str, str]] = []
+
+    class Hooks(dramatiq.Middleware):
+        def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+            hooked.append(("before", message.message_id))
+
+        def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+            hooked.append(("after", message.message_id))
+
+    namespace = f"sangyu-test-{uuid.uuid4().hex}"
+    redis_broker = RedisBroker(url=os.environ["REDIS_URL"], namespace=namespace, middleware=[Hooks()])
+    redis_broker.declare_queue("default")
+    client = create_async_redis()
+
+    def job(marker: str) -> dramatiq.Message[Any]:
+        return dramatiq.Message(
+            queue_name="default", actor_name="tests.probe", args=(), kwargs={"marker": marker}, options={}
+        )
+
+    ours, theirs = job("loop"), job("thread")
+
+    def consume(n: int) -> list[Any]:
+        consumer = redis_broker.consume("default", prefetch=n, timeout=200)
+        got: list[Any] = []
+        try:
+            for _ in range(20):
+                message = next(consumer)
+                if message is not None:
+                    got.append(message)
+                    consumer.ack(message)
+                if len(got) == n:
+                    break
+        finally:
+            consumer.close()
+        return got
+
+    try:
+        await enqueue_on_loop(redis_broker, client, ours)
+        redis_broker.enqueue(theirs)
+        got = await asyncio.to_thread(consume, 2)
+        assert sorted((m.message_id, m.kwargs["marker"]) for m in got) == sorted(
+            [(ours.message_id, "loop"), (theirs.message_id, "thread")]
+        )
+        redis_ids = {m.options["redis_message_id"] for m in got}
+        assert len(redis_ids) == 2 and not redis_ids & {m.message_id for m in got}  # (a retry gets a new one)
+        assert hooked == [
+            ("before", ours.message_id),
+            ("after", ours.message_id),
+            ("before", theirs.message_id),
+            ("after", theirs.message_id),
+        ]
+        assert await client.hlen(f"{namespace}:default.msgs") == 0
+
+        unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)
+        with pytest.raises(Exception):  # noqa: B017 - any connection error: the caller keeps the job due
+            await enqueue_on_loop(redis_broker, unreachable, job("lost"))
+        await unreachable.aclose()
+    finally:
+        for key in await client.keys(f"{namespace}*"):
+            await client.delete(key)
+        await client.aclose()
+        redis_broker.close()
