@@ -190,9 +190,10 @@ async def enqueue_on_loop(redis_broker: RedisBroker, client: Any, message: drama
     the same middleware hooks, and the broker's own dispatch script called with the arguments its ``enqueue``
     gives it, so its workers consume the message as any other.
 
-    Dramatiq's Redis broker is synchronous. Handing a request's jobs to it from a thread cost a booking about
-    a sixth of the workers' CPU under load, in thread hand-offs and contention for the interpreter
-    (``python -m bench.cost booking``, docs/performance-rounds.md); on the loop the call costs one round trip.
+    Dramatiq's Redis broker is synchronous. Handing a request's jobs to it from a thread cost a booking 8–22 %
+    of the workers' CPU under load, in hand-offs between the threads and their contention for the interpreter
+    (``python -m bench.cost booking`` with and without it, docs/performance-rounds.md); on the loop the call
+    is one round trip.
     Its errors propagate (a connection refused or timed out: ``send_pending_jobs`` leaves the job due in the
     outbox)."""
     if type(redis_broker)._max_unpack_size_val is None:  # found once per process, by a blocking call
