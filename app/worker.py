@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Environment, get_settings
 from app.kit.collector import settle_for_jobs
 from app.kit.time import SHANGHAI, utcnow
+from app.redis import get_redis
 
 log = structlog.get_logger("app.worker")
 
@@ -169,8 +170,6 @@ async def send_pending_jobs(session: AsyncSession) -> None:
     for message in messages:
         try:
             if _redis_broker:
-                from app.redis import get_redis
-
                 await enqueue_on_loop(broker, get_redis(), message)  # type: ignore[arg-type]
             else:
                 broker.enqueue(message)

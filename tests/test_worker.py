@@ -274,3 +274,48 @@ async def test_a_job_handed_over_on_the_loop_is_consumed_as_one_the_broker_enque
             await client.delete(key)
         await client.aclose()
         redis_broker.close()
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="Dramatiq's Redis broker needs a Redis server")
+async def test_an_api_process_hands_its_jobs_to_a_redis_broker_on_the_loop_or_parks_them(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a commit, an API process with a Redis broker hands the job over on its loop: the job is in the
+    broker's queue and its outbox row waits out the grace. With Redis away the commit stands and the job is due
+    in the outbox at once, for the relay."""
+    import redis.asyncio as aioredis
+    from dramatiq.brokers.redis import RedisBroker
+
+    import app.worker as worker_module
+    from app.models import JobOutbox
+    from app.redis import create_async_redis
+
+    namespace = f"sangyu-test-{uuid.uuid4().hex}"
+    redis_broker = RedisBroker(url=os.environ["REDIS_URL"], namespace=namespace)
+    reachable = create_async_redis()
+    unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    monkeypatch.setattr(worker_module, "broker", redis_broker)
+    monkeypatch.setattr(worker_module, "_redis_broker", True)
+    try:
+        monkeypatch.setattr(worker_module, "get_redis", lambda: reachable)
+        async with unit_of_work() as s:
+            enqueue(s, probe, marker="handed-over")
+        assert await reachable.hlen(f"{namespace}:default.msgs") == 1
+        async with unit_of_work() as s:
+            (row,) = (await s.execute(select(JobOutbox))).scalars().all()
+            assert row.send_after > utcnow() + timedelta(minutes=5)
+            await s.delete(row)
+
+        monkeypatch.setattr(worker_module, "get_redis", lambda: unreachable)
+        async with unit_of_work() as s:
+            enqueue(s, probe, marker="parked")
+        async with unit_of_work() as s:
+            (parked,) = (await s.execute(select(JobOutbox))).scalars().all()
+        assert parked.actor_name == "tests.probe" and parked.send_after <= utcnow()
+        assert await reachable.hlen(f"{namespace}:default.msgs") == 1  # nothing more reached the queue
+    finally:
+        for key in await reachable.keys(f"{namespace}*"):
+            await reachable.delete(key)
+        await reachable.aclose()
+        await unreachable.aclose()
+        redis_broker.close()

@@ -138,11 +138,20 @@ class _Known:
 
 
 @dataclass
+class _Pending:
+    """A caller's requests let through since the last flush: how many, and when the first came (a flush sends
+    only their number, ``_FLUSH``)."""
+
+    first: float
+    count: int = 1
+
+
+@dataclass
 class _Batches:
     """One event loop's view (Redis clients are loop-bound)."""
 
     known: dict[str, _Known] = field(default_factory=dict)
-    pending: dict[str, list[float]] = field(default_factory=dict)  # let through, not yet in Redis
+    pending: dict[str, _Pending] = field(default_factory=dict)  # let through, not yet in Redis
     limits: dict[str, Limit] = field(default_factory=dict)
     flush_scheduled: bool = False
     redis: Any = None  # the client the pending requests are for
@@ -166,15 +175,17 @@ async def hit_batched(redis: Any, limit: Limit, identity: str, now: float | None
     if known is not None and now - known.at > KNOWN_SECONDS and key not in state.limits:
         state.limits[key] = limit  # heard about too long ago: ask again at the next flush
         _schedule_flush(state, loop)
-    counted = (known.count if known is not None else 0) + (len(pending) if pending else 0)
+    counted = (known.count if known is not None else 0) + (pending.count if pending else 0)
     if counted >= limit.limit:
-        oldest = known.oldest if known is not None and known.oldest is not None else (pending or [now])[0]
+        oldest = known.oldest if known is not None else None
+        if oldest is None and pending is not None:
+            oldest = pending.first
         return _retry_after(oldest, limit, now)
     if pending is None:
-        state.pending[key] = [now]
+        state.pending[key] = _Pending(now)
         state.limits[key] = limit
     else:
-        pending.append(now)
+        pending.count += 1
     _schedule_flush(state, loop)
     return None
 
@@ -237,8 +248,8 @@ async def _flush(state: _Batches, redis: Any, also: dict[str, Limit] | None = No
     base = f"{_MEMBER_PREFIX}.{next(_flushes)}:"
     args: list[Any] = [f"{now:.6f}", base]
     for key in keys:
-        members = pending.get(key)
-        args += (limits[key].window_seconds, len(members) if members else 0)
+        waiting = pending.get(key)
+        args += (limits[key].window_seconds, waiting.count if waiting else 0)
     try:
         counts = await run_script(
             redis,
@@ -264,7 +275,7 @@ async def _flush_pipelined(
     redis: Any,
     keys: list[str],
     limits: dict[str, Limit],
-    pending: dict[str, list[float]],
+    pending: dict[str, _Pending],
     now: float,
     base: str,
 ) -> list[tuple[int, str]]:
@@ -272,9 +283,9 @@ async def _flush_pipelined(
         for k, key in enumerate(keys, start=1):
             limit = limits[key]
             pipe.zremrangebyscore(key, 0, now - limit.window_seconds)
-            members = pending.get(key)
-            if members:
-                pipe.zadd(key, dict.fromkeys(_flush_members(base, k, len(members)), now))
+            waiting = pending.get(key)
+            if waiting:
+                pipe.zadd(key, dict.fromkeys(_flush_members(base, k, waiting.count), now))
                 pipe.expire(key, limit.window_seconds + 1)
             pipe.zcard(key)
             pipe.zrange(key, 0, 0, withscores=True)

@@ -256,8 +256,9 @@ async def test_a_refusal_for_a_slot_seen_full_is_one_statement_with_the_session_
 ) -> None:
     """Through the booking front, the refusal's read for a slot seen full rides in the session look-up's
     statement: the whole refused request is one statement. A token that is not live still gets its 401, from
-    that same statement; the key's owner is the session's user, so another user's request with the same key is
-    refused, while the key's own user gets the booking back."""
+    that same statement, and a request without a key its 400; the key's owner is the session's user, so another
+    user's request with the same key is refused, while the key's own user gets the booking back. Nothing of the
+    refused requests is written."""
     w, elder_ids, headers = await _family_of_elders(committed_client, monkeypatch, capacity=1, elders=3)
     keys = [key() for _ in elder_ids]
     first = await _book_for(committed_client, w, elder_ids[0], headers | keys[0])
@@ -287,6 +288,10 @@ async def test_a_refusal_for_a_slot_seen_full_is_one_statement_with_the_session_
         assert unauthorized.status_code == 401, unauthorized.text
         assert unauthorized.json()["error"] == "InvalidToken"
         assert len(sent) == 1
+
+        keyless = await _book_for(committed_client, w, elder_ids[2], headers)  # the key is asked for first
+        assert keyless.status_code == 400, keyless.text
+        assert keyless.json()["error"] == "IdempotencyKeyRequired"
 
         others = await _book_for(committed_client, w, elder_ids[0], stranger | keys[0])
         assert others.status_code == 409, others.text  # not the stranger's key: no replay for them
