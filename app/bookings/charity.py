@@ -3,7 +3,8 @@ canteen's pool first, then the general meal pool (``app/ledger/service.py``).
 
 The booking service calls them at fixed moments, inside its own transaction:
 - quote and booking: ``available_charity_fen`` (how much donated money could pay, ≤ remaining self-pay, which
-  the caller has already capped at the policy's per-meal charity cap);
+  the caller has already capped at the policy's per-meal charity cap), from the pools' free money read with
+  the meal's look-up;
 - booking: ``place_hold`` for the elder's meal line (returns the amount actually held; the line's charity
   portion is that amount and the elder pays any shortfall);
 - serve: ``on_served`` (post the hold: pool → payable to the canteen); cancel: ``on_released`` (void the
@@ -37,20 +38,12 @@ def hold_key(booking_line_id: uuid.UUID) -> str:
     return str(booking_line_id)
 
 
-async def available_charity_fen(
-    session: AsyncSession,
-    *,
-    elder_id: uuid.UUID,
-    canteen_id: uuid.UUID,
-    service_date: date,
-    eligible: bool,
-    remaining_self_pay_fen: int,
-) -> int:
-    """How much of ``remaining_self_pay_fen`` donated money can pay for this meal (0 when not eligible)."""
+def available_charity_fen(*, free_fen: int, eligible: bool, remaining_self_pay_fen: int) -> int:
+    """How much of ``remaining_self_pay_fen`` donated money can pay for this meal (0 when not eligible), with
+    ``free_fen`` what the meal's pools (``app.ledger.service.meal_pools``) could still give when read."""
     if not eligible or remaining_self_pay_fen <= 0:
         return 0
-    available = await ledger_service.available_for_canteen(session, canteen_id=canteen_id)
-    return max(0, min(remaining_self_pay_fen, available))
+    return max(0, min(remaining_self_pay_fen, free_fen))
 
 
 def meal_meta(

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Select,
     and_,
     any_,
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.repository import live_session_with
 from app.auth.subject import Subject
 from app.kit.sql import execute_core, insert_or_skip, load_entities, planned_once, sql_text
+from app.ledger.repository import FREE_FEN
 from app.models import (
     Booking,
     BookingLine,
@@ -67,11 +69,38 @@ _HAS_SUBSIDIZED_MEAL = select(
     )
 )
 
+# The caller is bound to the elder as family (a live binding)
+_BOUND = exists().where(
+    FamilyBinding.elder_id == Elder.id,
+    FamilyBinding.user_id == bindparam("user_id"),
+    FamilyBinding.revoked_at.is_(None),
+)
+
 # An active canteen, its configuration of the slot, the meal's published menu (exactly one, a unique index),
-# those of the chosen items that are on it (one row per item found, or one row with what there is), and
-# whether the elder already has a subsidised meal that day.
+# those of the chosen items that are on it (one row per item found, or one row with what there is), whether
+# the elder already has a subsidised meal that day, and what donated money the canteen's meals can draw on
+# (the pools named by ``codes``). With them the elder, if the caller may book for them: they are the elder, or
+# bound to them as family, or ``staff`` (an operator of the canteen, or a job acting on a standing order), and
+# whether the caller is bound family.
 _MEAL_SETTING = (
-    select(Canteen, CanteenSlot, Menu, MenuItem, _HAS_SUBSIDIZED_MEAL.scalar_subquery())
+    select(
+        Canteen,
+        CanteenSlot,
+        Menu,
+        MenuItem,
+        _HAS_SUBSIDIZED_MEAL.scalar_subquery(),
+        FREE_FEN.scalar_subquery(),
+        Elder,
+        _BOUND,
+    )
+    .select_from(Canteen)
+    .outerjoin(
+        Elder,
+        and_(
+            Elder.id == bindparam("elder_id"),
+            or_(bindparam("staff", type_=Boolean), Elder.user_id == bindparam("user_id"), _BOUND),
+        ),
+    )
     .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == bindparam("slot")))
     .outerjoin(
         Menu,
@@ -191,6 +220,9 @@ class MealSetting:
     menu: Menu | None  # None: no published menu for the meal
     items: dict[uuid.UUID, MenuItem]  # the chosen items found on that menu
     subsidized_today: bool  # the elder already has a subsidised meal (confirmed or served) that day
+    charity_free_fen: int  # what the pools named could still give, as of this read
+    elder: Elder | None  # None: no such elder, or not one the caller may book for
+    bound: bool  # the caller is bound to the elder as family
 
 
 class BookingRepository:
@@ -314,20 +346,28 @@ class BookingRepository:
         item_ids: Sequence[uuid.UUID],
         *,
         elder_id: uuid.UUID,
+        user_id: uuid.UUID | None,
+        staff: bool,
+        pool_codes: Sequence[str],
     ) -> MealSetting | None:
         """What a booking of this meal for this elder is made against, in one query; None if the canteen is
-        not active."""
+        not active. The elder comes with it when ``user_id`` is the elder's own or bound family, or when
+        ``staff`` (the caller has shown it may book for any elder at this canteen); ``pool_codes``: the
+        accounts whose free money the meal may draw on."""
         params = {
             "canteen_id": canteen_id,
             "service_date": service_date,
             "slot": slot,
             "item_ids": list(item_ids),
             "elder_id": elder_id,
+            "user_id": user_id,
+            "staff": staff,
+            "codes": list(pool_codes),
         }
         rows = await load_entities(self.session, _MEAL_SETTING, params)
         if not rows:
             return None
-        canteen, canteen_slot, menu, _, subsidized_today = rows[0]
+        canteen, canteen_slot, menu, _, subsidized_today, free_fen, elder, bound = rows[0]
         items = {row[3].id: row[3] for row in rows if row[3] is not None}
         return MealSetting(
             canteen=canteen,
@@ -335,6 +375,9 @@ class BookingRepository:
             menu=menu,
             items=items,
             subsidized_today=bool(subsidized_today),
+            charity_free_fen=int(free_fen),
+            elder=elder,
+            bound=bool(bound),
         )
 
     async def all_menu_items(self, menu_id: uuid.UUID) -> Sequence[MenuItem]:

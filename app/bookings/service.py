@@ -51,6 +51,7 @@ from app.kit.money import format_yuan
 from app.kit.pagination import Page, decode_cursor_as, encode_cursor
 from app.kit.sql import attach, execute_core, insert_or_skip
 from app.kit.time import SHANGHAI, business_date, shanghai_datetime, utcnow
+from app.ledger.service import meal_pools
 from app.menus.repository import MenuRepository
 from app.menus.service import require_operated_canteen
 from app.models import (
@@ -177,6 +178,8 @@ class Context:
     serve_start_at: datetime
     serve_end_at: datetime
     subsidized_today: bool  # as read with the rest; the unique index on subsidised meals is what guards it
+    charity_free_fen: int  # the meal's pools' free money as read with the rest; the hold is what guards it
+    channel: str | None  # self, proxy or phone for a request's caller; None when the caller names it
 
 
 def cutoff_for(slot: CanteenSlot, service_date: date) -> datetime:
@@ -254,13 +257,8 @@ async def price(
         eligible = decision.charity_eligible
         remaining = elder_line.list_price_fen - elder_line.gov_subsidy_fen
         wanted = min(remaining, decision.charity_cap_fen) if eligible else 0
-        available = await charity.available_charity_fen(
-            session,
-            elder_id=ctx.elder.id,
-            canteen_id=ctx.canteen.id,
-            service_date=ctx.service_date,
-            eligible=eligible,
-            remaining_self_pay_fen=wanted,
+        available = charity.available_charity_fen(
+            free_fen=ctx.charity_free_fen, eligible=eligible, remaining_self_pay_fen=wanted
         )
         elder_line.charity_subsidy_fen = max(0, min(available, wanted))
         shortfall = wanted - elder_line.charity_subsidy_fen
@@ -352,7 +350,8 @@ class BookingService:
         self,
         session: AsyncSession,
         *,
-        elder: Elder,
+        elder_id: uuid.UUID,
+        caller: Subject | None,
         canteen_id: uuid.UUID,
         service_date: date,
         slot: str,
@@ -361,11 +360,33 @@ class BookingService:
         at: datetime,
         enforce_cutoff: bool = True,
     ) -> Context:
+        """Everything the booking is decided from, in one read with the elder. ``caller``: the request's
+        subject, who must be the elder, bound family or an operator of the canteen (``_channel_for``'s rule,
+        which names the channel); None when the caller has already shown it may book for the elder (a walk-in
+        at the counter, a standing order)."""
         setting = await BookingRepository(session).meal_setting(
-            canteen_id, service_date, slot, [i.menu_item_id for i in items], elder_id=elder.id
+            canteen_id,
+            service_date,
+            slot,
+            [i.menu_item_id for i in items],
+            elder_id=elder_id,
+            user_id=None if caller is None else caller.user_id,
+            staff=caller is None or caller.operates(canteen_id),
+            pool_codes=meal_pools(canteen_id),
         )
         if setting is None:
+            if caller is not None:  # the elder's refusal comes first, as it did before the canteen was read
+                await self._channel_for(session, caller, elder_id, canteen_id)
             raise NotFound("找不到这个食堂", code="CanteenNotFound")
+        elder = setting.elder
+        if elder is None:
+            raise NotFound("找不到这位长者", code="ElderNotFound")
+        channel = None
+        if caller is not None:
+            if elder.user_id == caller.user_id:
+                channel = Channel.self_.value
+            else:
+                channel = Channel.proxy.value if setting.bound else Channel.phone.value
         canteen, slot_cfg = setting.canteen, setting.slot
         if slot_cfg is None or not slot_cfg.is_active:
             raise Conflict("这个食堂不供应该餐次", code="SlotNotServed")
@@ -408,6 +429,8 @@ class BookingService:
             serve_start_at=shanghai_datetime(service_date, slot_cfg.serve_start),
             serve_end_at=shanghai_datetime(service_date, slot_cfg.serve_end),
             subsidized_today=setting.subsidized_today,
+            charity_free_fen=setting.charity_free_fen,
+            channel=channel,
         )
 
     async def _out(self, session: AsyncSession, booking: Booking) -> BookingOut:
@@ -417,11 +440,11 @@ class BookingService:
     # ------------------------------------------------------------ quote
 
     async def quote(self, session: AsyncSession, subject: Subject, payload: BookingRequest) -> QuoteOut:
-        elder, _ = await self._channel_for(session, subject, payload.elder_id, payload.canteen_id)
         at = now()
         ctx = await self._context(
             session,
-            elder=elder,
+            elder_id=payload.elder_id,
+            caller=subject,
             canteen_id=payload.canteen_id,
             service_date=payload.date,
             slot=payload.slot.value,
@@ -431,7 +454,7 @@ class BookingService:
         )
         priced = await price(session, ctx, already_subsidized=ctx.subsidized_today)
         return QuoteOut(
-            elder_id=elder.id,
+            elder_id=ctx.elder.id,
             canteen_id=ctx.canteen.id,
             date=ctx.service_date,
             slot=ctx.slot.slot,
@@ -478,11 +501,11 @@ class BookingService:
             if existing is None:
                 raise NotFound("找不到这笔订餐", code="BookingNotFound")
             return await self._out(session, existing), False
-        elder, channel = await self._channel_for(session, subject, payload.elder_id, payload.canteen_id)
         at = now()
         ctx = await self._context(
             session,
-            elder=elder,
+            elder_id=payload.elder_id,
+            caller=subject,
             canteen_id=payload.canteen_id,
             service_date=payload.date,
             slot=payload.slot.value,
@@ -490,6 +513,9 @@ class BookingService:
             mode=payload.mode.value,
             at=at,
         )
+
+        channel = ctx.channel
+        assert channel is not None  # named for a caller
 
         async def record(booking: Booking) -> None:
             if channel in STAFF_CHANNELS:
@@ -934,7 +960,8 @@ class BookingService:
         at = now()
         ctx = await self._context(
             session,
-            elder=elder,
+            elder_id=elder.id,
+            caller=None,
             canteen_id=canteen.id,
             service_date=business_date(at),
             slot=payload.slot.value,
@@ -1174,7 +1201,8 @@ class BookingService:
             raise Conflict("菜单上没有可订的菜品", code="MenuEmpty")
         ctx = await self._context(
             session,
-            elder=elder,
+            elder_id=elder.id,
+            caller=None,
             canteen_id=so.canteen_id,
             service_date=day,
             slot=so.slot,

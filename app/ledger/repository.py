@@ -19,7 +19,7 @@ from sqlalchemy.orm import contains_eager
 from sqlalchemy.types import NullType
 
 from app.kit.locks import xact_lock, xact_locks
-from app.kit.sql import execute_core, sql_text
+from app.kit.sql import execute_core, planned_once, sql_text
 from app.models import (
     Allocation,
     Canteen,
@@ -152,12 +152,13 @@ _INSERT_ENTRIES = text(
     """
 )
 
-# The array through a sub-select (``app.kit.sql.planned_once``): a booking runs this, and with the array in
-# sight PostgreSQL planned it again on every execution.
-_FREE_FEN = text(
-    "SELECT coalesce(sum(greatest(0, -balance_fen - held_fen)), 0) FROM ledger_accounts "
-    "WHERE code = ANY(CAST((SELECT CAST(:codes AS text[])) AS text[]))"
-)
+# What pools and funds can still give (balance not held), added up, for the accounts named by the ``codes``
+# parameter: read alone (``free_fen``) or as a column of a booking's meal look-up. The array goes through a
+# sub-select (``app.kit.sql.planned_once``): with the array in sight PostgreSQL planned it again on every
+# execution.
+FREE_FEN = select(
+    func.coalesce(func.sum(func.greatest(0, -LedgerAccount.balance_fen - LedgerAccount.held_fen)), 0)
+).where(LedgerAccount.code == any_(planned_once(bindparam("codes", type_=ARRAY(String)))))
 
 _EXISTING_ACCOUNTS = select(LedgerAccount.code).where(
     LedgerAccount.code == any_(bindparam("codes", type_=ARRAY(String)))
@@ -484,7 +485,7 @@ class LedgerRepository:
     async def free_fen(self, codes: Sequence[str]) -> int:
         """What these pools and funds can still give (balance not held), added up; one row read per account,
         no ORM objects (every booking that may draw on donated money asks)."""
-        return int((await execute_core(self.session, _FREE_FEN, {"codes": list(codes)})).scalar_one())
+        return int((await execute_core(self.session, FREE_FEN, {"codes": list(codes)})).scalar_one())
 
     async def accounts(self, codes: Sequence[str]) -> list[LedgerAccount]:
         stmt = select(LedgerAccount).where(LedgerAccount.code.in_(codes)).order_by(LedgerAccount.code)

@@ -146,6 +146,11 @@ def canteen_pool(canteen_id: uuid.UUID) -> str:
     return f"pool:canteen:{canteen_id}"
 
 
+def meal_pools(canteen_id: uuid.UUID) -> list[str]:
+    """The pools a meal at this canteen may draw on: its own, then the general meal pool."""
+    return [canteen_pool(canteen_id), GENERAL_MEAL_POOL]
+
+
 def canteen_payable(canteen_id: uuid.UUID) -> str:
     return f"payable:canteen:{canteen_id}"
 
@@ -840,7 +845,7 @@ class LedgerService:
 
     async def available_for_canteen(self, session: AsyncSession, *, canteen_id: uuid.UUID) -> int:
         """Free fen for this canteen's meals: its pool plus the general meal pool."""
-        return await LedgerRepository(session).free_fen([canteen_pool(canteen_id), GENERAL_MEAL_POOL])
+        return await LedgerRepository(session).free_fen(meal_pools(canteen_id))
 
     @dataclass(frozen=True)
     class HoldRequest:

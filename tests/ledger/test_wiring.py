@@ -249,7 +249,7 @@ async def test_booking_honours_what_was_actually_held(
     """Between pricing and the hold another booking may take the money: the line shows what was held."""
     w, _ = await _world(session, monkeypatch, 120)
 
-    async def optimistic(session: AsyncSession, **kw: object) -> int:
+    def optimistic(**kw: object) -> int:
         return int(kw["remaining_self_pay_fen"]) if kw["eligible"] else 0  # type: ignore[call-overload]
 
     monkeypatch.setattr(charity, "available_charity_fen", optimistic)
