@@ -4,11 +4,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
     Select,
+    Table,
     and_,
     any_,
     bindparam,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -26,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import live_session_with
 from app.auth.subject import Subject
-from app.kit.sql import execute_core, insert_or_skip, load_entities, planned_once, sql_text
+from app.kit.sql import attach, execute_core, insert_or_skip, load_entities, planned_once, sql_text
 from app.ledger.repository import FREE_FEN
 from app.models import (
     Booking,
@@ -195,6 +197,81 @@ _LIVE_SESSION_STILL_FULL = live_session_with(
 )
 
 
+# A new booking and its lines in one statement: the booking's row (ON CONFLICT DO NOTHING: every unique index
+# of bookings is today's subsidised meal or the serve code, and the caller looks which), then its lines, given
+# as one array per column, written only if the booking was. One row per line, the booking's columns first;
+# none if the booking was refused.
+_BOOKINGS = cast(Table, Booking.__table__)
+_LINES = cast(Table, BookingLine.__table__)
+BOOKING_FIELDS = (
+    "id",
+    "elder_id",
+    "canteen_id",
+    "menu_id",
+    "service_date",
+    "slot",
+    "mode",
+    "status",
+    "meals",
+    "subsidized",
+    "policy_id",
+    "serve_code",
+    "cutoff_at",
+    "serve_start_at",
+    "serve_end_at",
+    "list_price_fen",
+    "gov_subsidy_fen",
+    "charity_subsidy_fen",
+    "delivery_fee_fen",
+    "self_pay_fen",
+    "booked_by_id",
+    "channel",
+    "standing_order_id",
+)
+LINE_FIELDS = (
+    "id",
+    "menu_item_id",
+    "item_name",
+    "quantity",
+    "unit_price_fen",
+    "is_elder_meal",
+    "list_price_fen",
+    "gov_subsidy_fen",
+    "charity_subsidy_fen",
+    "delivery_fee_fen",
+    "self_pay_fen",
+)
+
+
+def _booking_with_lines() -> Select[Any]:
+    booking = (
+        insert_or_skip(_BOOKINGS)
+        .values({name: bindparam(name, type_=_BOOKINGS.c[name].type) for name in BOOKING_FIELDS})
+        .returning(*_BOOKINGS.c)
+        .cte("booking")
+    )
+    given = (
+        func.unnest(
+            *(planned_once(bindparam(f"line_{n}", type_=ARRAY(_LINES.c[n].type))) for n in LINE_FIELDS)
+        )
+        .table_valued(*LINE_FIELDS)
+        .render_derived(name="given")
+    )
+    lines = (
+        insert(_LINES)
+        .from_select(
+            ["booking_id", *LINE_FIELDS],
+            select(booking.c.id, *(given.c[n] for n in LINE_FIELDS)).select_from(booking).join(given, true()),
+        )
+        .returning(*_LINES.c)
+        .cte("lines")
+    )
+    return select(*booking.c, *lines.c).select_from(booking).join(lines, true())
+
+
+_BOOKING_WITH_LINES = _booking_with_lines()
+
+
 @dataclass(frozen=True)
 class RoomAsk:
     """What a booking request asks of its slot, and the key it comes with: the refusal both
@@ -333,6 +410,28 @@ class BookingRepository:
             .where(MenuItem.id == item_id, MenuItem.stock.is_not(None))
             .values(sold=MenuItem.sold - quantity)
         )
+
+    async def add_with_lines(
+        self, booking: dict[str, Any], lines: Sequence[dict[str, Any]]
+    ) -> tuple[Booking, list[BookingLine]] | None:
+        """Write a new booking (``booking``: a value for each of ``BOOKING_FIELDS``) and its ``lines`` (each a
+        value for each of ``LINE_FIELDS``) in one statement, and return them as the session's objects, the
+        lines in the order given; None, with nothing written, if a unique index refused the booking."""
+        params = {name: booking[name] for name in BOOKING_FIELDS}
+        for name in LINE_FIELDS:
+            params[f"line_{name}"] = [line[name] for line in lines]
+        rows = (await execute_core(self.session, _BOOKING_WITH_LINES, params)).all()
+        if not rows:
+            return None
+        width = len(_BOOKINGS.c)
+        booking_columns = [c.name for c in _BOOKINGS.c]
+        line_columns = [c.name for c in _LINES.c]
+        written = attach(self.session, Booking, dict(zip(booking_columns, rows[0][:width], strict=True)))
+        by_id = {
+            row[width + line_columns.index("id")]: dict(zip(line_columns, row[width:], strict=True))
+            for row in rows
+        }
+        return written, [attach(self.session, BookingLine, by_id[line["id"]]) for line in lines]
 
     async def has_subsidized_meal(self, elder_id: uuid.UUID, service_date: date) -> bool:
         params = {"elder_id": elder_id, "service_date": service_date}

@@ -9,9 +9,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, insert, text
+from sqlalchemy import Select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,7 +49,6 @@ from app.kit import idempotency
 from app.kit.crypto import mask_name
 from app.kit.money import format_yuan
 from app.kit.pagination import Page, decode_cursor_as, encode_cursor
-from app.kit.sql import attach, execute_core, insert_or_skip
 from app.kit.time import SHANGHAI, business_date, shanghai_datetime, utcnow
 from app.ledger.service import meal_pools
 from app.menus.repository import MenuRepository
@@ -197,12 +196,6 @@ def _sold_out(menu_item_id: str | None, name: str | None) -> Conflict:
         detail={"menu_item_id": menu_item_id},
     )
 
-
-# built once; rows given as parameters, every column returned for ``attach``
-_INSERT_BOOKING = insert_or_skip(Booking.__table__).returning(*Booking.__table__.c)
-_INSERT_LINES = insert(cast(Table, BookingLine.__table__)).returning(
-    *BookingLine.__table__.c, sort_by_parameter_order=True
-)
 
 # the constraint triggers that take a slot's capacity and a limited item's stock (migration 0014)
 RESERVING_TRIGGERS = "bookings_take_capacity, booking_lines_take_stock"
@@ -609,12 +602,15 @@ class BookingService:
         ):
             raise _slot_full()
         priced = await price(session, ctx, already_subsidized=ctx.subsidized_today)
-        booking: Booking | None = None
+        if session.new or session.dirty or session.deleted:  # the caller's own rows go first
+            with refusals_as_errors():
+                await session.flush()
+        written: tuple[Booking, list[BookingLine]] | None = None
         for _attempt in range(8):
-            # A unique index may refuse the row: today's subsidized meal was taken first (possibly at another
-            # canteen, possibly by a transaction that just committed), or the serve code is taken at this
-            # canteen that day. ON CONFLICT DO NOTHING (every unique index of bookings is one of those two) says
-            # so without a savepoint; then look which.
+            # A unique index may refuse the booking: today's subsidized meal was taken first (possibly at
+            # another canteen, possibly by a transaction that just committed), or the serve code is taken at
+            # this canteen that day. ON CONFLICT DO NOTHING (every unique index of bookings is one of those two)
+            # says so without a savepoint, and its lines are not written; then look which.
             values = dict(
                 id=booking_id or uuid.uuid4(),
                 elder_id=ctx.elder.id,
@@ -640,41 +636,34 @@ class BookingService:
                 channel=channel,
                 standing_order_id=standing_order_id,
             )
+            rows = [
+                dict(
+                    id=uuid.uuid4(),
+                    menu_item_id=pl.item.id,
+                    item_name=pl.item.name,
+                    quantity=pl.quantity,
+                    unit_price_fen=pl.item.price_fen,
+                    is_elder_meal=pl.is_elder_meal,
+                    list_price_fen=pl.list_price_fen,
+                    gov_subsidy_fen=pl.gov_subsidy_fen,
+                    charity_subsidy_fen=0,
+                    delivery_fee_fen=pl.delivery_fee_fen,
+                    self_pay_fen=pl.self_pay_fen + pl.charity_subsidy_fen,
+                )
+                for pl in priced.lines
+            ]
             # refusals: once SET CONSTRAINTS … IMMEDIATE has run in this transaction, inserts fire them
             with refusals_as_errors():
-                row = (await execute_core(session, _INSERT_BOOKING, values)).first()
-            if row is not None:
-                booking = attach(session, Booking, row)
+                written = await repo.add_with_lines(values, rows)
+            if written is not None:
                 break
             if priced.subsidized and await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date):
                 priced = await price(session, ctx, already_subsidized=True)
             # otherwise the serve code was taken: the next attempt draws another
-        if booking is None:
+        if written is None:
             raise Conflict("系统繁忙，请稍后再试", code="BookingRetry")
-        rows = [
-            dict(
-                id=uuid.uuid4(),
-                booking_id=booking.id,
-                menu_item_id=pl.item.id,
-                item_name=pl.item.name,
-                quantity=pl.quantity,
-                unit_price_fen=pl.item.price_fen,
-                is_elder_meal=pl.is_elder_meal,
-                list_price_fen=pl.list_price_fen,
-                gov_subsidy_fen=pl.gov_subsidy_fen,
-                charity_subsidy_fen=0,
-                delivery_fee_fen=pl.delivery_fee_fen,
-                self_pay_fen=pl.self_pay_fen + pl.charity_subsidy_fen,
-            )
-            for pl in priced.lines
-        ]
-        with refusals_as_errors():
-            if session.new or session.dirty or session.deleted:  # the caller's own rows go first, as before
-                await session.flush()
-            written = (await execute_core(session, _INSERT_LINES, rows)).all()
-        lines = [
-            (pl, attach(session, BookingLine, row)) for pl, row in zip(priced.lines, written, strict=True)
-        ]
+        booking = written[0]
+        lines = list(zip(priced.lines, written[1], strict=True))
         if before_reserving is not None:
             await before_reserving(booking)
         holds = [(pl, line) for pl, line in lines if pl.charity_subsidy_fen > 0]

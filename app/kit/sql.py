@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import (
@@ -456,11 +456,12 @@ def _columns_of(model: type[Any]) -> tuple[tuple[str, Column[Any]], ...]:
     return found
 
 
-def attach(session: AsyncSession, model: type[Model], row: Row[Any]) -> Model:
+def attach(session: AsyncSession, model: type[Model], row: Row[Any] | Mapping[str, Any]) -> Model:
     """The ORM object for a row a Core statement has just written with ``RETURNING`` every column of
-    ``model``'s table: persistent in ``session`` as if it had been loaded, so changes made to it later are
-    flushed as UPDATEs. Writing the row this way skips the ORM's unit of work for the INSERT."""
-    values = row._mapping
+    ``model``'s table (a row, or its values by column name): persistent in ``session`` as if it had been
+    loaded, so changes made to it later are flushed as UPDATEs. Writing the row this way skips the ORM's unit
+    of work for the INSERT."""
+    values = row._mapping if isinstance(row, Row) else row
     mapper = class_mapper(model)
     obj: Model = _persistent(
         session.sync_session, mapper, {key: values[column.name] for key, column in _columns_of(model)}

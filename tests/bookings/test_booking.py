@@ -289,11 +289,15 @@ async def test_a_serve_code_already_taken_that_day_is_drawn_again(
     second = await client.post("/api/v1/bookings", json=body(w, quantity=2), headers=headers | key())
     assert second.status_code == 201, second.text
     assert second.json()["serve_code"] == "222222" and not second.json()["subsidized"]
+    # the refused draw wrote no lines of its own: the booking and its lines are one statement
+    assert [(ln["is_elder_meal"], ln["quantity"]) for ln in second.json()["lines"]] == [(True, 1), (False, 1)]
+    assert await session.scalar(select(func.count()).select_from(BookingLine)) == 3
 
     monkeypatch.setattr(booking_module, "new_serve_code", lambda: "111111")
     stuck = await client.post("/api/v1/bookings", json=body(w, quantity=3), headers=headers | key())
     assert stuck.status_code == 409 and stuck.json()["error"] == "BookingRetry"
     assert await _count(session) == 2
+    assert await session.scalar(select(func.count()).select_from(BookingLine)) == 3
     assert await session.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 3
 
 
