@@ -4,6 +4,7 @@ commit (so a rolled-back booking sends nothing), spending one unit of the user's
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,24 +45,37 @@ async def queue_booking_messages(
     canteen: Canteen,
     elder: Elder,
     reason: str | None = None,
+    family_user_ids: Sequence[uuid.UUID] | None = None,
 ) -> list[uuid.UUID]:
-    """Create the notification rows for the elder (if they have an account) and every bound family member, and
-    enqueue their sending for after commit."""
+    """Create the notification rows for the elder (if they have an account) and every bound family member,
+    and enqueue their sending for after commit; the rows and the outbox rows of the transaction's jobs so far
+    are one statement. ``family_user_ids``: the family as the caller has just read it (else it is read here).
+    A recipient who already has this message gets no second one (its job then finds no row of its own)."""
     from app.bookings.tasks import send_notification
-    from app.worker import enqueue
+    from app.worker import enqueue, take_unstaged_jobs
 
-    created = await BookingRepository(session).add_notifications(
+    repo = BookingRepository(session)
+    if family_user_ids is None:
+        family_user_ids = await repo.family_user_ids(elder.id)
+    own = [elder.user_id] if elder.user_id is not None else []
+    recipients = list(dict.fromkeys([*own, *family_user_ids]))  # a member who is also the elder: one message
+    if not recipients:
+        return []
+    ids = [uuid.uuid4() for _ in recipients]
+    for nid in ids:
+        enqueue(session, send_notification, str(nid))
+    jobs = take_unstaged_jobs(session)
+    assert jobs is not None  # the messages' own jobs at least
+    return await repo.add_notifications(
         booking_id=booking.id,
-        elder_id=elder.id,
-        elder_user_id=elder.user_id,
+        ids=ids,
+        user_ids=recipients,
         kind=kind,
         template_id=TEMPLATES[kind],
         data=_data(kind, booking, canteen, elder, reason),
         page=f"pages/bookings/detail?id={booking.id}",
+        jobs=jobs,
     )
-    for nid in created:
-        enqueue(session, send_notification, str(nid))
-    return created
 
 
 async def deliver(session: AsyncSession, notification_id: uuid.UUID) -> str:

@@ -45,6 +45,7 @@ from app.models import (
     StandingOrderRun,
     SubscribeQuota,
 )
+from app.worker import outbox_insert
 
 LIVE = ("confirmed", "served")
 
@@ -71,6 +72,11 @@ _HAS_SUBSIDIZED_MEAL = select(
     )
 )
 
+# The users bound to an elder as family (live bindings), as one array (NULL: none)
+_FAMILY_USER_IDS = select(func.array_agg(FamilyBinding.user_id)).where(
+    FamilyBinding.elder_id == bindparam("elder_id"), FamilyBinding.revoked_at.is_(None)
+)
+
 # The caller is bound to the elder as family (a live binding)
 _BOUND = exists().where(
     FamilyBinding.elder_id == Elder.id,
@@ -83,7 +89,7 @@ _BOUND = exists().where(
 # the elder already has a subsidised meal that day, and what donated money the canteen's meals can draw on
 # (the pools named by ``codes``). With them the elder, if the caller may book for them: they are the elder, or
 # bound to them as family, or ``staff`` (an operator of the canteen, or a job acting on a standing order), and
-# whether the caller is bound family.
+# the users bound to the elder as family (who get the booking's messages).
 _MEAL_SETTING = (
     select(
         Canteen,
@@ -93,7 +99,7 @@ _MEAL_SETTING = (
         _HAS_SUBSIDIZED_MEAL.scalar_subquery(),
         FREE_FEN.scalar_subquery(),
         Elder,
-        _BOUND,
+        _FAMILY_USER_IDS.scalar_subquery(),
     )
     .select_from(Canteen)
     .outerjoin(
@@ -124,14 +130,23 @@ _MEAL_SETTING = (
 )
 
 
-def _notifications_for(recipients: Any) -> Any:
-    """One message row per recipient user id (``recipients``: a select of ``user_id``), skipping those who
-    already have this kind of message for the booking (the table's one unique constraint)."""
-    rows = recipients.subquery()
+def _notifications_with_jobs() -> Any:
+    """One message row per recipient (``ids`` and ``user_ids``, one array each), skipping those who already
+    have this kind of message for the booking (the table's one unique constraint), with the outbox rows of the
+    transaction's unstaged jobs (``app.worker.outbox_insert``) in the same statement. Returns the ids of the
+    rows written."""
+    recipients = (
+        func.unnest(
+            planned_once(bindparam("ids", type_=ARRAY(MealNotification.id.type))),
+            planned_once(bindparam("user_ids", type_=ARRAY(MealNotification.user_id.type))),
+        )
+        .table_valued("id", "user_id")
+        .render_derived(name="recipient")
+    )
     values = select(
-        func.gen_random_uuid(),
+        recipients.c.id,
         bindparam("booking_id", type_=MealNotification.booking_id.type),
-        rows.c.user_id,
+        recipients.c.user_id,
         bindparam("kind", type_=MealNotification.kind.type),
         bindparam("template_id", type_=MealNotification.template_id.type),
         bindparam("data", type_=MealNotification.data.type),
@@ -142,17 +157,12 @@ def _notifications_for(recipients: Any) -> Any:
     return (
         insert_or_skip(table)
         .from_select(["id", "booking_id", "user_id", "kind", "template_id", "data", "page", "status"], values)
+        .add_cte(outbox_insert().cte("staged"))
         .returning(table.c.id)
     )
 
 
-_FAMILY = select(FamilyBinding.user_id.label("user_id")).where(
-    FamilyBinding.elder_id == bindparam("elder_id"), FamilyBinding.revoked_at.is_(None)
-)
-_NOTIFY_FAMILY = _notifications_for(_FAMILY)
-_NOTIFY_ELDER_AND_FAMILY = _notifications_for(  # a member who is also the elder gets one message
-    select(bindparam("elder_user_id", type_=MealNotification.user_id.type).label("user_id")).union(_FAMILY)
-)
+_NOTIFY = _notifications_with_jobs()
 
 # No room in the slot for the request's meals as of the last commit, and the request's idempotency key unused (a
 # replay of a booking the slot already counts is not refused: it must get its booking back). Written once and
@@ -299,7 +309,7 @@ class MealSetting:
     subsidized_today: bool  # the elder already has a subsidised meal (confirmed or served) that day
     charity_free_fen: int  # what the pools named could still give, as of this read
     elder: Elder | None  # None: no such elder, or not one the caller may book for
-    bound: bool  # the caller is bound to the elder as family
+    family_user_ids: list[uuid.UUID]  # the users bound to the elder as family
 
 
 class BookingRepository:
@@ -466,7 +476,7 @@ class BookingRepository:
         rows = await load_entities(self.session, _MEAL_SETTING, params)
         if not rows:
             return None
-        canteen, canteen_slot, menu, _, subsidized_today, free_fen, elder, bound = rows[0]
+        canteen, canteen_slot, menu, _, subsidized_today, free_fen, elder, family = rows[0]
         items = {row[3].id: row[3] for row in rows if row[3] is not None}
         return MealSetting(
             canteen=canteen,
@@ -476,7 +486,7 @@ class BookingRepository:
             subsidized_today=bool(subsidized_today),
             charity_free_fen=int(free_fen),
             elder=elder,
-            bound=bool(bound),
+            family_user_ids=list(family or ()),
         )
 
     async def all_menu_items(self, menu_id: uuid.UUID) -> Sequence[MenuItem]:
@@ -599,31 +609,36 @@ class BookingRepository:
 
     # ------------------------------------------------------------ notifications
 
+    async def family_user_ids(self, elder_id: uuid.UUID) -> list[uuid.UUID]:
+        """The users bound to the elder as family (live bindings)."""
+        found = (await execute_core(self.session, _FAMILY_USER_IDS, {"elder_id": elder_id})).scalar()
+        return list(found or ())
+
     async def add_notifications(
         self,
         *,
         booking_id: uuid.UUID,
-        elder_id: uuid.UUID,
-        elder_user_id: uuid.UUID | None,
+        ids: Sequence[uuid.UUID],
+        user_ids: Sequence[uuid.UUID],
         kind: str,
         template_id: str,
         data: dict[str, str],
         page: str | None,
+        jobs: dict[str, Any],
     ) -> list[uuid.UUID]:
-        """One message row for each recipient, in one statement: the elder (if they have an account) and every
-        family member bound to them. A recipient who already has this kind of message for the booking is
-        skipped. Returns the ids of the rows written."""
-        stmt = _NOTIFY_FAMILY if elder_user_id is None else _NOTIFY_ELDER_AND_FAMILY
+        """One message row for each of ``user_ids`` (with the ids ``ids``), in one statement with the outbox
+        rows of the transaction's unstaged jobs (``jobs``: ``app.worker.take_unstaged_jobs``). A recipient who
+        already has this kind of message for the booking is skipped. Returns the ids of the rows written."""
         params = {
             "booking_id": booking_id,
-            "elder_id": elder_id,
-            "elder_user_id": elder_user_id,
+            "ids": list(ids),
+            "user_ids": list(user_ids),
             "kind": kind,
             "template_id": template_id,
             "data": data,
             "page": page,
-        }
-        return list((await execute_core(self.session, stmt, params)).scalars())
+        } | jobs
+        return list((await execute_core(self.session, _NOTIFY, params)).scalars())
 
     async def grant_quota(self, user_id: uuid.UUID, template_id: str) -> int:
         stmt = (

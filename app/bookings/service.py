@@ -67,7 +67,6 @@ from app.models import (
 )
 from app.models.booking import Channel
 from app.subsidy.service import decide, load_policy
-from app.worker import stage_pending_jobs
 
 MAX_DAYS_AHEAD = 30
 STAFF_CHANNELS = {Channel.phone.value, Channel.counter.value}
@@ -179,6 +178,7 @@ class Context:
     subsidized_today: bool  # as read with the rest; the unique index on subsidised meals is what guards it
     charity_free_fen: int  # the meal's pools' free money as read with the rest; the hold is what guards it
     channel: str | None  # self, proxy or phone for a request's caller; None when the caller names it
+    family_user_ids: list[uuid.UUID]  # the users bound to the elder as family, as read with the rest
 
 
 def cutoff_for(slot: CanteenSlot, service_date: date) -> datetime:
@@ -379,7 +379,8 @@ class BookingService:
             if elder.user_id == caller.user_id:
                 channel = Channel.self_.value
             else:
-                channel = Channel.proxy.value if setting.bound else Channel.phone.value
+                bound = caller.user_id in setting.family_user_ids
+                channel = Channel.proxy.value if bound else Channel.phone.value
         canteen, slot_cfg = setting.canteen, setting.slot
         if slot_cfg is None or not slot_cfg.is_active:
             raise Conflict("这个食堂不供应该餐次", code="SlotNotServed")
@@ -424,6 +425,7 @@ class BookingService:
             subsidized_today=setting.subsidized_today,
             charity_free_fen=setting.charity_free_fen,
             channel=channel,
+            family_user_ids=setting.family_user_ids,
         )
 
     async def _out(self, session: AsyncSession, booking: Booking) -> BookingOut:
@@ -559,9 +561,13 @@ class BookingService:
 
         async def write(booking: Booking) -> None:
             await queue_booking_messages(
-                session, kind="booking_confirmed", booking=booking, canteen=ctx.canteen, elder=ctx.elder
+                session,
+                kind="booking_confirmed",
+                booking=booking,
+                canteen=ctx.canteen,
+                elder=ctx.elder,
+                family_user_ids=ctx.family_user_ids,
             )
-            await stage_pending_jobs(session)
 
         return write
 
@@ -1208,7 +1214,12 @@ class BookingService:
         )
         # after the booking, inside the caller's savepoint: a skipped day leaves no message behind
         await queue_booking_messages(
-            session, kind="booking_confirmed", booking=booking, canteen=ctx.canteen, elder=elder
+            session,
+            kind="booking_confirmed",
+            booking=booking,
+            canteen=ctx.canteen,
+            elder=elder,
+            family_user_ids=ctx.family_user_ids,
         )
         return booking
 

@@ -272,15 +272,28 @@ async def test_the_hot_statements_run_on_the_driver() -> None:
     from sqlalchemy.dialects.postgresql.asyncpg import dialect
 
     from app.auth.repository import _LIVE_SESSION
-    from app.bookings.repository import _CLAIM_UNLESS_FULL, _NOTIFY_FAMILY
+    from app.bookings.repository import _BOOKING_WITH_LINES, _CLAIM_UNLESS_FULL, _MEAL_SETTING, _NOTIFY
     from app.donations.repository import _MARK_PAID
     from app.kit.sql import _DriverPlan
     from app.ledger.repository import _INSERT_ENTRIES
     from app.payments.repository import _CLAIM
+    from app.worker import outbox_insert
 
-    hot = (_LIVE_SESSION, _CLAIM_UNLESS_FULL, _MARK_PAID, _INSERT_ENTRIES, _CLAIM, _NOTIFY_FAMILY, _ROWS)
+    hot = (
+        _LIVE_SESSION,
+        _CLAIM_UNLESS_FULL,
+        _MARK_PAID,
+        _INSERT_ENTRIES,
+        _CLAIM,
+        _NOTIFY,
+        _BOOKING_WITH_LINES,
+        outbox_insert(),
+        _ROWS,
+    )
     for statement in hot:
         assert _DriverPlan.of(statement, dialect(), ()) is not None, statement
+    meal = _DriverPlan.of(_MEAL_SETTING, dialect(), ())  # its entities are made on the driver too
+    assert meal is not None and meal.entities is not None
     items = select(IdempotencyKey).where(IdempotencyKey.key.in_(bindparam("keys", expanding=True)))
     assert _DriverPlan.of(items, dialect(), ()) is None  # an IN list is written out at each execution
     from app.donations.repository import _LOCK_BY_OUT_TRADE_NOS
@@ -347,16 +360,17 @@ async def test_a_parameter_is_converted_on_the_driver_as_through_the_connection(
 ) -> None:
     """A JSON parameter is dumped by the dialect's serializer and a boolean checked, both ways alike: the same
     document is stored, and a value that is not a boolean is refused before anything is sent."""
+    from app.kit.sql import insert_or_skip
     from app.models import JobOutbox
-    from app.worker import _outbox_insert
 
+    outbox = insert_or_skip(JobOutbox.__table__)
     document = {"actor": "送餐提醒", "args": [1, "二"], "nested": {"ok": True}}
     stored = []
     for way in ("driver", "connection"):
         if way == "connection":
             _through_connection(monkeypatch)
         row = {"message_id": f"json-{way}", "actor_name": "a", "message": document, "attempts": 0}
-        await execute_core(session, _outbox_insert(), row)
+        await execute_core(session, outbox, row)
         text_of = select(func.cast(JobOutbox.message, Text)).where(JobOutbox.message_id == f"json-{way}")
         stored.append((await session.execute(text_of)).scalar_one())
         with pytest.raises(StatementError):
