@@ -44,7 +44,10 @@ from app.models import (
     StandingOrder,
     StandingOrderRun,
     SubscribeQuota,
+    SubsidyPolicy,
+    SubsidyTier,
 )
+from app.subsidy.repository import policy_in_force, tiers_from, tiers_of
 from app.worker import outbox_insert
 
 LIVE = ("confirmed", "served")
@@ -89,7 +92,8 @@ _BOUND = exists().where(
 # the elder already has a subsidised meal that day, and what donated money the canteen's meals can draw on
 # (the pools named by ``codes``). With them the elder, if the caller may book for them: they are the elder, or
 # bound to them as family, or ``staff`` (an operator of the canteen, or a job acting on a standing order), and
-# the users bound to the elder as family (who get the booking's messages).
+# the users bound to the elder as family (who get the booking's messages). And the subsidy policy in force for
+# the canteen's district that day, with its tiers as one array (``app.subsidy.repository``).
 _MEAL_SETTING = (
     select(
         Canteen,
@@ -100,8 +104,13 @@ _MEAL_SETTING = (
         FREE_FEN.scalar_subquery(),
         Elder,
         _FAMILY_USER_IDS.scalar_subquery(),
+        SubsidyPolicy,
+        tiers_of(SubsidyPolicy.id),
     )
     .select_from(Canteen)
+    .outerjoin(
+        SubsidyPolicy, SubsidyPolicy.id == policy_in_force(Canteen.district_code, bindparam("service_date"))
+    )
     .outerjoin(
         Elder,
         and_(
@@ -310,6 +319,8 @@ class MealSetting:
     charity_free_fen: int  # what the pools named could still give, as of this read
     elder: Elder | None  # None: no such elder, or not one the caller may book for
     family_user_ids: list[uuid.UUID]  # the users bound to the elder as family
+    policy: SubsidyPolicy | None  # the subsidy policy in force that day; None: none
+    tiers: list[SubsidyTier]  # its tiers, largest amount first
 
 
 class BookingRepository:
@@ -476,7 +487,7 @@ class BookingRepository:
         rows = await load_entities(self.session, _MEAL_SETTING, params)
         if not rows:
             return None
-        canteen, canteen_slot, menu, _, subsidized_today, free_fen, elder, family = rows[0]
+        canteen, canteen_slot, menu, _, subsidized_today, free_fen, elder, family, policy, tiers = rows[0]
         items = {row[3].id: row[3] for row in rows if row[3] is not None}
         return MealSetting(
             canteen=canteen,
@@ -487,6 +498,8 @@ class BookingRepository:
             charity_free_fen=int(free_fen),
             elder=elder,
             family_user_ids=list(family or ()),
+            policy=policy,
+            tiers=tiers_from(tiers),
         )
 
     async def all_menu_items(self, menu_id: uuid.UUID) -> Sequence[MenuItem]:

@@ -64,9 +64,11 @@ from app.models import (
     SlotDay,
     StandingOrder,
     StandingOrderRun,
+    SubsidyPolicy,
+    SubsidyTier,
 )
 from app.models.booking import Channel
-from app.subsidy.service import decide, load_policy
+from app.subsidy.service import decide
 
 MAX_DAYS_AHEAD = 30
 STAFF_CHANNELS = {Channel.phone.value, Channel.counter.value}
@@ -179,6 +181,10 @@ class Context:
     charity_free_fen: int  # the meal's pools' free money as read with the rest; the hold is what guards it
     channel: str | None  # self, proxy or phone for a request's caller; None when the caller names it
     family_user_ids: list[uuid.UUID]  # the users bound to the elder as family, as read with the rest
+    policy: (
+        SubsidyPolicy | None
+    )  # the subsidy policy in force for the canteen that day, as read with the rest
+    tiers: list[SubsidyTier]  # its tiers, largest amount first
 
 
 def cutoff_for(slot: CanteenSlot, service_date: date) -> datetime:
@@ -207,9 +213,7 @@ def _fmt(at: datetime) -> str:
     return at.astimezone(SHANGHAI).strftime("%m月%d日 %H:%M")
 
 
-async def price(
-    session: AsyncSession, ctx: Context, *, already_subsidized: bool, apply_subsidy: bool = True
-) -> Priced:
+def price(ctx: Context, *, already_subsidized: bool, apply_subsidy: bool = True) -> Priced:
     first_item, first_qty = ctx.items[0]
     lines = [PricedLine(item=first_item, quantity=1, is_elder_meal=True, list_price_fen=first_item.price_fen)]
     if first_qty > 1:
@@ -228,7 +232,7 @@ async def price(
     elder_line = lines[0]
     if ctx.mode == "delivery":
         elder_line.delivery_fee_fen = ctx.canteen.delivery_fee_fen
-    policy, tiers = await load_policy(session, ctx.canteen, ctx.service_date)
+    policy, tiers = ctx.policy, ctx.tiers
     notes: list[str] = []
     tier_name = None
     eligible = False
@@ -426,6 +430,8 @@ class BookingService:
             charity_free_fen=setting.charity_free_fen,
             channel=channel,
             family_user_ids=setting.family_user_ids,
+            policy=setting.policy,
+            tiers=setting.tiers,
         )
 
     async def _out(self, session: AsyncSession, booking: Booking) -> BookingOut:
@@ -447,7 +453,7 @@ class BookingService:
             mode=payload.mode.value,
             at=at,
         )
-        priced = await price(session, ctx, already_subsidized=ctx.subsidized_today)
+        priced = price(ctx, already_subsidized=ctx.subsidized_today)
         return QuoteOut(
             elder_id=ctx.elder.id,
             canteen_id=ctx.canteen.id,
@@ -607,7 +613,7 @@ class BookingService:
             ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals
         ):
             raise _slot_full()
-        priced = await price(session, ctx, already_subsidized=ctx.subsidized_today)
+        priced = price(ctx, already_subsidized=ctx.subsidized_today)
         if session.new or session.dirty or session.deleted:  # the caller's own rows go first
             with refusals_as_errors():
                 await session.flush()
@@ -664,7 +670,7 @@ class BookingService:
             if written is not None:
                 break
             if priced.subsidized and await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date):
-                priced = await price(session, ctx, already_subsidized=True)
+                priced = price(ctx, already_subsidized=True)
             # otherwise the serve code was taken: the next attempt draws another
         if written is None:
             raise Conflict("系统繁忙，请稍后再试", code="BookingRetry")

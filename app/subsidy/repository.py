@@ -2,38 +2,62 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.sql import load_entities
 from app.models import District, SubsidyPolicy, SubsidyTier
 
-# built once: every booking request prices its meal through it
-_POLICY_FOR_DISTRICT = (
-    select(SubsidyPolicy, SubsidyTier)
-    .outerjoin(SubsidyTier, SubsidyTier.policy_id == SubsidyPolicy.id)
-    .where(
-        SubsidyPolicy.id
-        == (
-            select(SubsidyPolicy.id)
-            .join(District, District.city == SubsidyPolicy.city)
-            .where(
-                District.code == bindparam("district_code"),
-                SubsidyPolicy.is_active.is_(True),
-                or_(
-                    SubsidyPolicy.district_code == bindparam("district_code"),
-                    SubsidyPolicy.district_code.is_(None),
-                ),
-                SubsidyPolicy.effective_from <= bindparam("on"),
-                or_(SubsidyPolicy.effective_to.is_(None), SubsidyPolicy.effective_to > bindparam("on")),
-            )
-            .order_by(SubsidyPolicy.district_code.is_(None), SubsidyPolicy.effective_from.desc())
-            .limit(1)
-            .scalar_subquery()
+
+def policy_in_force(district_code: Any, on: Any) -> Any:
+    """The id of the policy in force for a district on a day (expressions: parameters, or a column of the
+    statement it is part of): the district's own if it has one, else its city's; the latest start wins."""
+    return (
+        select(SubsidyPolicy.id)
+        .join(District, District.city == SubsidyPolicy.city)
+        .where(
+            District.code == district_code,
+            SubsidyPolicy.is_active.is_(True),
+            or_(SubsidyPolicy.district_code == district_code, SubsidyPolicy.district_code.is_(None)),
+            SubsidyPolicy.effective_from <= on,
+            or_(SubsidyPolicy.effective_to.is_(None), SubsidyPolicy.effective_to > on),
         )
+        .order_by(SubsidyPolicy.district_code.is_(None), SubsidyPolicy.effective_from.desc())
+        .limit(1)
+        .scalar_subquery()
     )
-    .order_by(SubsidyTier.amount_fen.desc())
+
+
+# A policy's tiers as one JSON array, largest amount first (NULL: none): a column of a statement that reads the
+# policy itself as a row, so its rows do not multiply by the tiers
+TIER_FIELDS = ("name", "min_age", "max_age", "categories", "amount_fen")
+
+
+def tiers_of(policy_id: Any) -> Any:
+    fields = [part for name in TIER_FIELDS for part in (literal(name), getattr(SubsidyTier, name))]
+    return (
+        select(
+            func.jsonb_agg(
+                aggregate_order_by(func.jsonb_build_object(*fields), SubsidyTier.amount_fen.desc())
+            )
+        )
+        .where(SubsidyTier.policy_id == policy_id)
+        .scalar_subquery()
+    )
+
+
+def tiers_from(found: list[dict[str, Any]] | None) -> list[SubsidyTier]:
+    """``tiers_of``'s array as tiers to decide from (not in any session; nothing reads or writes them
+    back)."""
+    return [SubsidyTier(**{name: tier[name] for name in TIER_FIELDS}) for tier in found or ()]
+
+
+# built once
+_POLICY_FOR_DISTRICT = select(SubsidyPolicy, tiers_of(SubsidyPolicy.id)).where(
+    SubsidyPolicy.id == policy_in_force(bindparam("district_code"), bindparam("on"))
 )
 
 
@@ -51,7 +75,7 @@ class SubsidyRepository:
         )
         if not rows:
             return None, []
-        return rows[0][0], [row[1] for row in rows if row[1] is not None]
+        return rows[0][0], tiers_from(rows[0][1])
 
     async def tiers(self, policy_id: object) -> Sequence[SubsidyTier]:
         stmt = (

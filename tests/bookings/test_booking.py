@@ -382,3 +382,50 @@ async def test_the_plain_refusal_read_answers_as_the_claiming_statement(session:
         False,
         False,
     )  # no day row: not known
+
+
+async def test_the_policy_in_force_for_the_canteens_district_that_day_prices_the_meal(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy is read with the meal: the city's until the district has its own, the district's from its
+    first day, a version that starts after the meal not yet; the booking names the policy it was priced by."""
+    from app.subsidy.schemas import PolicyIn, TierIn
+    from app.subsidy.service import subsidy_service
+    from tests.fixtures.factories import create_guangzhou_policy
+
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session, policy=False)  # the elder is 82: the city's 80+ tier, 9元
+    headers = await login(client, w.family_openid)
+
+    async def quoted() -> tuple[int, str | None]:
+        res = await client.post("/api/v1/bookings/quote", json=body(w), headers=headers)
+        assert res.status_code == 200, res.text
+        return res.json()["gov_subsidy_fen"], res.json()["tier_name"]
+
+    assert await quoted() == (0, None)  # no policy yet
+    await create_guangzhou_policy(session)
+    assert await quoted() == (900, "80岁以上")
+
+    async def district_policy(starts: object, amount: int) -> object:
+        return await subsidy_service.create_policy(
+            session,
+            None,
+            PolicyIn(
+                name=f"区级助餐补贴{amount}",
+                city="德州市",
+                district_code=w.district,
+                effective_from=starts,  # type: ignore[arg-type]
+                min_self_pay_fen=100,
+                tiers=[TierIn(name=f"区级80岁以上{amount}", min_age=80, amount_fen=amount)],  # type: ignore[call-arg]
+            ),
+        )
+
+    later_version = await district_policy(DAY + timedelta(days=1), 1100)
+    assert await quoted() == (900, "80岁以上")  # starts after the meal: the city's still
+    own = await district_policy(DAY, 1000)
+    assert await quoted() == (1000, "区级80岁以上1000")
+    booked = await client.post("/api/v1/bookings", json=body(w), headers=headers | key())
+    assert booked.status_code == 201, booked.text
+    assert booked.json()["gov_subsidy_fen"] == 1000
+    policy_id = await session.scalar(select(Booking.policy_id).where(Booking.id == booked.json()["id"]))
+    assert policy_id == own.id != later_version.id  # type: ignore[attr-defined]

@@ -307,12 +307,12 @@ async def test_a_refusal_for_a_slot_seen_full_is_one_statement_with_the_session_
         assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
 
 
-async def test_a_booking_is_six_statements(
+async def test_a_booking_is_five_statements(
     committed_client: httpx.AsyncClient, committed: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A booking request's statements, BEGIN and COMMIT aside: the session look-up; the claim of its key; the
-    meal with the elder, the pools' free money and the family; the subsidy policy; the booking with its lines;
-    the messages with their jobs' outbox rows. Each read or write that joined another one is named here, so
+    meal with the elder, the pools' free money, the family and the subsidy policy with its tiers; the booking
+    with its lines; the messages with their jobs' outbox rows. Each read or write that joined another one is named here, so
     one that splits off again fails this test."""
     w, elder_ids, headers = await _family_of_elders(committed_client, monkeypatch, capacity=5, elders=1)
     sent: list[str] = []
@@ -328,12 +328,12 @@ async def test_a_booking_is_six_statements(
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert booked.status_code == 201, booked.text
-    assert len(sent) == 6, sent
-    session_look_up, claim, meal, policy, booking, messages = sent
+    assert len(sent) == 5, sent
+    session_look_up, claim, meal, booking, messages = sent
     assert "FROM auth_sessions" in session_look_up
     assert "INSERT INTO idempotency_keys" in claim
-    assert all(table in meal for table in ("FROM canteens", "elders", "ledger_accounts", "family_bindings"))
-    assert "subsidy_policies" in policy
+    read_with_the_meal = ("elders", "ledger_accounts", "family_bindings", "subsidy_policies", "subsidy_tiers")
+    assert "FROM canteens" in meal and all(table in meal for table in read_with_the_meal)
     assert "INSERT INTO bookings" in booking and "INSERT INTO booking_lines" in booking
     assert "INSERT INTO meal_notifications" in messages and "INSERT INTO job_outbox" in messages
     async with unit_of_work() as s:
