@@ -289,6 +289,10 @@ def _booking_with_lines() -> Select[Any]:
 
 
 _BOOKING_WITH_LINES = _booking_with_lines()
+# its columns by position: the booking's, then the line's
+_BOOKING_COLUMNS = tuple(c.name for c in _BOOKINGS.c)
+_LINE_COLUMNS = tuple(c.name for c in _LINES.c)
+_LINE_ID_AT = _LINE_COLUMNS.index("id")
 
 
 @dataclass(frozen=True)
@@ -444,14 +448,9 @@ class BookingRepository:
         rows = (await execute_core(self.session, _BOOKING_WITH_LINES, params)).all()
         if not rows:
             return None
-        width = len(_BOOKINGS.c)
-        booking_columns = [c.name for c in _BOOKINGS.c]
-        line_columns = [c.name for c in _LINES.c]
-        written = attach(self.session, Booking, dict(zip(booking_columns, rows[0][:width], strict=True)))
-        by_id = {
-            row[width + line_columns.index("id")]: dict(zip(line_columns, row[width:], strict=True))
-            for row in rows
-        }
+        width = len(_BOOKING_COLUMNS)
+        written = attach(self.session, Booking, dict(zip(_BOOKING_COLUMNS, rows[0][:width], strict=True)))
+        by_id = {row[width + _LINE_ID_AT]: dict(zip(_LINE_COLUMNS, row[width:], strict=True)) for row in rows}
         return written, [attach(self.session, BookingLine, by_id[line["id"]]) for line in lines]
 
     async def has_subsidized_meal(self, elder_id: uuid.UUID, service_date: date) -> bool:

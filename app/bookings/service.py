@@ -181,9 +181,7 @@ class Context:
     charity_free_fen: int  # the meal's pools' free money as read with the rest; the hold is what guards it
     channel: str | None  # self, proxy or phone for a request's caller; None when the caller names it
     family_user_ids: list[uuid.UUID]  # the users bound to the elder as family, as read with the rest
-    policy: (
-        SubsidyPolicy | None
-    )  # the subsidy policy in force for the canteen that day, as read with the rest
+    policy: SubsidyPolicy | None  # the policy in force for the canteen that day, as read with the rest
     tiers: list[SubsidyTier]  # its tiers, largest amount first
 
 
