@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import live_session_with
 from app.auth.subject import Subject
+from app.elders.repository import acting_for
 from app.kit.sql import attach, execute_core, insert_or_skip, load_entities, planned_once, sql_text
 from app.ledger.repository import FREE_FEN
 from app.models import (
@@ -80,13 +81,6 @@ _FAMILY_USER_IDS = select(func.array_agg(FamilyBinding.user_id)).where(
     FamilyBinding.elder_id == bindparam("elder_id"), FamilyBinding.revoked_at.is_(None)
 )
 
-# The caller is bound to the elder as family (a live binding)
-_BOUND = exists().where(
-    FamilyBinding.elder_id == Elder.id,
-    FamilyBinding.user_id == bindparam("user_id"),
-    FamilyBinding.revoked_at.is_(None),
-)
-
 # An active canteen, its configuration of the slot, the meal's published menu (exactly one, a unique index),
 # those of the chosen items that are on it (one row per item found, or one row with what there is), whether
 # the elder already has a subsidised meal that day, and what donated money the canteen's meals can draw on
@@ -115,7 +109,7 @@ _MEAL_SETTING = (
         Elder,
         and_(
             Elder.id == bindparam("elder_id"),
-            or_(bindparam("staff", type_=Boolean), Elder.user_id == bindparam("user_id"), _BOUND),
+            or_(bindparam("staff", type_=Boolean), acting_for(bindparam("user_id"))),
         ),
     )
     .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == bindparam("slot")))

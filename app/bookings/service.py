@@ -211,7 +211,7 @@ def _fmt(at: datetime) -> str:
     return at.astimezone(SHANGHAI).strftime("%m月%d日 %H:%M")
 
 
-def price(ctx: Context, *, already_subsidized: bool, apply_subsidy: bool = True) -> Priced:
+def price(ctx: Context, *, already_subsidized: bool) -> Priced:
     first_item, first_qty = ctx.items[0]
     lines = [PricedLine(item=first_item, quantity=1, is_elder_meal=True, list_price_fen=first_item.price_fen)]
     if first_qty > 1:
@@ -230,43 +230,34 @@ def price(ctx: Context, *, already_subsidized: bool, apply_subsidy: bool = True)
     elder_line = lines[0]
     if ctx.mode == "delivery":
         elder_line.delivery_fee_fen = ctx.canteen.delivery_fee_fen
-    policy, tiers = ctx.policy, ctx.tiers
-    notes: list[str] = []
-    tier_name = None
-    eligible = False
-    shortfall = 0
-    if apply_subsidy:
-        decision = decide(
-            policy=policy,
-            tiers=tiers,
-            elder=ctx.elder,
-            canteen=ctx.canteen,
-            service_date=ctx.service_date,
-            slot=ctx.slot.slot,
-            price_fen=elder_line.list_price_fen,
-            already_subsidized_today=already_subsidized,
-        )
-        notes += decision.notes
-        elder_line.gov_subsidy_fen = decision.amount_fen
-        tier_name = decision.tier_name
-        eligible = decision.charity_eligible
-        remaining = elder_line.list_price_fen - elder_line.gov_subsidy_fen
-        wanted = min(remaining, decision.charity_cap_fen) if eligible else 0
-        available = charity.available_charity_fen(
-            free_fen=ctx.charity_free_fen, eligible=eligible, remaining_self_pay_fen=wanted
-        )
-        elder_line.charity_subsidy_fen = max(0, min(available, wanted))
-        shortfall = wanted - elder_line.charity_subsidy_fen
-        if eligible and shortfall > 0:
-            notes.append(f"爱心助餐资金暂时不足，本餐有 {format_yuan(shortfall)} 需要自付")
-    else:
-        notes.append("窗口加餐按原价")
+    decision = decide(
+        policy=ctx.policy,
+        tiers=ctx.tiers,
+        elder=ctx.elder,
+        canteen=ctx.canteen,
+        service_date=ctx.service_date,
+        slot=ctx.slot.slot,
+        price_fen=elder_line.list_price_fen,
+        already_subsidized_today=already_subsidized,
+    )
+    notes = list(decision.notes)
+    elder_line.gov_subsidy_fen = decision.amount_fen
+    eligible = decision.charity_eligible
+    remaining = elder_line.list_price_fen - elder_line.gov_subsidy_fen
+    wanted = min(remaining, decision.charity_cap_fen) if eligible else 0
+    available = charity.available_charity_fen(
+        free_fen=ctx.charity_free_fen, eligible=eligible, remaining_self_pay_fen=wanted
+    )
+    elder_line.charity_subsidy_fen = max(0, min(available, wanted))
+    shortfall = wanted - elder_line.charity_subsidy_fen
+    if eligible and shortfall > 0:
+        notes.append(f"爱心助餐资金暂时不足，本餐有 {format_yuan(shortfall)} 需要自付")
     if len(lines) > 1:
         notes.append("除长者本人一份外，其余份数（陪同家属等）按原价")
     return Priced(
         lines=lines,
-        policy_id=policy.id if policy is not None and elder_line.gov_subsidy_fen else None,
-        tier_name=tier_name if elder_line.gov_subsidy_fen else None,
+        policy_id=ctx.policy.id if ctx.policy is not None and elder_line.gov_subsidy_fen else None,
+        tier_name=decision.tier_name if elder_line.gov_subsidy_fen else None,
         charity_eligible=eligible,
         charity_shortfall_fen=shortfall,
         notes=notes,

@@ -3,25 +3,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, bindparam, literal, or_, select, true
+from sqlalchemy import ColumnElement, Select, bindparam, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.subject import Subject
 from app.kit.sql import load_entities
 from app.models import Elder, ElderInvite, FamilyBinding
 
-_ACTABLE = select(Elder).where(
-    Elder.id == bindparam("elder_id"),
-    or_(
-        Elder.user_id == bindparam("user_id"),
-        Elder.id.in_(
-            select(FamilyBinding.elder_id).where(
-                FamilyBinding.user_id == bindparam("user_id"), FamilyBinding.revoked_at.is_(None)
-            )
-        ),
-    ),
-)
+
+def acting_for(user_id: Any) -> ColumnElement[bool]:
+    """The elder is the user themself, or bound to the user as family (a live binding): who may book for and
+    manage an elder as elder or family. ``user_id``: a value, a parameter or a column."""
+    bound = select(FamilyBinding.elder_id).where(
+        FamilyBinding.user_id == user_id, FamilyBinding.revoked_at.is_(None)
+    )
+    return or_(Elder.user_id == user_id, Elder.id.in_(bound))
+
+
+_ACTABLE = select(Elder).where(Elder.id == bindparam("elder_id"), acting_for(bindparam("user_id")))
 _ACTABLE_FOR_UPDATE = _ACTABLE.with_for_update()
 
 
@@ -34,20 +35,14 @@ class ElderRepository:
         they govern (civil affairs), everyone for federation admins."""
         if subject.is_admin:
             return select(Elder).where(true())
-        bound = select(FamilyBinding.elder_id).where(
-            FamilyBinding.user_id == subject.user_id, FamilyBinding.revoked_at.is_(None)
-        )
-        clauses = [Elder.user_id == subject.user_id, Elder.id.in_(bound)]
+        clauses = [acting_for(subject.user_id)]
         if subject.civil_affairs_districts:
             clauses.append(Elder.hukou_district_code.in_(subject.civil_affairs_districts))
         return select(Elder).where(or_(*clauses))
 
     def actable_statement(self, subject: Subject) -> Select[tuple[Elder]]:
         """Elders the subject may book for and manage as elder or family (not staff)."""
-        bound = select(FamilyBinding.elder_id).where(
-            FamilyBinding.user_id == subject.user_id, FamilyBinding.revoked_at.is_(None)
-        )
-        return select(Elder).where(or_(Elder.user_id == subject.user_id, Elder.id.in_(bound)))
+        return select(Elder).where(acting_for(subject.user_id))
 
     async def get_readable(self, subject: Subject, elder_id: uuid.UUID) -> Elder | None:
         stmt = self.readable_statement(subject).where(Elder.id == elder_id)
