@@ -5,8 +5,8 @@ The booking service calls them at fixed moments, inside its own transaction:
 - quote and booking: ``available_charity_fen`` (how much donated money could pay, ≤ remaining self-pay, which
   the caller has already capped at the policy's per-meal charity cap), from the pools' free money read with
   the meal's look-up;
-- booking: ``place_hold`` for the elder's meal line (returns the amount actually held; the line's charity
-  portion is that amount and the elder pays any shortfall);
+- booking: ``place_holds`` for the elders' meal lines of the bookings one transaction makes (returns the
+  amount actually held per line; the line's charity portion is that amount and the elder pays any shortfall);
 - serve: ``on_served`` (post the hold: pool → payable to the canteen); cancel: ``on_released`` (void the
   hold); the no-show job: ``on_released_many`` (void a batch of holds at once).
 
@@ -17,6 +17,7 @@ and an age band, never who ate it.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,25 +60,28 @@ def meal_meta(
     }
 
 
-async def place_hold(
-    session: AsyncSession,
-    *,
-    booking_line_id: uuid.UUID,
-    canteen_id: uuid.UUID,
-    amount_fen: int,
-    meta: dict[str, str],
-) -> int:
-    """Reserve ``amount_fen`` of donated money for the line; returns the amount actually held. ``meta`` is
-    the meal as ``meal_meta`` describes it (the booking has it at hand, so nothing is read under the locks)."""
-    if amount_fen <= 0:
-        return 0
-    return await ledger_service.place_hold(
-        session,
-        hold_key=hold_key(booking_line_id),
-        canteen_id=canteen_id,
-        amount_fen=amount_fen,
-        meta=meta,
-    )
+@dataclass(frozen=True)
+class MealHold:
+    """One meal line's charity portion to reserve (``place_holds``)."""
+
+    booking_line_id: uuid.UUID
+    canteen_id: uuid.UUID
+    amount_fen: int
+    meta: dict[
+        str, str
+    ]  # the meal as ``meal_meta`` describes it (at hand, so nothing is read under the locks)
+
+
+async def place_holds(session: AsyncSession, holds: list[MealHold]) -> dict[uuid.UUID, int]:
+    """Reserve each line's ``amount_fen`` of donated money, in order, in one ledger batch; returns what was
+    actually held per booking line (the elder pays any shortfall)."""
+    wanted = [h for h in holds if h.amount_fen > 0]
+    requests = [
+        ledger_service.HoldRequest(hold_key(h.booking_line_id), h.canteen_id, h.amount_fen, h.meta)
+        for h in wanted
+    ]
+    held = await ledger_service.place_holds(session, requests) if requests else {}
+    return {h.booking_line_id: held.get(hold_key(h.booking_line_id), 0) for h in holds}
 
 
 async def on_served(session: AsyncSession, *, booking_line_id: uuid.UUID) -> None:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from app.auth.auth import CurrentSubject, SessionDep
 from app.bookings.notifications import TEMPLATES
@@ -23,6 +24,7 @@ from app.bookings.schemas import (
     WalkInRequest,
 )
 from app.bookings.service import booking_service
+from app.db import SessionFactory, get_session_factory
 from app.exceptions import BadRequest
 from app.kit.pagination import Page
 from app.models.canteen_slot import MealSlot
@@ -40,11 +42,13 @@ async def create_booking(
     payload: BookingRequest,
     subject: CurrentSubject,
     session: SessionDep,
+    open_session: Annotated[SessionFactory, Depends(get_session_factory)],
     response: Response,
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
 ) -> BookingOut:
-    """Same ``Idempotency-Key`` and body → the same booking (200); same key, different body → 409."""
-    booking, created = await booking_service.book(session, subject, payload, idempotency_key)
+    """Same ``Idempotency-Key`` and body → the same booking (200); same key, different body → 409. The
+    booking is made with the process's other waiting booking requests in one transaction (group commit)."""
+    booking, created = await booking_service.book(session, open_session, subject, payload, idempotency_key)
     if not created:
         response.status_code = status.HTTP_200_OK
     return booking

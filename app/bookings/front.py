@@ -8,7 +8,8 @@ path when the request is plainly well-formed: a JSON body that is a valid ``Book
 and an ``Idempotency-Key`` within the route's length, or none. It then does what FastAPI would: opens the
 request's session through ``get_db_session`` (or the app's override of it, entered as FastAPI enters a
 dependency that yields), authenticates the token in it (``app.auth.auth.authenticate``), calls the route's own
-endpoint function, and answers with the status and JSON bytes the route would send. An error is answered by
+endpoint function with it and with the session factory the booking's group commit uses (``get_session_factory``,
+or the app's override of it), and answers with the status and JSON bytes the route would send. An error is answered by
 the app's own exception handlers (``app.kit.front``).
 
 Everything else goes to FastAPI untouched, the body it has read handed on unchanged, so its answers (422 for a
@@ -34,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 from app.auth.auth import authenticate, authenticate_with, bearer_scheme, current_subject, optional_subject
 from app.bookings.schemas import BookingRequest
 from app.bookings.service import booking_service
-from app.db import get_db_session
+from app.db import get_db_session, get_session_factory
 from app.kit.asgi import buffer_body
 from app.kit.front import RouteFront, error_response
 
@@ -63,6 +64,7 @@ class BookingFront(RouteFront):
     async def answer(self, fastapi_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
         overrides = fastapi_app.dependency_overrides
         open_session = overrides.get(get_db_session, get_db_session)
+        session_factory = overrides.get(get_session_factory, get_session_factory)
         headers = Headers(scope=scope)
         scheme, token = get_authorization_scheme_param(headers.get("authorization"))
         key = headers.get("idempotency-key")
@@ -75,6 +77,7 @@ class BookingFront(RouteFront):
                 dependency in overrides for dependency in (bearer_scheme, optional_subject, current_subject)
             )
             or not inspect.isasyncgenfunction(open_session)
+            or not inspect.iscoroutinefunction(session_factory)
         ):
             await self.app(scope, receive, send)
             return
@@ -95,7 +98,8 @@ class BookingFront(RouteFront):
                 else:  # a slot seen full: the refusal's read in the session look-up's round trip
                     subject, row = await authenticate_with(request, session, token, *along)
                     booking_service.room_read(payload, bool(row.no_room))
-                booking = await self.endpoint_function(payload, subject, session, sub_response, key)
+                factory = await session_factory()
+                booking = await self.endpoint_function(payload, subject, session, factory, sub_response, key)
             response = Response(
                 booking.model_dump_json(by_alias=True).encode(),
                 status_code=sub_response.status_code or self.route.status_code,

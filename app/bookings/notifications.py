@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +38,17 @@ def _data(kind: str, booking: Booking, canteen: Canteen, elder: Elder, reason: s
     return data
 
 
+@dataclass(frozen=True)
+class BookingMessage:
+    """One booking's message of some kind, to the elder and their family."""
+
+    booking: Booking
+    canteen: Canteen
+    elder: Elder
+    family_user_ids: Sequence[uuid.UUID] | None = None  # as the caller has just read it; None: read here
+    reason: str | None = None
+
+
 async def queue_booking_messages(
     session: AsyncSession,
     *,
@@ -51,29 +63,47 @@ async def queue_booking_messages(
     and enqueue their sending for after commit; the rows and the outbox rows of the transaction's jobs so far
     are one statement. ``family_user_ids``: the family as the caller has just read it (else it is read here).
     A recipient who already has this message gets no second one (its job then finds no row of its own)."""
+    message = BookingMessage(booking, canteen, elder, family_user_ids, reason)
+    return await queue_many_booking_messages(session, kind=kind, messages=[message])
+
+
+async def queue_many_booking_messages(
+    session: AsyncSession, *, kind: str, messages: Sequence[BookingMessage]
+) -> list[uuid.UUID]:
+    """``queue_booking_messages`` for several bookings at once: their rows and the outbox rows of the
+    transaction's jobs so far in one statement."""
     from app.bookings.tasks import send_notification
     from app.worker import enqueue, take_unstaged_jobs
 
     repo = BookingRepository(session)
-    if family_user_ids is None:
-        family_user_ids = await repo.family_user_ids(elder.id)
-    own = [elder.user_id] if elder.user_id is not None else []
-    recipients = list(dict.fromkeys([*own, *family_user_ids]))  # a member who is also the elder: one message
-    if not recipients:
+    user_ids: list[uuid.UUID] = []
+    bookings: list[Booking] = []
+    datas: list[dict[str, str]] = []
+    for m in messages:
+        family = m.family_user_ids
+        if family is None:
+            family = await repo.family_user_ids(m.elder.id)
+        own = [m.elder.user_id] if m.elder.user_id is not None else []
+        recipients = list(dict.fromkeys([*own, *family]))  # a member who is also the elder: one message
+        data = _data(kind, m.booking, m.canteen, m.elder, m.reason)
+        user_ids += recipients
+        bookings += [m.booking] * len(recipients)
+        datas += [data] * len(recipients)
+    if not user_ids:
         return []
-    ids = [uuid.uuid4() for _ in recipients]
+    ids = [uuid.uuid4() for _ in user_ids]
     for nid in ids:
         enqueue(session, send_notification, str(nid))
     jobs = take_unstaged_jobs(session)
     assert jobs is not None  # the messages' own jobs at least
     return await repo.add_notifications(
-        booking_id=booking.id,
-        ids=ids,
-        user_ids=recipients,
         kind=kind,
         template_id=TEMPLATES[kind],
-        data=_data(kind, booking, canteen, elder, reason),
-        page=f"pages/bookings/detail?id={booking.id}",
+        ids=ids,
+        user_ids=user_ids,
+        booking_ids=[b.id for b in bookings],
+        datas=datas,
+        pages=[f"pages/bookings/detail?id={b.id}" for b in bookings],
         jobs=jobs,
     )
 

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Select,
     Table,
+    Text,
     and_,
     any_,
     bindparam,
@@ -19,16 +20,17 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    true,
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import cast as cast_
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import live_session_with
 from app.auth.subject import Subject
 from app.elders.repository import acting_for
+from app.kit.jsontext import json_text
 from app.kit.sql import attach, execute_core, insert_or_skip, load_entities, planned_once, sql_text
 from app.ledger.repository import FREE_FEN
 from app.models import (
@@ -134,26 +136,29 @@ _MEAL_SETTING = (
 
 
 def _notifications_with_jobs() -> Any:
-    """One message row per recipient (``ids`` and ``user_ids``, one array each), skipping those who already
-    have this kind of message for the booking (the table's one unique constraint), with the outbox rows of the
-    transaction's unstaged jobs (``app.worker.outbox_insert``) in the same statement. Returns the ids of the
-    rows written."""
+    """One message row per recipient (``ids``, ``user_ids``, ``booking_ids``, ``datas`` as JSON text and
+    ``pages``, one array each), skipping those who already have this kind of message for the booking (the
+    table's one unique constraint), with the outbox rows of the transaction's unstaged jobs
+    (``app.worker.outbox_insert``) in the same statement. Returns the ids of the rows written."""
     recipients = (
         func.unnest(
             planned_once(bindparam("ids", type_=ARRAY(MealNotification.id.type))),
             planned_once(bindparam("user_ids", type_=ARRAY(MealNotification.user_id.type))),
+            planned_once(bindparam("booking_ids", type_=ARRAY(MealNotification.booking_id.type))),
+            planned_once(bindparam("datas", type_=ARRAY(Text))),
+            planned_once(bindparam("pages", type_=ARRAY(MealNotification.page.type))),
         )
-        .table_valued("id", "user_id")
+        .table_valued("id", "user_id", "booking_id", "data", "page")
         .render_derived(name="recipient")
     )
     values = select(
         recipients.c.id,
-        bindparam("booking_id", type_=MealNotification.booking_id.type),
+        recipients.c.booking_id,
         recipients.c.user_id,
         bindparam("kind", type_=MealNotification.kind.type),
         bindparam("template_id", type_=MealNotification.template_id.type),
-        bindparam("data", type_=MealNotification.data.type),
-        bindparam("page", type_=MealNotification.page.type),
+        cast_(recipients.c.data, JSONB),
+        recipients.c.page,
         literal("pending", MealNotification.status.type),
     )
     table = MealNotification.__table__  # the table, not the entity: parameters bind, not ORM bulk rows
@@ -169,36 +174,55 @@ _NOTIFY = _notifications_with_jobs()
 
 # No room in the slot for the request's meals as of the last commit, and the request's idempotency key unused (a
 # replay of a booking the slot already counts is not refused: it must get its booking back). Written once and
-# used by the three statements below, with the key's owner a parameter or the session look-up's user: constant
-# text, accepted in .bandit-baseline.json (docs/reliability.md).
+# used by the three statements below, with the request's values as parameters, as columns of a batch's requests,
+# or with the key's owner the session look-up's user: constant text, accepted in .bandit-baseline.json
+# (docs/reliability.md).
 _NO_ROOM_OF = """
         SELECT EXISTS (
             SELECT 1 FROM slot_days
-            WHERE canteen_id = CAST(:canteen_id AS uuid) AND service_date = CAST(:service_date AS date)
-              AND slot = CAST(:slot AS varchar) AND booked_meals + CAST(:meals AS integer) > capacity
+            WHERE canteen_id = {canteen_id} AND service_date = {service_date}
+              AND slot = {slot} AND booked_meals + {meals} > capacity
         ) AND NOT EXISTS (
             SELECT 1 FROM idempotency_keys
-            WHERE scope = CAST(:scope AS varchar) AND owner = {owner}
-              AND key = CAST(:key AS varchar)
+            WHERE scope = CAST(:scope AS varchar) AND owner = {owner} AND key = {key}
         )"""
-_NO_ROOM = _NO_ROOM_OF.format(owner="CAST(:owner AS varchar)") + " AS no_room"
+_ONE_ASK = {
+    "canteen_id": "CAST(:canteen_id AS uuid)",
+    "service_date": "CAST(:service_date AS date)",
+    "slot": "CAST(:slot AS varchar)",
+    "meals": "CAST(:meals AS integer)",
+    "owner": "CAST(:owner AS varchar)",
+    "key": "CAST(:key AS varchar)",
+}
+_NO_ROOM = _NO_ROOM_OF.format(**_ONE_ASK) + " AS no_room"
 
-# A booking request's first statement: refuse a full slot from a plain read, or else claim the request's
-# idempotency key (ON CONFLICT DO NOTHING: a key already there is a replay, or a 409).
+# A batch of booking requests' first statement (``RoomAsk`` columns as arrays, one element per request, in
+# order): for each, refuse a full slot from a plain read, or else claim the request's idempotency key
+# (ON CONFLICT DO NOTHING: a key already there is a replay, or a 409). One row per request, in order.
 _CLAIM_UNLESS_FULL = sql_text(
     f"""
-    WITH refused AS ({_NO_ROOM}
+    WITH ask AS (
+        SELECT * FROM unnest(
+            (SELECT CAST(:ids AS uuid[])), (SELECT CAST(:canteen_ids AS uuid[])),
+            (SELECT CAST(:service_dates AS date[])), (SELECT CAST(:slots AS varchar[])),
+            (SELECT CAST(:meals AS integer[])), (SELECT CAST(:owners AS varchar[])),
+            (SELECT CAST(:keys AS varchar[])), (SELECT CAST(:request_hashes AS varchar[])),
+            (SELECT CAST(:resource_ids AS uuid[]))
+        ) WITH ORDINALITY AS a(id, canteen_id, service_date, slot, meals, owner, key, request_hash, resource_id, n)
+    ), refused AS (
+        SELECT a.*, ({_NO_ROOM_OF.format(**{name: f"a.{name}" for name in _ONE_ASK})}) AS no_room FROM ask a
     ), claimed AS (
         INSERT INTO idempotency_keys (id, scope, owner, key, request_hash, resource_id)
-        SELECT CAST(:id AS uuid), CAST(:scope AS varchar), CAST(:owner AS varchar), CAST(:key AS varchar),
-               CAST(:request_hash AS varchar), CAST(:resource_id AS uuid)
-        FROM refused WHERE NOT no_room
+        SELECT id, CAST(:scope AS varchar), owner, key, request_hash, resource_id
+        FROM refused WHERE NOT no_room ORDER BY n
         ON CONFLICT DO NOTHING
         RETURNING id
     )
-    SELECT (SELECT no_room FROM refused) AS no_room, EXISTS (SELECT 1 FROM claimed) AS claimed
+    SELECT r.no_room, EXISTS (SELECT 1 FROM claimed c WHERE c.id = r.id) AS claimed
+    FROM refused r ORDER BY r.n
     """
 )
+_UNCLAIM = sql_text("DELETE FROM idempotency_keys WHERE id = ANY(CAST(:ids AS uuid[]))")
 
 # The same refusal alone, a plain read: for a slot seen full, before the request's transaction begins
 _STILL_FULL = sql_text(_NO_ROOM)
@@ -206,14 +230,14 @@ _STILL_FULL = sql_text(_NO_ROOM)
 # ... and made in the session look-up's round trip, the key's owner being the session's user (``RoomAsk.owner``
 # is ``str(user_id)``, which is how PostgreSQL writes a uuid as text)
 _LIVE_SESSION_STILL_FULL = live_session_with(
-    sql_text(f"({_NO_ROOM_OF.format(owner='CAST(users.id AS varchar)')}) AS no_room")
+    sql_text(f"({_NO_ROOM_OF.format(**(_ONE_ASK | {'owner': 'CAST(users.id AS varchar)'}))}) AS no_room")
 )
 
 
-# A new booking and its lines in one statement: the booking's row (ON CONFLICT DO NOTHING: every unique index
-# of bookings is today's subsidised meal or the serve code, and the caller looks which), then its lines, given
-# as one array per column, written only if the booking was. One row per line, the booking's columns first;
-# none if the booking was refused.
+# New bookings and their lines in one statement: the bookings' rows, given as one array per column (ON CONFLICT
+# DO NOTHING: every unique index of bookings is today's subsidised meal or the serve code, and the caller looks
+# which), then their lines, also one array per column with their booking's id, written only for the bookings
+# that were. One row per line written, the booking's columns first.
 _BOOKINGS = cast(Table, Booking.__table__)
 _LINES = cast(Table, BookingLine.__table__)
 BOOKING_FIELDS = (
@@ -256,36 +280,38 @@ LINE_FIELDS = (
 )
 
 
-def _booking_with_lines() -> Select[Any]:
+def _bookings_with_lines() -> Select[Any]:
+    def columns(table: Table, names: Sequence[str], prefix: str, name: str) -> Any:
+        arrays = (planned_once(bindparam(f"{prefix}{n}", type_=ARRAY(table.c[n].type))) for n in names)
+        return func.unnest(*arrays).table_valued(*names).render_derived(name=name)
+
+    given = columns(_BOOKINGS, BOOKING_FIELDS, "booking_", "given")
     booking = (
         insert_or_skip(_BOOKINGS)
-        .values({name: bindparam(name, type_=_BOOKINGS.c[name].type) for name in BOOKING_FIELDS})
+        .from_select(list(BOOKING_FIELDS), select(*(given.c[n] for n in BOOKING_FIELDS)))
         .returning(*_BOOKINGS.c)
         .cte("booking")
     )
-    given = (
-        func.unnest(
-            *(planned_once(bindparam(f"line_{n}", type_=ARRAY(_LINES.c[n].type))) for n in LINE_FIELDS)
-        )
-        .table_valued(*LINE_FIELDS)
-        .render_derived(name="given")
-    )
+    given_lines = columns(_LINES, ("booking_id", *LINE_FIELDS), "line_", "given_line")
     lines = (
         insert(_LINES)
         .from_select(
             ["booking_id", *LINE_FIELDS],
-            select(booking.c.id, *(given.c[n] for n in LINE_FIELDS)).select_from(booking).join(given, true()),
+            select(booking.c.id, *(given_lines.c[n] for n in LINE_FIELDS))
+            .select_from(booking)
+            .join(given_lines, given_lines.c.booking_id == booking.c.id),
         )
         .returning(*_LINES.c)
         .cte("lines")
     )
-    return select(*booking.c, *lines.c).select_from(booking).join(lines, true())
+    return select(*booking.c, *lines.c).select_from(booking).join(lines, lines.c.booking_id == booking.c.id)
 
 
-_BOOKING_WITH_LINES = _booking_with_lines()
+_BOOKINGS_WITH_LINES = _bookings_with_lines()
 # its columns by position: the booking's, then the line's
 _BOOKING_COLUMNS = tuple(c.name for c in _BOOKINGS.c)
 _LINE_COLUMNS = tuple(c.name for c in _LINES.c)
+_BOOKING_ID_AT = _BOOKING_COLUMNS.index("id")
 _LINE_ID_AT = _LINE_COLUMNS.index("id")
 
 
@@ -387,15 +413,35 @@ class BookingRepository:
         return bool((await self.session.execute(stmt)).scalar())
 
     async def claim_unless_full(
-        self, ask: RoomAsk, *, digest: str, resource_id: uuid.UUID
-    ) -> tuple[bool, bool]:
-        """One statement, first thing in a booking request: (full, claimed). ``full``: the slot is known and
-        has no room for ``ask.meals`` as of the last commit, and the key has not been used (a replay must still
-        get its booking back); nothing is written then. Otherwise the key is claimed for ``resource_id`` with
-        the request's ``digest``, and ``claimed`` is False if it was already taken."""
-        params = ask.params() | {"id": uuid.uuid4(), "request_hash": digest, "resource_id": resource_id}
-        row = (await execute_core(self.session, _CLAIM_UNLESS_FULL, params)).one()
-        return bool(row.no_room), bool(row.claimed)
+        self, asks: Sequence[RoomAsk], *, digests: Sequence[str], resource_ids: Sequence[uuid.UUID]
+    ) -> list[tuple[bool, uuid.UUID | None]]:
+        """One statement, first thing for a batch of booking requests (all of one scope): for each, (full,
+        claim). ``full``: the slot is known and has no room for ``ask.meals`` as of the last commit, and the key
+        has not been used (a replay must still get its booking back); nothing is written for it then.
+        Otherwise the key is claimed for its ``resource_id`` with the request's digest, and ``claim`` is the
+        claim's id, or None if the key was already taken (also by an earlier request of the batch)."""
+        ids = [uuid.uuid4() for _ in asks]
+        params = {
+            "scope": asks[0].scope,
+            "ids": ids,
+            "canteen_ids": [a.canteen_id for a in asks],
+            "service_dates": [a.service_date for a in asks],
+            "slots": [a.slot for a in asks],
+            "meals": [a.meals for a in asks],
+            "owners": [a.owner for a in asks],
+            "keys": [a.key for a in asks],
+            "request_hashes": list(digests),
+            "resource_ids": list(resource_ids),
+        }
+        assert all(a.scope == params["scope"] for a in asks)
+        rows = (await execute_core(self.session, _CLAIM_UNLESS_FULL, params)).all()
+        return [
+            (bool(row.no_room), claim if row.claimed else None) for row, claim in zip(rows, ids, strict=True)
+        ]
+
+    async def unclaim(self, claim_ids: Sequence[uuid.UUID]) -> None:
+        """Take back the keys of claims made in this transaction for requests that were refused after all."""
+        await execute_core(self.session, _UNCLAIM, {"ids": list(claim_ids)})
 
     async def still_full(self, ask: RoomAsk) -> bool:
         """``claim_unless_full``'s refusal without its claim: the slot has no room for ``ask.meals`` as of the
@@ -431,21 +477,31 @@ class BookingRepository:
         )
 
     async def add_with_lines(
-        self, booking: dict[str, Any], lines: Sequence[dict[str, Any]]
-    ) -> tuple[Booking, list[BookingLine]] | None:
-        """Write a new booking (``booking``: a value for each of ``BOOKING_FIELDS``) and its ``lines`` (each a
-        value for each of ``LINE_FIELDS``) in one statement, and return them as the session's objects, the
-        lines in the order given; None, with nothing written, if a unique index refused the booking."""
-        params = {name: booking[name] for name in BOOKING_FIELDS}
+        self, bookings: Sequence[dict[str, Any]], lines: Sequence[Sequence[dict[str, Any]]]
+    ) -> list[tuple[Booking, list[BookingLine]] | None]:
+        """Write new bookings (each a value for each of ``BOOKING_FIELDS``) and each one's ``lines`` (each a
+        value for each of ``LINE_FIELDS``) in one statement, and return them as the session's objects, each
+        booking's lines in the order given; None for a booking a unique index refused, with nothing written
+        for it. The bookings are written in the order given."""
+        params: dict[str, Any] = {f"booking_{n}": [b[n] for b in bookings] for n in BOOKING_FIELDS}
+        params["line_booking_id"] = [b["id"] for b, own in zip(bookings, lines, strict=True) for _ in own]
         for name in LINE_FIELDS:
-            params[f"line_{name}"] = [line[name] for line in lines]
-        rows = (await execute_core(self.session, _BOOKING_WITH_LINES, params)).all()
-        if not rows:
-            return None
+            params[f"line_{name}"] = [line[name] for own in lines for line in own]
+        rows = (await execute_core(self.session, _BOOKINGS_WITH_LINES, params)).all()
         width = len(_BOOKING_COLUMNS)
-        written = attach(self.session, Booking, dict(zip(_BOOKING_COLUMNS, rows[0][:width], strict=True)))
-        by_id = {row[width + _LINE_ID_AT]: dict(zip(_LINE_COLUMNS, row[width:], strict=True)) for row in rows}
-        return written, [attach(self.session, BookingLine, by_id[line["id"]]) for line in lines]
+        written: dict[uuid.UUID, Booking] = {}
+        line_rows: dict[uuid.UUID, dict[str, Any]] = {}
+        for row in rows:
+            if row[_BOOKING_ID_AT] not in written:
+                values = dict(zip(_BOOKING_COLUMNS, row[:width], strict=True))
+                written[row[_BOOKING_ID_AT]] = attach(self.session, Booking, values)
+            line_rows[row[width + _LINE_ID_AT]] = dict(zip(_LINE_COLUMNS, row[width:], strict=True))
+        return [
+            (written[b["id"]], [attach(self.session, BookingLine, line_rows[line["id"]]) for line in own])
+            if b["id"] in written
+            else None
+            for b, own in zip(bookings, lines, strict=True)
+        ]
 
     async def has_subsidized_meal(self, elder_id: uuid.UUID, service_date: date) -> bool:
         params = {"elder_id": elder_id, "service_date": service_date}
@@ -623,26 +679,27 @@ class BookingRepository:
     async def add_notifications(
         self,
         *,
-        booking_id: uuid.UUID,
-        ids: Sequence[uuid.UUID],
-        user_ids: Sequence[uuid.UUID],
         kind: str,
         template_id: str,
-        data: dict[str, str],
-        page: str | None,
+        ids: Sequence[uuid.UUID],
+        user_ids: Sequence[uuid.UUID],
+        booking_ids: Sequence[uuid.UUID],
+        datas: Sequence[dict[str, str]],
+        pages: Sequence[str | None],
         jobs: dict[str, Any],
     ) -> list[uuid.UUID]:
-        """One message row for each of ``user_ids`` (with the ids ``ids``), in one statement with the outbox
-        rows of the transaction's unstaged jobs (``jobs``: ``app.worker.take_unstaged_jobs``). A recipient who
-        already has this kind of message for the booking is skipped. Returns the ids of the rows written."""
+        """Message rows of ``kind``, one per recipient (the ids ``ids``, each recipient's user, booking, data
+        and page at the same position), in one statement with the outbox rows of the transaction's unstaged
+        jobs (``jobs``: ``app.worker.take_unstaged_jobs``). A recipient who already has this kind of message
+        for the booking is skipped. Returns the ids of the rows written."""
         params = {
-            "booking_id": booking_id,
-            "ids": list(ids),
-            "user_ids": list(user_ids),
             "kind": kind,
             "template_id": template_id,
-            "data": data,
-            "page": page,
+            "ids": list(ids),
+            "user_ids": list(user_ids),
+            "booking_ids": list(booking_ids),
+            "datas": [json_text(data) for data in datas],
+            "pages": list(pages),
         } | jobs
         return list((await execute_core(self.session, _NOTIFY, params)).scalars())
 

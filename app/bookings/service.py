@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -19,7 +19,7 @@ from app.audit import service as audit
 from app.auth.subject import Subject
 from app.bookings import charity
 from app.bookings.codes import BadCode, new_serve_code, parse, qr_payload
-from app.bookings.notifications import queue_booking_messages
+from app.bookings.notifications import BookingMessage, queue_booking_messages, queue_many_booking_messages
 from app.bookings.repository import BookingRepository, RoomAsk
 from app.bookings.schemas import (
     BookingOut,
@@ -40,12 +40,14 @@ from app.bookings.schemas import (
     WalkInRequest,
 )
 from app.canteens.repository import CanteenRepository
-from app.db import refusals_as_errors, register_refusal
+from app.db import SessionFactory, refusals_as_errors, register_refusal
 from app.elders.repository import ElderRepository
 from app.elders.service import decrypt_address, decrypt_phone, id_hmac
+from app.errors import is_unavailable
 from app.exceptions import BadRequest, Conflict, Forbidden, NotFound, SangyuError
 from app.feed.service import feed_service
 from app.kit import idempotency
+from app.kit.background import Again, RequestBatch
 from app.kit.crypto import mask_name
 from app.kit.money import format_yuan
 from app.kit.pagination import Page, decode_cursor_as, encode_cursor
@@ -71,6 +73,8 @@ from app.models.booking import Channel
 from app.subsidy.service import decide
 
 MAX_DAYS_AHEAD = 30
+# the most booking requests one transaction takes (``booking_batch``); each is one meal look-up of its own
+BATCH_MAX = 64
 STAFF_CHANNELS = {Channel.phone.value, Channel.counter.value}
 
 # Slots this process has lately seen full, by (canteen, date, slot): when (``time.monotonic``). A booking for one
@@ -311,6 +315,101 @@ def booking_out(booking: Booking, lines: list[BookingLine]) -> BookingOut:
     )
 
 
+@dataclass(frozen=True)
+class BookingAsk:
+    """A booking request on its way to its transaction (``BookingService.book_many``)."""
+
+    subject: Subject
+    payload: BookingRequest
+    room: RoomAsk  # what it asks of its slot, and its idempotency key
+    digest: str  # its body's hash, claimed with the key
+    booking_id: uuid.UUID  # the id its booking will have, named by the claim
+
+
+def _ask(subject: Subject, payload: BookingRequest, idempotency_key: str | None) -> BookingAsk:
+    key = idempotency.require_key(idempotency_key)
+    room = _room_ask(payload, owner=str(subject.user_id), key=key)
+    return BookingAsk(subject, payload, room, idempotency.body_hash(payload), uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class NewBooking:
+    """A booking decided on and not yet written (``BookingService._create_many``)."""
+
+    ctx: Context
+    actor_id: uuid.UUID | None
+    channel: str
+    booking_id: uuid.UUID | None = None  # the id chosen up front (a request's key names it)
+    standing_order_id: uuid.UUID | None = None
+
+    @property
+    def meals(self) -> int:
+        return sum(q for _, q in self.ctx.items)
+
+    @property
+    def slot_key(self) -> tuple[str, date, str]:
+        return str(self.ctx.canteen.id), self.ctx.service_date, self.ctx.slot.slot
+
+
+def _booking_values(new: NewBooking, priced: Priced, booking_id: uuid.UUID) -> dict[str, Any]:
+    """A booking's row before its hold: the charity portion still counted in self-pay, a new serve code."""
+    ctx = new.ctx
+    return dict(
+        id=booking_id,
+        elder_id=ctx.elder.id,
+        canteen_id=ctx.canteen.id,
+        menu_id=ctx.menu.id,
+        service_date=ctx.service_date,
+        slot=ctx.slot.slot,
+        mode=ctx.mode,
+        status="confirmed",
+        meals=new.meals,
+        subsidized=priced.subsidized,
+        policy_id=priced.policy_id,
+        serve_code=new_serve_code(),
+        cutoff_at=ctx.cutoff_at,
+        serve_start_at=ctx.serve_start_at,
+        serve_end_at=ctx.serve_end_at,
+        list_price_fen=priced.total("list_price_fen"),
+        gov_subsidy_fen=priced.total("gov_subsidy_fen"),
+        charity_subsidy_fen=0,
+        delivery_fee_fen=priced.total("delivery_fee_fen"),
+        self_pay_fen=priced.total("self_pay_fen") + priced.total("charity_subsidy_fen"),
+        booked_by_id=new.actor_id,
+        channel=new.channel,
+        standing_order_id=new.standing_order_id,
+    )
+
+
+def _line_values(priced: Priced) -> list[dict[str, Any]]:
+    """A booking's lines' rows before its hold (as ``_booking_values``), each with a new id."""
+    return [
+        dict(
+            id=uuid.uuid4(),
+            menu_item_id=pl.item.id,
+            item_name=pl.item.name,
+            quantity=pl.quantity,
+            unit_price_fen=pl.item.price_fen,
+            is_elder_meal=pl.is_elder_meal,
+            list_price_fen=pl.list_price_fen,
+            gov_subsidy_fen=pl.gov_subsidy_fen,
+            charity_subsidy_fen=0,
+            delivery_fee_fen=pl.delivery_fee_fen,
+            self_pay_fen=pl.self_pay_fen + pl.charity_subsidy_fen,
+        )
+        for pl in priced.lines
+    ]
+
+
+async def _confirm(session: AsyncSession, bookings: list[tuple[Context, Booking]]) -> None:
+    """The booking-confirmed messages of bookings whose amounts are final, written with their send jobs'
+    outbox rows. Only for bookings that are their requests' whole transaction: a failure after this rolls
+    everything back and drops the jobs."""
+    if bookings:
+        messages = [BookingMessage(b, ctx.canteen, ctx.elder, ctx.family_user_ids) for ctx, b in bookings]
+        await queue_many_booking_messages(session, kind="booking_confirmed", messages=messages)
+
+
 # ---------------------------------------------------------------- the service
 
 
@@ -466,63 +565,110 @@ class BookingService:
     # ------------------------------------------------------------ book
 
     async def book(
-        self, session: AsyncSession, subject: Subject, payload: BookingRequest, idempotency_key: str | None
+        self,
+        session: AsyncSession,
+        open_session: SessionFactory,
+        subject: Subject,
+        payload: BookingRequest,
+        idempotency_key: str | None,
     ) -> tuple[BookingOut, bool]:
-        """Returns the booking and whether this call created it (False: a replay of the same key)."""
-        key = idempotency.require_key(idempotency_key)
-        owner = str(subject.user_id)
+        """Returns the booking and whether this call created it (False: a replay of the same key).
+
+        ``session``, the request's, has authenticated the caller; the booking is made in a transaction of
+        ``open_session`` together with this process's other booking requests waiting at that moment
+        (``booking_batch``, group commit), each answered as if it had been alone."""
+        ask = _ask(subject, payload, idempotency_key)
         # Most requests of a lunch rush arrive after the slot has filled. Once this process has seen it full,
         # they are answered from a plain read, with no transaction (through the booking front, that read is
-        # made with the session look-up and answered before this call); otherwise from one statement, which
-        # claims the request's key unless the slot is full.
-        repo = BookingRepository(session)
-        ask = _room_ask(payload, owner=owner, key=key)
+        # made with the session look-up and answered before this call).
         if _seems_full(payload):
-            self.room_read(payload, await repo.still_full(ask))
-        booking_id = uuid.uuid4()
-        digest = idempotency.body_hash(payload)
-        full, claimed = await repo.claim_unless_full(ask, digest=digest, resource_id=booking_id)
-        if full:
-            self.room_read(payload, True)
-        if not claimed:
-            claim = await idempotency.existing(session, scope="booking", owner=owner, key=key, digest=digest)
-            assert claim.existing_id is not None  # existing() raises for a key that names nothing yet
-            existing = await repo.get_readable(subject, claim.existing_id)
-            if existing is None:
-                raise NotFound("找不到这笔订餐", code="BookingNotFound")
-            return await self._out(session, existing), False
+            self.room_read(payload, await BookingRepository(session).still_full(ask.room))
+        await session.commit()  # nothing of the request's own: its connection is not held while it waits
+        return await booking_batch.submit(open_session, ask)
+
+    async def book_many(
+        self, session: AsyncSession, asks: Sequence[BookingAsk]
+    ) -> list[tuple[BookingOut, bool] | Exception | Again[BookingAsk]]:
+        """Booking requests in ``session``'s transaction, which the caller commits right after, in a constant
+        number of statements apart from each one's meal look-up. For each: its booking and whether this call
+        made it (False: a replay of its key), or its refusal (nothing of it is written), or ``Again`` for a
+        request whose key an earlier one of the batch also has (after their commit it is that one's replay).
+
+        The first statement claims every request's key unless its slot is full; then each booking is decided
+        from its meal's look-up, and a refused one's claim is taken back. The bookings are written with their
+        lines in one statement, their confirmation messages in another. The slots' capacity and the items'
+        stock are taken by the commit: a slot too full for the whole batch fails the commit, and the batch is
+        then run one request at a time (``booking_batch``)."""
+        results: list[tuple[BookingOut, bool] | Exception | Again[BookingAsk] | None] = [None] * len(asks)
+        first: list[int] = []
+        keys: set[tuple[str, str]] = set()
+        for i, ask in enumerate(asks):
+            if (ask.room.owner, ask.room.key) in keys:
+                results[i] = Again(ask)
+            else:
+                keys.add((ask.room.owner, ask.room.key))
+                first.append(i)
+        repo = BookingRepository(session)
+        claims = await repo.claim_unless_full(
+            [asks[i].room for i in first],
+            digests=[asks[i].digest for i in first],
+            resource_ids=[asks[i].booking_id for i in first],
+        )
+        claimed: list[tuple[int, uuid.UUID]] = []
+        for i, (full, claim) in zip(first, claims, strict=True):
+            try:
+                if full:
+                    self.room_read(asks[i].payload, True)
+                if claim is None:
+                    results[i] = (await self._replay(session, asks[i]), False)
+                else:
+                    claimed.append((i, claim))
+            except SangyuError as exc:
+                results[i] = exc
         at = now()
-        ctx = await self._context(
-            session,
-            elder_id=payload.elder_id,
-            caller=subject,
-            canteen_id=payload.canteen_id,
-            service_date=payload.date,
-            slot=payload.slot.value,
-            items=payload.items,
-            mode=payload.mode.value,
-            at=at,
+        new: list[tuple[int, NewBooking]] = []
+        refused: list[uuid.UUID] = []
+        for i, claim in claimed:
+            ask = asks[i]
+            payload = ask.payload
+            try:
+                ctx = await self._context(
+                    session,
+                    elder_id=payload.elder_id,
+                    caller=ask.subject,
+                    canteen_id=payload.canteen_id,
+                    service_date=payload.date,
+                    slot=payload.slot.value,
+                    items=payload.items,
+                    mode=payload.mode.value,
+                    at=at,
+                )
+            except SangyuError as exc:
+                results[i] = exc
+                refused.append(claim)
+                continue
+            assert ctx.channel is not None  # named for a caller
+            new.append((i, NewBooking(ctx, ask.subject.user_id, ctx.channel, booking_id=ask.booking_id)))
+        if refused:
+            await repo.unclaim(refused)
+        made = await self._create_many(
+            session, [n for _, n in new], callers=[asks[i].subject for i, _ in new]
         )
+        for (i, _), (booking, lines) in zip(new, made, strict=True):
+            results[i] = (booking_out(booking, lines), True)
+        return [r for r in results if r is not None]
 
-        channel = ctx.channel
-        assert channel is not None  # named for a caller
-
-        async def record(booking: Booking) -> None:
-            if channel in STAFF_CHANNELS:
-                await self._audit_booking(session, subject, booking, "booking.create")
-
-        booking, lines = await self._create(
-            session,
-            ctx,
-            actor_id=subject.user_id,
-            channel=channel,
-            booking_id=booking_id,
-            room_checked=True,
-            before_reserving=record,
-            once_priced=self._confirmation(session, ctx),
-            reserve_at_commit=True,
+    async def _replay(self, session: AsyncSession, ask: BookingAsk) -> BookingOut:
+        """The booking a replay of ``ask``'s key made, or the refusal of a key used for another request."""
+        room = ask.room
+        claim = await idempotency.existing(
+            session, scope=room.scope, owner=room.owner, key=room.key, digest=ask.digest
         )
-        return booking_out(booking, lines), True
+        assert claim.existing_id is not None  # existing() raises for a key that names nothing yet
+        existing = await BookingRepository(session).get_readable(ask.subject, claim.existing_id)
+        if existing is None:
+            raise NotFound("找不到这笔订餐", code="BookingNotFound")
+        return await self._out(session, existing)
 
     def room_read_along_session(
         self, payload: BookingRequest, idempotency_key: str | None
@@ -549,23 +695,6 @@ class BookingService:
             raise _slot_full()
         _seen_full.pop(slot, None)
 
-    def _confirmation(self, session: AsyncSession, ctx: Context) -> Callable[[Booking], Awaitable[None]]:
-        """The booking-confirmed messages, written with their send jobs' outbox rows as soon as the amounts
-        are final. Only for a booking that is its request's whole transaction: a failure after this rolls
-        everything back and drops the jobs."""
-
-        async def write(booking: Booking) -> None:
-            await queue_booking_messages(
-                session,
-                kind="booking_confirmed",
-                booking=booking,
-                canteen=ctx.canteen,
-                elder=ctx.elder,
-                family_user_ids=ctx.family_user_ids,
-            )
-
-        return write
-
     async def _create(
         self,
         session: AsyncSession,
@@ -574,137 +703,126 @@ class BookingService:
         actor_id: uuid.UUID | None,
         channel: str,
         standing_order_id: uuid.UUID | None = None,
-        before_reserving: Callable[[Booking], Awaitable[None]] | None = None,
-        once_priced: Callable[[Booking], Awaitable[None]] | None = None,
-        reserve_at_commit: bool = False,
-        booking_id: uuid.UUID | None = None,
-        room_checked: bool = False,
     ) -> tuple[Booking, list[BookingLine]]:
-        """Insert the booking and its lines, then take the slot's capacity, the items' stock and the charity
-        hold: the rows every booking of the slot shares, locked from there to the commit.
+        """A walk-in's or a standing order's day's booking: ``_create_many`` for one, which takes its capacity,
+        stock and hold at once."""
+        ((booking, lines),) = await self._create_many(
+            session, [NewBooking(ctx, actor_id, channel, standing_order_id=standing_order_id)]
+        )
+        return booking, lines
 
-        Everything else the transaction writes comes before those locks, so a popular slot's row is held for
-        as few statements as possible: ``before_reserving`` (the caller's own rows), then ``once_priced``
-        (what shows the final amounts, such as the confirmation messages). A booking that will draw on donated
-        money only knows its final amounts once the hold is placed, so for it ``once_priced`` runs last.
+    async def _create_many(
+        self, session: AsyncSession, new: Sequence[NewBooking], *, callers: Sequence[Subject] | None = None
+    ) -> list[tuple[Booking, list[BookingLine]]]:
+        """Insert the bookings and their lines, then take the slots' capacity, the items' stock and the charity
+        holds: the rows every booking of a slot shares, locked from there to the commit. Returns each booking
+        with its lines (elder's meal first), in the order given.
 
-        ``reserve_at_commit``: the caller commits right after (a booking request), so capacity and stock are
-        taken by the commit itself, and a refusal then comes from the commit (``unit_of_work``). Otherwise
-        they are taken here, and a full slot or a sold-out item raises from this call (a standing order's
-        day inside its savepoint, a walk-in). ``booking_id``: the id chosen up front (its idempotency claim
-        names it); ``room_checked``: the caller has just refused a full slot from a read itself.
-        Returns the booking and its lines (elder's meal first)."""
+        ``callers``: booking requests' subjects, one per booking. Their transaction commits right after, so
+        capacity and stock are taken by the commit itself, and a refusal then comes from the commit
+        (``unit_of_work``); before those locks this writes what the requests write besides: the audit record of
+        a booking staff took by phone, and the confirmation messages once the amounts are final (for a booking
+        drawing on donated money, once its hold is placed, which takes the capacity and stock first). None (a
+        walk-in; a standing order's day, inside its savepoint): a full slot is refused from a plain read first,
+        capacity and stock are taken here, and a full slot or a sold-out item raises from this call."""
         repo = BookingRepository(session)
-        meals = sum(q for _, q in ctx.items)
-        # A full slot is refused from a plain read, without waiting for its row lock; what actually guards
-        # capacity is the conditional UPDATE of the capacity trigger (at commit, or SET CONSTRAINTS below).
-        if not room_checked and not await repo.slot_has_room(
-            ctx.canteen.id, ctx.service_date, ctx.slot.slot, meals
-        ):
-            raise _slot_full()
-        priced = price(ctx, already_subsidized=ctx.subsidized_today)
+        if callers is None:
+            # refused from a plain read, without waiting for the row lock; what actually guards capacity is
+            # the conditional UPDATE of the capacity trigger (SET CONSTRAINTS below, or the commit)
+            for n in new:
+                if not await repo.slot_has_room(
+                    n.ctx.canteen.id, n.ctx.service_date, n.ctx.slot.slot, n.meals
+                ):
+                    raise _slot_full()
+        priced = [price(n.ctx, already_subsidized=n.ctx.subsidized_today) for n in new]
         if session.new or session.dirty or session.deleted:  # the caller's own rows go first
             with refusals_as_errors():
                 await session.flush()
-        written: tuple[Booking, list[BookingLine]] | None = None
+        ids = [n.booking_id or uuid.uuid4() for n in new]
+        written: dict[int, tuple[Booking, list[BookingLine]]] = {}
+        # Written in the order of their slots: the capacity triggers lock the slots' rows in the order the
+        # bookings were written, so two transactions never wait for each other's slots the other way round.
+        pending = sorted(range(len(new)), key=lambda i: new[i].slot_key)
         for _attempt in range(8):
-            # A unique index may refuse the booking: today's subsidized meal was taken first (possibly at
-            # another canteen, possibly by a transaction that just committed), or the serve code is taken at
-            # this canteen that day. ON CONFLICT DO NOTHING (every unique index of bookings is one of those two)
-            # says so without a savepoint, and its lines are not written; then look which.
-            values = dict(
-                id=booking_id or uuid.uuid4(),
-                elder_id=ctx.elder.id,
-                canteen_id=ctx.canteen.id,
-                menu_id=ctx.menu.id,
-                service_date=ctx.service_date,
-                slot=ctx.slot.slot,
-                mode=ctx.mode,
-                status="confirmed",
-                meals=meals,
-                subsidized=priced.subsidized,
-                policy_id=priced.policy_id,
-                serve_code=new_serve_code(),
-                cutoff_at=ctx.cutoff_at,
-                serve_start_at=ctx.serve_start_at,
-                serve_end_at=ctx.serve_end_at,
-                list_price_fen=priced.total("list_price_fen"),
-                gov_subsidy_fen=priced.total("gov_subsidy_fen"),
-                charity_subsidy_fen=0,
-                delivery_fee_fen=priced.total("delivery_fee_fen"),
-                self_pay_fen=priced.total("self_pay_fen") + priced.total("charity_subsidy_fen"),
-                booked_by_id=actor_id,
-                channel=channel,
-                standing_order_id=standing_order_id,
-            )
-            rows = [
-                dict(
-                    id=uuid.uuid4(),
-                    menu_item_id=pl.item.id,
-                    item_name=pl.item.name,
-                    quantity=pl.quantity,
-                    unit_price_fen=pl.item.price_fen,
-                    is_elder_meal=pl.is_elder_meal,
-                    list_price_fen=pl.list_price_fen,
-                    gov_subsidy_fen=pl.gov_subsidy_fen,
-                    charity_subsidy_fen=0,
-                    delivery_fee_fen=pl.delivery_fee_fen,
-                    self_pay_fen=pl.self_pay_fen + pl.charity_subsidy_fen,
-                )
-                for pl in priced.lines
-            ]
+            # A unique index may refuse a booking: today's subsidized meal was taken first (possibly at another
+            # canteen, possibly by a transaction that just committed, possibly by a booking of this batch), or
+            # the serve code is taken at this canteen that day. ON CONFLICT DO NOTHING (every unique index of
+            # bookings is one of those two) says so without a savepoint, and its lines are not written; then
+            # look which.
+            values = [_booking_values(new[i], priced[i], ids[i]) for i in pending]
+            lines = [_line_values(priced[i]) for i in pending]
             # refusals: once SET CONSTRAINTS … IMMEDIATE has run in this transaction, inserts fire them
             with refusals_as_errors():
-                written = await repo.add_with_lines(values, rows)
-            if written is not None:
+                got = await repo.add_with_lines(values, lines)
+            for i, one in zip(pending, got, strict=True):
+                if one is not None:
+                    written[i] = one
+            pending = [i for i in pending if i not in written]
+            if not pending:
                 break
-            if priced.subsidized and await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date):
-                priced = price(ctx, already_subsidized=True)
-            # otherwise the serve code was taken: the next attempt draws another
-        if written is None:
+            for i in pending:
+                ctx = new[i].ctx
+                if priced[i].subsidized and await repo.has_subsidized_meal(ctx.elder.id, ctx.service_date):
+                    priced[i] = price(ctx, already_subsidized=True)
+                # otherwise the serve code was taken: the next attempt draws another
+        if pending:
             raise Conflict("系统繁忙，请稍后再试", code="BookingRetry")
-        booking = written[0]
-        lines = list(zip(priced.lines, written[1], strict=True))
-        if before_reserving is not None:
-            await before_reserving(booking)
-        holds = [(pl, line) for pl, line in lines if pl.charity_subsidy_fen > 0]
-        if once_priced is not None and not holds:
-            await once_priced(booking)
+        if callers is not None:
+            for i, n in enumerate(new):
+                if n.channel in STAFF_CHANNELS:
+                    await self._audit_booking(session, callers[i], written[i][0], "booking.create")
+        holds = [
+            (i, pl, line)
+            for i in range(len(new))
+            for pl, line in zip(priced[i].lines, written[i][1], strict=True)
+            if pl.charity_subsidy_fen > 0
+        ]
+        drawing = {i for i, _, _ in holds}
+        if callers is not None:
+            await _confirm(
+                session, [(new[i].ctx, written[i][0]) for i in range(len(new)) if i not in drawing]
+            )
         # The shared rows last, so their locks are held from there to the commit only. Lock order everywhere:
-        # the slot's capacity row, then items, then the charity pools (ledger order). The slot's capacity and
+        # the slots' capacity rows, then items, then the charity pools (ledger order). The slots' capacity and
         # the limited items' stock are taken by constraint triggers on the rows inserted above (migration
         # 0014), which PostgreSQL fires at the commit: a booking that waits for its slot waits only for the
-        # commits ahead of it. A booking that draws on donated money fires them now, before the pools.
-        if holds or not reserve_at_commit:
+        # commits ahead of it. Bookings that draw on donated money fire them now, before the pools.
+        if holds or callers is None:
             with refusals_as_errors():
                 await session.execute(text(f"SET CONSTRAINTS {RESERVING_TRIGGERS} IMMEDIATE"))
         if holds:
-            meta = charity.meal_meta(
-                service_date=ctx.service_date,
-                slot=ctx.slot.slot,
-                canteen_id=ctx.canteen.id,
-                canteen_name=ctx.canteen.name,
-                birth_date=ctx.elder.birth_date,
-            )
-            for pl, line in holds:
-                held = await charity.place_hold(
-                    session,
-                    booking_line_id=line.id,
-                    canteen_id=ctx.canteen.id,
-                    amount_fen=pl.charity_subsidy_fen,
-                    meta=meta,
+            metas = {
+                i: charity.meal_meta(
+                    service_date=new[i].ctx.service_date,
+                    slot=new[i].ctx.slot.slot,
+                    canteen_id=new[i].ctx.canteen.id,
+                    canteen_name=new[i].ctx.canteen.name,
+                    birth_date=new[i].ctx.elder.birth_date,
                 )
-                held = max(0, min(held, pl.charity_subsidy_fen))
-                if held:
-                    line.charity_subsidy_fen = held
-                    line.self_pay_fen -= held
-                    booking.charity_subsidy_fen += held
-                    booking.self_pay_fen -= held
+                for i in drawing
+            }
+            held = await charity.place_holds(
+                session,
+                [
+                    charity.MealHold(line.id, new[i].ctx.canteen.id, pl.charity_subsidy_fen, metas[i])
+                    for i, pl, line in holds
+                ],
+            )
+            for i, pl, line in holds:
+                amount = max(0, min(held[line.id], pl.charity_subsidy_fen))
+                if amount:
+                    booking = written[i][0]
+                    line.charity_subsidy_fen = amount
+                    line.self_pay_fen -= amount
+                    booking.charity_subsidy_fen += amount
+                    booking.self_pay_fen -= amount
             await session.flush()
-            if once_priced is not None:
-                await once_priced(booking)
-        ordered = sorted((line for _, line in lines), key=lambda ln: (not ln.is_elder_meal, str(ln.id)))
-        return booking, ordered
+            if callers is not None:
+                await _confirm(session, [(new[i].ctx, written[i][0]) for i in sorted(drawing)])
+        return [
+            (booking, sorted(lines, key=lambda ln: (not ln.is_elder_meal, str(ln.id))))
+            for booking, lines in (written[i] for i in range(len(new)))
+        ]
 
     # ------------------------------------------------------------ read
 
@@ -1288,3 +1406,15 @@ class BookingService:
 
 
 booking_service = BookingService()
+
+
+async def _book_batch(
+    session: AsyncSession, asks: list[BookingAsk]
+) -> list[tuple[BookingOut, bool] | Exception | Again[BookingAsk]]:
+    return await booking_service.book_many(session, asks)
+
+
+# one per process: group commit of booking requests (``BookingService.book``)
+booking_batch: RequestBatch[BookingAsk, tuple[BookingOut, bool]] = RequestBatch(
+    "bookings.book", _book_batch, max_batch=BATCH_MAX, shared_failure=is_unavailable
+)

@@ -360,7 +360,7 @@ async def test_the_plain_refusal_read_answers_as_the_claiming_statement(session:
     repo = BookingRepository(session)
     owner = unique("owner")
     used = RoomAsk(w.canteen.id, DAY, "lunch", 1, scope="booking", owner=owner, key="used")
-    await repo.claim_unless_full(used, digest="d", resource_id=uuid.uuid4())
+    await repo.claim_unless_full([used], digests=["d"], resource_ids=[uuid.uuid4()])
 
     async def both(booked: int, meals: int, key: str, slot: str = "lunch") -> tuple[bool, bool]:
         await session.execute(
@@ -369,7 +369,7 @@ async def test_the_plain_refusal_read_answers_as_the_claiming_statement(session:
         ask = RoomAsk(w.canteen.id, DAY, slot, meals, scope="booking", owner=owner, key=key)
         plain = await repo.still_full(ask)
         await session.execute(text("SAVEPOINT probe"))  # the claim writes when there is room: undone below
-        claimed_full, _ = await repo.claim_unless_full(ask, digest="d", resource_id=uuid.uuid4())
+        ((claimed_full, _),) = await repo.claim_unless_full([ask], digests=["d"], resource_ids=[uuid.uuid4()])
         await session.execute(text("ROLLBACK TO SAVEPOINT probe"))
         return plain, claimed_full
 

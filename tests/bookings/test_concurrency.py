@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.bookings.service import booking_service
 from app.db import Database, unit_of_work
 from app.models import Booking, IdempotencyKey, JobOutbox, MealNotification, MenuItem, SlotDay
 from tests.bookings.helpers import MORNING, arrange, body, key, set_now
@@ -151,21 +150,18 @@ async def test_a_slot_filled_before_the_commit_refuses_the_booking_at_its_commit
     async with unit_of_work() as s:
         w = await arrange(s, capacity=3)
     headers = await login(committed_client, w.family_openid) | key()
-    confirmation = booking_service._confirmation
+    from app.bookings import service as booking_module
 
-    def filling_the_slot_meanwhile(session: AsyncSession, ctx: Any) -> Any:
-        write = confirmation(session, ctx)
+    confirm = booking_module._confirm
 
-        async def then_fill(booking: Booking) -> None:
-            await write(booking)
-            async with unit_of_work() as other:  # another transaction takes the last seats and commits
-                await other.execute(
-                    update(SlotDay).where(SlotDay.canteen_id == w.canteen.id).values(booked_meals=3)
-                )
+    async def filling_the_slot_meanwhile(session: AsyncSession, bookings: Any) -> None:
+        await confirm(session, bookings)
+        async with unit_of_work() as other:  # another transaction takes the last seats and commits
+            await other.execute(
+                update(SlotDay).where(SlotDay.canteen_id == w.canteen.id).values(booked_meals=3)
+            )
 
-        return then_fill
-
-    monkeypatch.setattr(booking_service, "_confirmation", filling_the_slot_meanwhile)
+    monkeypatch.setattr(booking_module, "_confirm", filling_the_slot_meanwhile)
     res = await committed_client.post("/api/v1/bookings", json=body(w), headers=headers)
     assert res.status_code == 409, res.text
     assert res.json()["error"] == "SlotFull" and "订满" in res.json()["message"]
@@ -176,7 +172,7 @@ async def test_a_slot_filled_before_the_commit_refuses_the_booking_at_its_commit
         assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 0
         assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 3
 
-    monkeypatch.setattr(booking_service, "_confirmation", confirmation)
+    monkeypatch.setattr(booking_module, "_confirm", confirm)
     async with unit_of_work() as s:
         await s.execute(update(SlotDay).where(SlotDay.canteen_id == w.canteen.id).values(booked_meals=2))
     res = await committed_client.post("/api/v1/bookings", json=body(w), headers=headers)

@@ -272,7 +272,7 @@ async def test_the_hot_statements_run_on_the_driver() -> None:
     from sqlalchemy.dialects.postgresql.asyncpg import dialect
 
     from app.auth.repository import _LIVE_SESSION
-    from app.bookings.repository import _BOOKING_WITH_LINES, _CLAIM_UNLESS_FULL, _MEAL_SETTING, _NOTIFY
+    from app.bookings.repository import _BOOKINGS_WITH_LINES, _CLAIM_UNLESS_FULL, _MEAL_SETTING, _NOTIFY
     from app.donations.repository import _MARK_PAID
     from app.kit.sql import _DriverPlan
     from app.ledger.repository import _INSERT_ENTRIES
@@ -286,7 +286,7 @@ async def test_the_hot_statements_run_on_the_driver() -> None:
         _INSERT_ENTRIES,
         _CLAIM,
         _NOTIFY,
-        _BOOKING_WITH_LINES,
+        _BOOKINGS_WITH_LINES,
         outbox_insert(),
         _ROWS,
     )

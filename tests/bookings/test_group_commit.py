@@ -1,0 +1,201 @@
+"""Booking requests by group commit: the requests a process has waiting go into one transaction
+(``booking_batch``), and each is answered as if it had been alone."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.subject import Subject
+from app.bookings import service as booking_module
+from app.bookings.schemas import BookingRequest
+from app.bookings.service import BookingAsk, booking_batch, booking_service
+from app.db import Database, unit_of_work
+from app.exceptions import Conflict, NotFound
+from app.kit.background import Again
+from app.kit.time import utcnow
+from app.models import Booking, IdempotencyKey, JobOutbox, MealNotification, SlotDay, User
+from tests.bookings.helpers import MORNING, World, arrange, body, set_now
+from tests.fixtures.factories import create_elder, unique
+
+
+async def _subject(session: AsyncSession, openid: str) -> Subject:
+    user = (await session.execute(select(User).where(User.openid == openid))).scalar_one()
+    return Subject(user.id, openid, uuid.uuid4(), utcnow() + timedelta(hours=1))
+
+
+def _ask(subject: Subject, request: dict[str, Any], key: str | None = None) -> BookingAsk:
+    return booking_module._ask(subject, BookingRequest.model_validate(request), key or unique("idem-"))
+
+
+async def _keys(session: AsyncSession, *keys: str) -> set[str]:
+    found = await session.execute(select(IdempotencyKey.key).where(IdempotencyKey.key.in_(keys)))
+    return set(found.scalars())
+
+
+async def test_each_request_of_a_batch_is_answered_as_if_alone(
+    session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction, five requests: a booking; the same key again (it waits for the first one's commit);
+    a stranger's request for the elder (404, its key not kept); the elder's second lunch that day, at the other
+    canteen (one of the two gets the day's subsidy, the other is at full price, as for two requests at once);
+    an item not on the menu (409, its key not kept). Nothing is written for the refused ones."""
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session)
+    stranger = unique("stranger")
+    await create_elder(session, district_code=w.district, family_openids=(stranger,))
+    family = await _subject(session, w.family_openid)
+    keys = [unique("idem-") for _ in range(4)]
+    not_on_menu = body(w) | {"items": [{"menu_item_id": str(uuid.uuid4()), "quantity": 1}]}
+    asks = [
+        _ask(family, body(w), keys[0]),
+        _ask(family, body(w), keys[0]),
+        _ask(await _subject(session, stranger), body(w), keys[1]),
+        _ask(family, body(w, canteen=w.other_canteen), keys[2]),
+        _ask(family, not_on_menu, keys[3]),
+    ]
+    first, again, strangers, second, off_menu = await booking_service.book_many(session, asks)
+
+    assert isinstance(first, tuple) and first[1] is True and first[0].canteen_id == w.canteen.id
+    assert isinstance(again, Again) and again.item is asks[1]
+    assert isinstance(strangers, NotFound) and strangers.error_code == "ElderNotFound"
+    assert isinstance(second, tuple) and second[1] is True and second[0].canteen_id == w.other_canteen.id
+    subsidized = [b for b, _ in (first, second) if b.subsidized]
+    assert len(subsidized) == 1 and subsidized[0].gov_subsidy_fen == 900 and subsidized[0].self_pay_fen == 300
+    full_price = next(b for b, _ in (first, second) if not b.subsidized)
+    assert full_price.gov_subsidy_fen == 0 and full_price.self_pay_fen == 1200
+    assert isinstance(off_menu, Conflict) and off_menu.error_code == "MenuItemNotFound"
+
+    bookings = (await session.execute(select(Booking).where(Booking.elder_id == w.elder.id))).scalars().all()
+    assert {b.id for b in bookings} == {first[0].id, second[0].id}
+    assert await _keys(session, *keys) == {keys[0], keys[2]}  # the refused requests' keys can be used again
+    messages = (await session.execute(select(MealNotification.booking_id))).scalars().all()
+    assert sorted(messages) == sorted([first[0].id] * 2 + [second[0].id] * 2)  # the elder and the family
+    assert await session.scalar(select(func.count()).select_from(JobOutbox)) == 4  # a send job each
+
+
+async def test_a_batch_writes_each_kind_of_row_in_one_statement(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three bookings in one transaction: one claiming statement, a meal look-up each, one statement for the
+    bookings with their lines and one for the messages with their jobs' outbox rows, then the commit."""
+    set_now(monkeypatch, MORNING)
+    w, _, subject, elder_ids = await _family_of_elders(3, capacity=100)
+    asks = [_ask(subject, body(w) | {"elder_id": e}) for e in elder_ids]
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:
+        sent.append(" ".join(str(args[2]).split()))
+
+    engine = committed.engine.sync_engine
+    monkeypatch.setattr(engine, "_has_events", engine._has_events)  # SQLAlchemy never clears it on removal
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        async with unit_of_work() as s:
+            results = await booking_service.book_many(s, asks)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert all(isinstance(r, tuple) and r[1] for r in results), results
+    claim, *meals, bookings, messages = sent
+    assert "INSERT INTO idempotency_keys" in claim
+    assert len(meals) == 3 and all("FROM canteens" in m for m in meals)
+    assert "INSERT INTO bookings" in bookings and "INSERT INTO booking_lines" in bookings
+    assert "INSERT INTO meal_notifications" in messages and "INSERT INTO job_outbox" in messages
+    async with unit_of_work() as s:
+        made = (await s.execute(select(Booking).where(Booking.canteen_id == w.canteen.id))).scalars().all()
+        assert len(made) == 3 and len({b.serve_code for b in made}) == 3
+        assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 3
+        assert await s.scalar(select(func.count()).select_from(MealNotification)) == 3  # the family member
+        assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 3
+
+
+async def _family_of_elders(n: int, *, capacity: int) -> tuple[World, str, Subject, list[str]]:
+    """A lunch of ``capacity`` seats and a family member bound to ``n`` elders (committed): the world, the
+    member's openid and subject, the elders' ids."""
+    async with unit_of_work() as s:
+        w = await arrange(s, capacity=capacity)
+        family = unique("fam")
+        elders = [await create_elder(s, district_code=w.district, family_openids=(family,)) for _ in range(n)]
+        subject = await _subject(s, family)
+    return w, family, subject, [str(elder.id) for elder, _ in elders]
+
+
+async def test_a_batch_too_large_for_the_slot_runs_again_one_request_at_a_time(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five requests waiting together for a slot with three seats: the batch's commit is refused, and each
+    request then runs alone. Three are booked, two get the plain 409, and nothing of those two is kept."""
+    set_now(monkeypatch, MORNING)
+    w, _, subject, elder_ids = await _family_of_elders(5, capacity=3)
+    sizes: list[int] = []
+    run = booking_batch.run
+
+    async def counted(session: AsyncSession, asks: list[BookingAsk]) -> Any:
+        sizes.append(len(asks))
+        return await run(session, asks)
+
+    monkeypatch.setattr(booking_batch, "run", counted)
+    asks = [_ask(subject, body(w) | {"elder_id": e}) for e in elder_ids]
+    outcomes = await asyncio.gather(
+        *(booking_batch.submit(unit_of_work, ask) for ask in asks), return_exceptions=True
+    )
+    assert sizes == [5, 1, 1, 1, 1, 1]
+    booked = [o for o in outcomes if isinstance(o, tuple)]
+    refused = [o for o in outcomes if not isinstance(o, tuple)]
+    assert len(booked) == 3 and all(created for _, created in booked)
+    assert len(refused) == 2 and all(isinstance(o, Conflict) and o.error_code == "SlotFull" for o in refused)
+    async with unit_of_work() as s:
+        assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 3
+        made = (await s.execute(select(Booking.id))).scalars().all()
+        assert sorted(made) == sorted(out.id for out, _ in booked)
+        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 3
+        assert await s.scalar(select(func.count()).select_from(MealNotification)) == 3
+        assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 3
+
+
+async def test_requests_that_arrive_together_share_a_transaction(
+    committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP, the requests that arrive while a batch runs form the next one. The first batch is held
+    until the others wait; they are then booked together, each answered with its own booking."""
+    from tests.fixtures.client import login
+
+    set_now(monkeypatch, MORNING)
+    w, family, _, elder_ids = await _family_of_elders(12, capacity=50)
+    headers = await login(committed_client, family)
+    sizes: list[int] = []
+    run = booking_batch.run
+
+    async def held_first(session: AsyncSession, asks: list[BookingAsk]) -> Any:
+        if not sizes:  # the first request alone: wait until the eleven others are waiting behind it
+            for _ in range(1000):
+                if sum(len(q) for q in booking_batch._queues.values()) >= 11:
+                    break
+                await asyncio.sleep(0.01)
+        sizes.append(len(asks))
+        return await run(session, asks)
+
+    monkeypatch.setattr(booking_batch, "run", held_first)
+    results = await asyncio.gather(
+        *(
+            committed_client.post(
+                "/api/v1/bookings",
+                json=body(w) | {"elder_id": e},
+                headers=headers | {"Idempotency-Key": unique("idem-")},
+            )
+            for e in elder_ids
+        )
+    )
+    assert [r.status_code for r in results] == [201] * 12, [r.text for r in results]
+    assert sizes == [1, 11]
+    assert sorted(r.json()["elder_id"] for r in results) == sorted(elder_ids)
+    assert len({r.json()["serve_code"] for r in results}) == 12
+    async with unit_of_work() as s:
+        assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 12
