@@ -7,12 +7,14 @@ from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     Boolean,
+    Integer,
     Select,
+    String,
     Table,
     Text,
     and_,
-    any_,
     bindparam,
     exists,
     func,
@@ -26,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 
 from app.auth.repository import live_session_with
 from app.auth.subject import Subject
@@ -70,12 +73,14 @@ def _constant(value: str) -> Any:
 # Statements built once (bind parameters by name): a booking request runs each of them, and building and
 # hashing a statement costs about as much Python as executing it.
 _HAS_SUBSIDIZED_MEAL = select(
-    exists().where(
+    exists()
+    .where(
         Booking.elder_id == bindparam("elder_id"),
         Booking.service_date == bindparam("service_date"),
         Booking.subsidized.is_(True),
         Booking.status.in_([_constant(status) for status in LIVE]),
     )
+    .correlate_except(Booking)  # about the enclosing statement's elder, where one asks it about each row
 )
 
 # The users bound to an elder as family (live bindings), as one array (NULL: none)
@@ -83,56 +88,93 @@ _FAMILY_USER_IDS = select(func.array_agg(FamilyBinding.user_id)).where(
     FamilyBinding.elder_id == bindparam("elder_id"), FamilyBinding.revoked_at.is_(None)
 )
 
-# An active canteen, its configuration of the slot, the meal's published menu (exactly one, a unique index),
-# those of the chosen items that are on it (one row per item found, or one row with what there is), whether
-# the elder already has a subsidised meal that day, and what donated money the canteen's meals can draw on
-# (the pools named by ``codes``). With them the elder, if the caller may book for them: they are the elder, or
-# bound to them as family, or ``staff`` (an operator of the canteen, or a job acting on a standing order), and
-# the users bound to the elder as family (who get the booking's messages). And the subsidy policy in force for
-# the canteen's district that day, with its tiers as one array (``app.subsidy.repository``).
-_MEAL_SETTING = (
-    select(
-        Canteen,
-        CanteenSlot,
-        Menu,
-        MenuItem,
-        _HAS_SUBSIDIZED_MEAL.scalar_subquery(),
-        FREE_FEN.scalar_subquery(),
-        Elder,
-        _FAMILY_USER_IDS.scalar_subquery(),
-        SubsidyPolicy,
-        tiers_of(SubsidyPolicy.id),
+
+# The meal look-ups of a batch of booking requests, one array per column (``ask``: each request's number,
+# canteen, date, slot, elder, caller and whether the caller is staff; ``ask_item``: the chosen items, and
+# ``ask_pool``: the pools its meal may draw on, each with its request's number). For each request: the active
+# canteen, its configuration of the slot, the meal's published menu (exactly one, a unique index), those of the
+# chosen items that are on it (one row per item found, or one row with what there is), whether the elder already
+# has a subsidised meal that day, and what donated money the meal can draw on. With them the elder, if the
+# caller may book for them: they are the elder, or bound to them as family, or ``staff`` (an operator of the
+# canteen, or a job acting on a standing order), and the users bound to the elder as family (who get the
+# booking's messages). And the subsidy policy in force for the canteen's district that day, with its tiers as
+# one array (``app.subsidy.repository``). No row for a request whose canteen is not active.
+def _meal_settings() -> Select[Any]:
+    def arrays(name: str, **columns: Any) -> Any:
+        given = (planned_once(bindparam(f"{name}_{c}", type_=ARRAY(t))) for c, t in columns.items())
+        return func.unnest(*given).table_valued(*columns).render_derived(name=name)
+
+    ask = arrays(
+        "ask",
+        n=Integer(),
+        canteen_id=Canteen.id.type,
+        service_date=Menu.service_date.type,
+        slot=Menu.slot.type,
+        elder_id=Elder.id.type,
+        user_id=Elder.id.type,
+        staff=Boolean(),
     )
-    .select_from(Canteen)
-    .outerjoin(
-        SubsidyPolicy, SubsidyPolicy.id == policy_in_force(Canteen.district_code, bindparam("service_date"))
+    ask_item = arrays("ask_item", n=Integer(), item_id=MenuItem.id.type)
+    ask_pool = arrays("ask_pool", n=Integer(), code=String())
+    chosen = {
+        "elder_id": ask.c.elder_id,
+        "service_date": ask.c.service_date,
+        "codes": select(func.array_agg(ask_pool.c.code))
+        .where(ask_pool.c.n == ask.c.n)
+        .correlate(ask)  # its request's row, two sub-selects out
+        .scalar_subquery(),
+    }
+
+    def of_request(statement: Select[Any]) -> Any:
+        """A statement written for one request's parameters, about each request of the batch instead."""
+
+        def swap(element: ExternallyTraversible, **_: Any) -> ExternallyTraversible | None:
+            return chosen.get(element.key) if isinstance(element, BindParameter) else None
+
+        no_options: dict[str, Any] = {}
+        return cast(Select[Any], replacement_traverse(statement, no_options, swap)).scalar_subquery()
+
+    return (
+        select(
+            ask.c.n,
+            Canteen,
+            CanteenSlot,
+            Menu,
+            MenuItem,
+            of_request(_HAS_SUBSIDIZED_MEAL),
+            of_request(FREE_FEN),
+            Elder,
+            of_request(_FAMILY_USER_IDS),
+            SubsidyPolicy,
+            tiers_of(SubsidyPolicy.id),
+        )
+        .select_from(ask)
+        .join(Canteen, and_(Canteen.id == ask.c.canteen_id, Canteen.is_active.is_(True)))
+        .outerjoin(
+            SubsidyPolicy, SubsidyPolicy.id == policy_in_force(Canteen.district_code, ask.c.service_date)
+        )
+        .outerjoin(Elder, and_(Elder.id == ask.c.elder_id, or_(ask.c.staff, acting_for(ask.c.user_id))))
+        .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == ask.c.slot))
+        .outerjoin(
+            Menu,
+            and_(
+                Menu.canteen_id == Canteen.id,
+                Menu.service_date == ask.c.service_date,
+                Menu.slot == ask.c.slot,
+                Menu.status == _constant("published"),
+            ),
+        )
+        .outerjoin(
+            MenuItem,
+            and_(
+                MenuItem.menu_id == Menu.id,
+                MenuItem.id.in_(select(ask_item.c.item_id).where(ask_item.c.n == ask.c.n).correlate(ask)),
+            ),
+        )
     )
-    .outerjoin(
-        Elder,
-        and_(
-            Elder.id == bindparam("elder_id"),
-            or_(bindparam("staff", type_=Boolean), acting_for(bindparam("user_id"))),
-        ),
-    )
-    .outerjoin(CanteenSlot, and_(CanteenSlot.canteen_id == Canteen.id, CanteenSlot.slot == bindparam("slot")))
-    .outerjoin(
-        Menu,
-        and_(
-            Menu.canteen_id == Canteen.id,
-            Menu.service_date == bindparam("service_date"),
-            Menu.slot == bindparam("slot"),
-            Menu.status == _constant("published"),
-        ),
-    )
-    .outerjoin(
-        MenuItem,
-        and_(
-            MenuItem.menu_id == Menu.id,
-            MenuItem.id == any_(planned_once(bindparam("item_ids", type_=ARRAY(MenuItem.id.type)))),
-        ),
-    )
-    .where(Canteen.id == bindparam("canteen_id"), Canteen.is_active.is_(True))
-)
+
+
+_MEAL_SETTINGS = _meal_settings()
 
 
 def _notifications_with_jobs() -> Any:
@@ -333,6 +375,22 @@ class RoomAsk:
         return dict(self.__dict__)  # not ``dataclasses.asdict``, which deep-copies every value
 
 
+@dataclass(frozen=True)
+class MealAsk:
+    """One booking's meal look-up (``BookingRepository.meal_settings``): the meal, the chosen items, the elder;
+    ``user_id`` the caller's, who gets the elder only as the elder or bound family, unless ``staff`` (the caller
+    may book for any elder at this canteen); ``pool_codes`` the accounts whose free money the meal may draw on."""
+
+    canteen_id: uuid.UUID
+    service_date: date
+    slot: str
+    item_ids: Sequence[uuid.UUID]
+    elder_id: uuid.UUID
+    user_id: uuid.UUID | None
+    staff: bool
+    pool_codes: Sequence[str]
+
+
 @dataclass
 class MealSetting:
     canteen: Canteen
@@ -507,49 +565,49 @@ class BookingRepository:
         params = {"elder_id": elder_id, "service_date": service_date}
         return bool((await execute_core(self.session, _HAS_SUBSIDIZED_MEAL, params)).scalar())
 
-    async def meal_setting(
-        self,
-        canteen_id: uuid.UUID,
-        service_date: date,
-        slot: str,
-        item_ids: Sequence[uuid.UUID],
-        *,
-        elder_id: uuid.UUID,
-        user_id: uuid.UUID | None,
-        staff: bool,
-        pool_codes: Sequence[str],
-    ) -> MealSetting | None:
-        """What a booking of this meal for this elder is made against, in one query; None if the canteen is
-        not active. The elder comes with it when ``user_id`` is the elder's own or bound family, or when
-        ``staff`` (the caller has shown it may book for any elder at this canteen); ``pool_codes``: the
-        accounts whose free money the meal may draw on."""
-        params = {
-            "canteen_id": canteen_id,
-            "service_date": service_date,
-            "slot": slot,
-            "item_ids": list(item_ids),
-            "elder_id": elder_id,
-            "user_id": user_id,
-            "staff": staff,
-            "codes": list(pool_codes),
+    async def meal_settings(self, asks: Sequence[MealAsk]) -> list[MealSetting | None]:
+        """What each booking of a batch is made against, in one query (``_MEAL_SETTINGS``), in order; None for
+        a request whose canteen is not active."""
+        params: dict[str, Any] = {
+            "ask_n": list(range(len(asks))),
+            "ask_canteen_id": [a.canteen_id for a in asks],
+            "ask_service_date": [a.service_date for a in asks],
+            "ask_slot": [a.slot for a in asks],
+            "ask_elder_id": [a.elder_id for a in asks],
+            "ask_user_id": [a.user_id for a in asks],
+            "ask_staff": [a.staff for a in asks],
+            "ask_item_n": [n for n, a in enumerate(asks) for _ in a.item_ids],
+            "ask_item_item_id": [i for a in asks for i in a.item_ids],
+            "ask_pool_n": [n for n, a in enumerate(asks) for _ in a.pool_codes],
+            "ask_pool_code": [c for a in asks for c in a.pool_codes],
         }
-        rows = await load_entities(self.session, _MEAL_SETTING, params)
-        if not rows:
-            return None
-        canteen, canteen_slot, menu, _, subsidized_today, free_fen, elder, family, policy, tiers = rows[0]
-        items = {row[3].id: row[3] for row in rows if row[3] is not None}
-        return MealSetting(
-            canteen=canteen,
-            slot=canteen_slot,
-            menu=menu,
-            items=items,
-            subsidized_today=bool(subsidized_today),
-            charity_free_fen=int(free_fen),
-            elder=elder,
-            family_user_ids=list(family or ()),
-            policy=policy,
-            tiers=tiers_from(tiers),
-        )
+        by_request: dict[int, list[Any]] = {}
+        for row in await load_entities(self.session, _MEAL_SETTINGS, params):
+            by_request.setdefault(row[0], []).append(row)
+        found: list[MealSetting | None] = []
+        for n in range(len(asks)):
+            rows = by_request.get(n)
+            if not rows:
+                found.append(None)
+                continue
+            _, canteen, canteen_slot, menu, _, subsidized_today, free_fen, elder, family, policy, tiers = (
+                rows[0]
+            )
+            found.append(
+                MealSetting(
+                    canteen=canteen,
+                    slot=canteen_slot,
+                    menu=menu,
+                    items={row[4].id: row[4] for row in rows if row[4] is not None},
+                    subsidized_today=bool(subsidized_today),
+                    charity_free_fen=int(free_fen),
+                    elder=elder,
+                    family_user_ids=list(family or ()),
+                    policy=policy,
+                    tiers=tiers_from(tiers),
+                )
+            )
+        return found
 
     async def all_menu_items(self, menu_id: uuid.UUID) -> Sequence[MenuItem]:
         stmt = select(MenuItem).where(MenuItem.menu_id == menu_id).order_by(MenuItem.position)

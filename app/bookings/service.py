@@ -20,7 +20,7 @@ from app.auth.subject import Subject
 from app.bookings import charity
 from app.bookings.codes import BadCode, new_serve_code, parse, qr_payload
 from app.bookings.notifications import BookingMessage, queue_booking_messages, queue_many_booking_messages
-from app.bookings.repository import BookingRepository, RoomAsk
+from app.bookings.repository import BookingRepository, MealAsk, MealSetting, RoomAsk
 from app.bookings.schemas import (
     BookingOut,
     BookingRequest,
@@ -316,6 +316,20 @@ def booking_out(booking: Booking, lines: list[BookingLine]) -> BookingOut:
 
 
 @dataclass(frozen=True)
+class MealRequest:
+    """A booking's meal as asked for, and who asks (``BookingService._contexts``; None: the caller has shown
+    it may book for the elder)."""
+
+    elder_id: uuid.UUID
+    caller: Subject | None
+    canteen_id: uuid.UUID
+    service_date: date
+    slot: str
+    items: list[ItemRequest]
+    mode: str
+
+
+@dataclass(frozen=True)
 class BookingAsk:
     """A booking request on its way to its transaction (``BookingService.book_many``)."""
 
@@ -449,16 +463,61 @@ class BookingService:
         subject, who must be the elder, bound family or an operator of the canteen (``_channel_for``'s rule,
         which names the channel); None when the caller has already shown it may book for the elder (a walk-in
         at the counter, a standing order)."""
-        setting = await BookingRepository(session).meal_setting(
-            canteen_id,
-            service_date,
-            slot,
-            [i.menu_item_id for i in items],
-            elder_id=elder_id,
-            user_id=None if caller is None else caller.user_id,
-            staff=caller is None or caller.operates(canteen_id),
-            pool_codes=meal_pools(canteen_id),
+        meal = MealRequest(elder_id, caller, canteen_id, service_date, slot, items, mode)
+        (ctx,) = await self._contexts(session, [meal], at=at, enforce_cutoff=enforce_cutoff)
+        if isinstance(ctx, SangyuError):
+            raise ctx
+        return ctx
+
+    async def _contexts(
+        self,
+        session: AsyncSession,
+        meals: Sequence[MealRequest],
+        *,
+        at: datetime,
+        enforce_cutoff: bool = True,
+    ) -> list[Context | SangyuError]:
+        """``_context`` for several bookings, their meals read in one statement: each one's context, or its
+        refusal."""
+        asks = [
+            MealAsk(
+                m.canteen_id,
+                m.service_date,
+                m.slot,
+                [i.menu_item_id for i in m.items],
+                elder_id=m.elder_id,
+                user_id=None if m.caller is None else m.caller.user_id,
+                staff=m.caller is None or m.caller.operates(m.canteen_id),
+                pool_codes=meal_pools(m.canteen_id),
+            )
+            for m in meals
+        ]
+        out: list[Context | SangyuError] = []
+        for meal, setting in zip(meals, await BookingRepository(session).meal_settings(asks), strict=True):
+            try:
+                out.append(await self._decide(session, meal, setting, at=at, enforce_cutoff=enforce_cutoff))
+            except SangyuError as exc:
+                out.append(exc)
+        return out
+
+    async def _decide(
+        self,
+        session: AsyncSession,
+        meal: MealRequest,
+        setting: MealSetting | None,
+        *,
+        at: datetime,
+        enforce_cutoff: bool,
+    ) -> Context:
+        """One booking's checks against its meal's look-up (None: no active canteen): its context, or its
+        refusal raised."""
+        caller, elder_id, canteen_id, service_date = (
+            meal.caller,
+            meal.elder_id,
+            meal.canteen_id,
+            meal.service_date,
         )
+        items, mode = meal.items, meal.mode
         if setting is None:
             if caller is not None:  # the elder's refusal comes first, as it did before the canteen was read
                 await self._channel_for(session, caller, elder_id, canteen_id)
@@ -625,30 +684,25 @@ class BookingService:
                     claimed.append((i, claim))
             except SangyuError as exc:
                 results[i] = exc
-        at = now()
+        meals = [
+            MealRequest(
+                p.elder_id, asks[i].subject, p.canteen_id, p.date, p.slot.value, p.items, p.mode.value
+            )
+            for i, _ in claimed
+            for p in (asks[i].payload,)
+        ]
+        contexts = await self._contexts(session, meals, at=now()) if meals else []
         new: list[tuple[int, NewBooking]] = []
         refused: list[uuid.UUID] = []
-        for i, claim in claimed:
-            ask = asks[i]
-            payload = ask.payload
-            try:
-                ctx = await self._context(
-                    session,
-                    elder_id=payload.elder_id,
-                    caller=ask.subject,
-                    canteen_id=payload.canteen_id,
-                    service_date=payload.date,
-                    slot=payload.slot.value,
-                    items=payload.items,
-                    mode=payload.mode.value,
-                    at=at,
-                )
-            except SangyuError as exc:
-                results[i] = exc
+        for (i, claim), ctx in zip(claimed, contexts, strict=True):
+            if isinstance(ctx, SangyuError):
+                results[i] = ctx
                 refused.append(claim)
                 continue
             assert ctx.channel is not None  # named for a caller
-            new.append((i, NewBooking(ctx, ask.subject.user_id, ctx.channel, booking_id=ask.booking_id)))
+            new.append(
+                (i, NewBooking(ctx, asks[i].subject.user_id, ctx.channel, booking_id=asks[i].booking_id))
+            )
         if refused:
             await repo.unclaim(refused)
         made = await self._create_many(

@@ -329,7 +329,7 @@ async def test_a_booking_is_five_statements(
     assert "FROM auth_sessions" in session_look_up
     assert "INSERT INTO idempotency_keys" in claim
     read_with_the_meal = ("elders", "ledger_accounts", "family_bindings", "subsidy_policies", "subsidy_tiers")
-    assert "FROM canteens" in meal and all(table in meal for table in read_with_the_meal)
+    assert "JOIN canteens" in meal and all(table in meal for table in read_with_the_meal)
     assert "INSERT INTO bookings" in booking and "INSERT INTO booking_lines" in booking
     assert "INSERT INTO meal_notifications" in messages and "INSERT INTO job_outbox" in messages
     async with unit_of_work() as s:

@@ -84,8 +84,8 @@ async def test_each_request_of_a_batch_is_answered_as_if_alone(
 async def test_a_batch_writes_each_kind_of_row_in_one_statement(
     committed: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Three bookings in one transaction: one claiming statement, a meal look-up each, one statement for the
-    bookings with their lines and one for the messages with their jobs' outbox rows, then the commit."""
+    """Three bookings in one transaction: one claiming statement, one look-up of their meals, one statement for
+    the bookings with their lines and one for the messages with their jobs' outbox rows, then the commit."""
     set_now(monkeypatch, MORNING)
     w, _, subject, elder_ids = await _family_of_elders(3, capacity=100)
     asks = [_ask(subject, body(w) | {"elder_id": e}) for e in elder_ids]
@@ -103,9 +103,9 @@ async def test_a_batch_writes_each_kind_of_row_in_one_statement(
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert all(isinstance(r, tuple) and r[1] for r in results), results
-    claim, *meals, bookings, messages = sent
+    claim, meals, bookings, messages = sent
     assert "INSERT INTO idempotency_keys" in claim
-    assert len(meals) == 3 and all("FROM canteens" in m for m in meals)
+    assert "JOIN canteens" in meals
     assert "INSERT INTO bookings" in bookings and "INSERT INTO booking_lines" in bookings
     assert "INSERT INTO meal_notifications" in messages and "INSERT INTO job_outbox" in messages
     async with unit_of_work() as s:
@@ -164,7 +164,7 @@ async def test_requests_that_arrive_together_share_a_transaction(
     committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Over HTTP, the requests that arrive while a batch runs form the next one. The first batch is held
-    until the others wait; they are then booked together, each answered with its own booking."""
+    until all the others wait; they are then booked together, each answered with its own booking."""
     from tests.fixtures.client import login
 
     set_now(monkeypatch, MORNING)
@@ -174,9 +174,9 @@ async def test_requests_that_arrive_together_share_a_transaction(
     run = booking_batch.run
 
     async def held_first(session: AsyncSession, asks: list[BookingAsk]) -> Any:
-        if not sizes:  # the first request alone: wait until the eleven others are waiting behind it
+        if not sizes:  # the first batch: wait until the other requests are all waiting behind it
             for _ in range(1000):
-                if sum(len(q) for q in booking_batch._queues.values()) >= 11:
+                if sum(len(q) for q in booking_batch._queues.values()) >= 12 - len(asks):
                     break
                 await asyncio.sleep(0.01)
         sizes.append(len(asks))
@@ -194,8 +194,48 @@ async def test_requests_that_arrive_together_share_a_transaction(
         )
     )
     assert [r.status_code for r in results] == [201] * 12, [r.text for r in results]
-    assert sizes == [1, 11]
+    assert len(sizes) == 2 and sum(sizes) == 12  # twelve requests, two transactions
     assert sorted(r.json()["elder_id"] for r in results) == sorted(elder_ids)
     assert len({r.json()["serve_code"] for r in results}) == 12
     async with unit_of_work() as s:
         assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 12
+
+
+async def test_each_request_of_a_batch_is_priced_from_its_own_elder_and_pools(
+    session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One look-up reads the meals of the whole batch, each about its own request: an elder who already has
+    a subsidised lunch that day is priced at full price without costing another elder of the batch their
+    subsidy; two eligible elders share what the canteen's pool holds in the batch's order (the second gets what
+    the first left); the ledger stays consistent."""
+    from app.ledger.service import canteen_pool, ledger_service
+    from tests.ledger.helpers import pool_free
+    from tests.settlements.helpers import drain_general_pool, paid_donation
+
+    set_now(monkeypatch, MORNING)
+    w = await arrange(session, categories=["独居"])
+    await drain_general_pool(session, w.other_canteen.id)
+    await paid_donation(session, w.canteen.id, 400, donor_openid=unique("donor"))
+    family = await _subject(session, w.family_openid)
+    (earlier,) = await booking_service.book_many(session, [_ask(family, body(w, canteen=w.other_canteen))])
+    assert isinstance(earlier, tuple) and earlier[0].subsidized  # the world's elder: today's subsidy is taken
+    second, _ = await create_elder(
+        session, district_code=w.district, family_openids=(w.family_openid,), categories=["独居"]
+    )
+    third, _ = await create_elder(
+        session, district_code=w.district, family_openids=(w.family_openid,), categories=["独居"]
+    )
+    asks = [_ask(family, body(w)), _ask(family, body(w) | {"elder_id": str(second.id)})]
+    asks.append(_ask(family, body(w) | {"elder_id": str(third.id)}))
+    taken, first_share, second_share = await booking_service.book_many(session, asks)
+
+    assert isinstance(taken, tuple) and not taken[0].subsidized
+    assert (taken[0].gov_subsidy_fen, taken[0].charity_subsidy_fen, taken[0].self_pay_fen) == (0, 0, 1200)
+    assert isinstance(first_share, tuple) and isinstance(second_share, tuple)
+    amounts = sorted(
+        (b.gov_subsidy_fen, b.charity_subsidy_fen, b.self_pay_fen) for b, _ in (first_share, second_share)
+    )
+    assert amounts == [(900, 100, 200), (900, 300, 0)]  # 400 fen in the pool: 300, then the 100 left
+    assert await pool_free(session, canteen_pool(w.canteen.id)) == 0
+    report = await ledger_service.check(session)
+    assert report["ok"], report["problems"]

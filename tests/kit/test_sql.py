@@ -272,7 +272,7 @@ async def test_the_hot_statements_run_on_the_driver() -> None:
     from sqlalchemy.dialects.postgresql.asyncpg import dialect
 
     from app.auth.repository import _LIVE_SESSION
-    from app.bookings.repository import _BOOKINGS_WITH_LINES, _CLAIM_UNLESS_FULL, _MEAL_SETTING, _NOTIFY
+    from app.bookings.repository import _BOOKINGS_WITH_LINES, _CLAIM_UNLESS_FULL, _MEAL_SETTINGS, _NOTIFY
     from app.donations.repository import _MARK_PAID
     from app.kit.sql import _DriverPlan
     from app.ledger.repository import _INSERT_ENTRIES
@@ -292,7 +292,7 @@ async def test_the_hot_statements_run_on_the_driver() -> None:
     )
     for statement in hot:
         assert _DriverPlan.of(statement, dialect(), ()) is not None, statement
-    meal = _DriverPlan.of(_MEAL_SETTING, dialect(), ())  # its entities are made on the driver too
+    meal = _DriverPlan.of(_MEAL_SETTINGS, dialect(), ())  # its entities are made on the driver too
     assert meal is not None and meal.entities is not None
     items = select(IdempotencyKey).where(IdempotencyKey.key.in_(bindparam("keys", expanding=True)))
     assert _DriverPlan.of(items, dialect(), ()) is None  # an IN list is written out at each execution

@@ -64,10 +64,13 @@ def test_the_meal_look_up_names_its_partial_indexes_conditions() -> None:
     for every booking."""
     from sqlalchemy.dialects import postgresql
 
-    from app.bookings.repository import _MEAL_SETTING
+    from app.bookings.repository import _MEAL_SETTINGS
 
-    sql = " ".join(str(_MEAL_SETTING.compile(dialect=postgresql.asyncpg.dialect())).split())  # type: ignore[attr-defined]
+    sql = " ".join(str(_MEAL_SETTINGS.compile(dialect=postgresql.asyncpg.dialect())).split())  # type: ignore[attr-defined]
     assert "menus.status = 'published'" in sql
     assert "bookings.status IN ('confirmed', 'served')" in sql
     # the pools' account codes behind a sub-select, so their count does not make a plan of its own
-    assert "ledger_accounts.code = ANY (CAST((SELECT $" in sql
+    assert "ledger_accounts.code = ANY (CAST((SELECT (SELECT array_agg(ask_pool.code)" in sql
+    # every piece is about its own request's row: the requests' list appears once, in the outermost FROM,
+    # never again inside a sub-select (which would read every request's elder or pools for each)
+    assert sql.count("AS ask(") == sql.count("AS ask_item(") == sql.count("AS ask_pool(") == 1
