@@ -73,7 +73,7 @@ from app.models.booking import Channel
 from app.subsidy.service import decide
 
 MAX_DAYS_AHEAD = 30
-# the most booking requests one transaction takes (``booking_batch``); each is one meal look-up of its own
+# the most booking requests one transaction takes (``booking_batch``)
 BATCH_MAX = 64
 STAFF_CHANNELS = {Channel.phone.value, Channel.counter.value}
 
@@ -511,13 +511,8 @@ class BookingService:
     ) -> Context:
         """One booking's checks against its meal's look-up (None: no active canteen): its context, or its
         refusal raised."""
-        caller, elder_id, canteen_id, service_date = (
-            meal.caller,
-            meal.elder_id,
-            meal.canteen_id,
-            meal.service_date,
-        )
-        items, mode = meal.items, meal.mode
+        caller, elder_id, canteen_id = meal.caller, meal.elder_id, meal.canteen_id
+        service_date, items, mode = meal.service_date, meal.items, meal.mode
         if setting is None:
             if caller is not None:  # the elder's refusal comes first, as it did before the canteen was read
                 await self._channel_for(session, caller, elder_id, canteen_id)
@@ -649,12 +644,12 @@ class BookingService:
         self, session: AsyncSession, asks: Sequence[BookingAsk]
     ) -> list[tuple[BookingOut, bool] | Exception | Again[BookingAsk]]:
         """Booking requests in ``session``'s transaction, which the caller commits right after, in a constant
-        number of statements apart from each one's meal look-up. For each: its booking and whether this call
-        made it (False: a replay of its key), or its refusal (nothing of it is written), or ``Again`` for a
-        request whose key an earlier one of the batch also has (after their commit it is that one's replay).
+        number of statements. For each: its booking and whether this call made it (False: a replay of its key),
+        or its refusal (nothing of it is written), or ``Again`` for a request whose key an earlier one of the
+        batch also has (after their commit it is that one's replay).
 
-        The first statement claims every request's key unless its slot is full; then each booking is decided
-        from its meal's look-up, and a refused one's claim is taken back. The bookings are written with their
+        The first statement claims every request's key unless its slot is full; the next looks up their meals,
+        each booking is decided from its own, and a refused one's claim is taken back. The bookings are written with their
         lines in one statement, their confirmation messages in another. The slots' capacity and the items'
         stock are taken by the commit: a slot too full for the whole batch fails the commit, and the batch is
         then run one request at a time (``booking_batch``)."""
