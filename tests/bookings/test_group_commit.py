@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +23,7 @@ from app.exceptions import Conflict, NotFound
 from app.kit.background import Again
 from app.kit.time import utcnow
 from app.models import Booking, IdempotencyKey, JobOutbox, MealNotification, SlotDay, User
-from tests.bookings.helpers import MORNING, World, arrange, body, set_now
+from tests.bookings.helpers import MORNING, World, arrange, body, key, set_now
 from tests.fixtures.factories import create_elder, unique
 
 
@@ -188,7 +189,7 @@ async def test_requests_that_arrive_together_share_a_transaction(
             committed_client.post(
                 "/api/v1/bookings",
                 json=body(w) | {"elder_id": e},
-                headers=headers | {"Idempotency-Key": unique("idem-")},
+                headers=headers | key(),
             )
             for e in elder_ids
         )
@@ -239,3 +240,47 @@ async def test_each_request_of_a_batch_is_priced_from_its_own_elder_and_pools(
     assert await pool_free(session, canteen_pool(w.canteen.id)) == 0
     report = await ledger_service.check(session)
     assert report["ok"], report["problems"]
+
+
+async def test_with_the_database_away_a_batch_is_answered_503_at_once(
+    app: FastAPI, committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests whose batch cannot get a connection are answered together, from one attempt, not one retry
+    per request against a database that is away; over HTTP that is the 503 in Chinese, and nothing is
+    written."""
+    from contextlib import asynccontextmanager
+
+    from app.db import get_session_factory
+    from tests.fixtures.client import login
+
+    set_now(monkeypatch, MORNING)
+    w, family, subject, elder_ids = await _family_of_elders(4, capacity=50)
+    opened: list[int] = []
+
+    @asynccontextmanager
+    async def away() -> Any:
+        opened.append(1)
+        raise ConnectionRefusedError("database away")
+        yield  # pragma: no cover - never reached
+
+    asks = [_ask(subject, body(w) | {"elder_id": e}) for e in elder_ids]
+    outcomes = await asyncio.gather(*(booking_batch.submit(away, a) for a in asks), return_exceptions=True)
+    assert all(isinstance(o, ConnectionRefusedError) for o in outcomes), outcomes
+    assert opened == [1]  # one batch of four, answered together
+
+    async def factory() -> Any:
+        return away
+
+    headers = await login(committed_client, family)
+    app.dependency_overrides[get_session_factory] = factory
+    try:
+        res = await committed_client.post(
+            "/api/v1/bookings", json=body(w) | {"elder_id": elder_ids[0]}, headers=headers | key()
+        )
+    finally:
+        app.dependency_overrides.pop(get_session_factory, None)
+    assert res.status_code == 503, res.text
+    assert res.json()["error"] == "ServiceUnavailable" and not res.json()["message"].isascii()
+    async with unit_of_work() as s:
+        assert await s.scalar(select(func.count()).select_from(Booking)) == 0
+        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 0
