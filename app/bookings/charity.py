@@ -62,14 +62,13 @@ def meal_meta(
 
 @dataclass(frozen=True)
 class MealHold:
-    """One meal line's charity portion to reserve (``place_holds``)."""
+    """One meal line's charity portion to reserve (``place_holds``); ``meta``: the meal as ``meal_meta``
+    describes it (the booking has it at hand, so nothing is read under the locks)."""
 
     booking_line_id: uuid.UUID
     canteen_id: uuid.UUID
     amount_fen: int
-    meta: dict[
-        str, str
-    ]  # the meal as ``meal_meta`` describes it (at hand, so nothing is read under the locks)
+    meta: dict[str, str]
 
 
 async def place_holds(session: AsyncSession, holds: list[MealHold]) -> dict[uuid.UUID, int]:

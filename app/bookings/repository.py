@@ -26,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as cast_
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 
@@ -34,7 +34,14 @@ from app.auth.repository import live_session_with
 from app.auth.subject import Subject
 from app.elders.repository import acting_for
 from app.kit.jsontext import json_text
-from app.kit.sql import attach, execute_core, insert_or_skip, load_entities, planned_once, sql_text
+from app.kit.sql import (
+    attach,
+    execute_core,
+    given_rows,
+    insert_or_skip,
+    load_entities,
+    sql_text,
+)
 from app.ledger.repository import FREE_FEN
 from app.models import (
     Booking,
@@ -100,11 +107,7 @@ _FAMILY_USER_IDS = select(func.array_agg(FamilyBinding.user_id)).where(
 # booking's messages). And the subsidy policy in force for the canteen's district that day, with its tiers as
 # one array (``app.subsidy.repository``). No row for a request whose canteen is not active.
 def _meal_settings() -> Select[Any]:
-    def arrays(name: str, **columns: Any) -> Any:
-        given = (planned_once(bindparam(f"{name}_{c}", type_=ARRAY(t))) for c, t in columns.items())
-        return func.unnest(*given).table_valued(*columns).render_derived(name=name)
-
-    ask = arrays(
+    ask = given_rows(
         "ask",
         n=Integer(),
         canteen_id=Canteen.id.type,
@@ -114,8 +117,8 @@ def _meal_settings() -> Select[Any]:
         user_id=Elder.id.type,
         staff=Boolean(),
     )
-    ask_item = arrays("ask_item", n=Integer(), item_id=MenuItem.id.type)
-    ask_pool = arrays("ask_pool", n=Integer(), code=String())
+    ask_item = given_rows("ask_item", n=Integer(), item_id=MenuItem.id.type)
+    ask_pool = given_rows("ask_pool", n=Integer(), code=String())
     chosen = {
         "elder_id": ask.c.elder_id,
         "service_date": ask.c.service_date,
@@ -178,20 +181,17 @@ _MEAL_SETTINGS = _meal_settings()
 
 
 def _notifications_with_jobs() -> Any:
-    """One message row per recipient (``ids``, ``user_ids``, ``booking_ids``, ``datas`` as JSON text and
-    ``pages``, one array each), skipping those who already have this kind of message for the booking (the
+    """One message row per recipient (``recipient_id``, ``recipient_user_id``, ``recipient_booking_id``,
+    ``recipient_data`` as JSON text and ``recipient_page``, one array each), skipping those who already have this kind of message for the booking (the
     table's one unique constraint), with the outbox rows of the transaction's unstaged jobs
     (``app.worker.outbox_insert``) in the same statement. Returns the ids of the rows written."""
-    recipients = (
-        func.unnest(
-            planned_once(bindparam("ids", type_=ARRAY(MealNotification.id.type))),
-            planned_once(bindparam("user_ids", type_=ARRAY(MealNotification.user_id.type))),
-            planned_once(bindparam("booking_ids", type_=ARRAY(MealNotification.booking_id.type))),
-            planned_once(bindparam("datas", type_=ARRAY(Text))),
-            planned_once(bindparam("pages", type_=ARRAY(MealNotification.page.type))),
-        )
-        .table_valued("id", "user_id", "booking_id", "data", "page")
-        .render_derived(name="recipient")
+    recipients = given_rows(
+        "recipient",
+        id=MealNotification.id.type,
+        user_id=MealNotification.user_id.type,
+        booking_id=MealNotification.booking_id.type,
+        data=Text(),
+        page=MealNotification.page.type,
     )
     values = select(
         recipients.c.id,
@@ -323,18 +323,14 @@ LINE_FIELDS = (
 
 
 def _bookings_with_lines() -> Select[Any]:
-    def columns(table: Table, names: Sequence[str], prefix: str, name: str) -> Any:
-        arrays = (planned_once(bindparam(f"{prefix}{n}", type_=ARRAY(table.c[n].type))) for n in names)
-        return func.unnest(*arrays).table_valued(*names).render_derived(name=name)
-
-    given = columns(_BOOKINGS, BOOKING_FIELDS, "booking_", "given")
+    given = given_rows("new_booking", **{n: _BOOKINGS.c[n].type for n in BOOKING_FIELDS})
     booking = (
         insert_or_skip(_BOOKINGS)
         .from_select(list(BOOKING_FIELDS), select(*(given.c[n] for n in BOOKING_FIELDS)))
         .returning(*_BOOKINGS.c)
         .cte("booking")
     )
-    given_lines = columns(_LINES, ("booking_id", *LINE_FIELDS), "line_", "given_line")
+    given_lines = given_rows("new_line", **{n: _LINES.c[n].type for n in ("booking_id", *LINE_FIELDS)})
     lines = (
         insert(_LINES)
         .from_select(
@@ -541,10 +537,10 @@ class BookingRepository:
         value for each of ``LINE_FIELDS``) in one statement, and return them as the session's objects, each
         booking's lines in the order given; None for a booking a unique index refused, with nothing written
         for it. The bookings are written in the order given."""
-        params: dict[str, Any] = {f"booking_{n}": [b[n] for b in bookings] for n in BOOKING_FIELDS}
-        params["line_booking_id"] = [b["id"] for b, own in zip(bookings, lines, strict=True) for _ in own]
+        params: dict[str, Any] = {f"new_booking_{n}": [b[n] for b in bookings] for n in BOOKING_FIELDS}
+        params["new_line_booking_id"] = [b["id"] for b, own in zip(bookings, lines, strict=True) for _ in own]
         for name in LINE_FIELDS:
-            params[f"line_{name}"] = [line[name] for own in lines for line in own]
+            params[f"new_line_{name}"] = [line[name] for own in lines for line in own]
         rows = (await execute_core(self.session, _BOOKINGS_WITH_LINES, params)).all()
         width = len(_BOOKING_COLUMNS)
         written: dict[uuid.UUID, Booking] = {}
@@ -753,11 +749,11 @@ class BookingRepository:
         params = {
             "kind": kind,
             "template_id": template_id,
-            "ids": list(ids),
-            "user_ids": list(user_ids),
-            "booking_ids": list(booking_ids),
-            "datas": [json_text(data) for data in datas],
-            "pages": list(pages),
+            "recipient_id": list(ids),
+            "recipient_user_id": list(user_ids),
+            "recipient_booking_id": list(booking_ids),
+            "recipient_data": [json_text(data) for data in datas],
+            "recipient_page": list(pages),
         } | jobs
         return list((await execute_core(self.session, _NOTIFY, params)).scalars())
 

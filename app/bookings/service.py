@@ -705,7 +705,9 @@ class BookingService:
         )
         for (i, _), (booking, lines) in zip(new, made, strict=True):
             results[i] = (booking_out(booking, lines), True)
-        return [r for r in results if r is not None]
+        answered = [r for r in results if r is not None]
+        assert len(answered) == len(asks)  # every request is a replay, a refusal, Again or a booking
+        return answered
 
     async def _replay(self, session: AsyncSession, ask: BookingAsk) -> BookingOut:
         """The booking a replay of ``ask``'s key made, or the refusal of a key used for another request."""
