@@ -239,6 +239,7 @@ class Harness:
         LOGS.mkdir(parents=True, exist_ok=True)
         log_path = LOGS / f"{self.scenario}-server.log"
         self.extra["server_log"] = str(log_path)
+        _analyze(self.database_url)
         with open(log_path, "wb") as log:
             self.server = subprocess.Popen(
                 [
@@ -477,6 +478,25 @@ def _psql_admin(admin_url: str, name: str) -> None:
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def _analyze(url: str) -> None:
+    """The planner's statistics for what was just arranged, as a production database has them: autovacuum
+    analyses a table only a minute or so after a bulk load, and the load starts seconds after it. Without them
+    the booking's meal look-up took the 1,596 published menus for five and scanned them all for every request
+    (``auto_explain``: 4.9 ms of a 5.5 ms look-up of 31 requests)."""
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("ANALYZE")
         finally:
             await conn.close()
 
