@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BindParameter,
@@ -219,15 +219,16 @@ _NOTIFY = _notifications_with_jobs()
 # used by the three statements below, with the request's values as parameters, as columns of a batch's requests,
 # or with the key's owner the session look-up's user: constant text, accepted in .bandit-baseline.json
 # (docs/reliability.md).
-_NO_ROOM_OF = """
-        SELECT EXISTS (
+_FULL_OF = """EXISTS (
             SELECT 1 FROM slot_days
             WHERE canteen_id = {canteen_id} AND service_date = {service_date}
               AND slot = {slot} AND booked_meals + {meals} > capacity
-        ) AND NOT EXISTS (
+        )"""
+_USED_OF = """EXISTS (
             SELECT 1 FROM idempotency_keys
             WHERE scope = CAST(:scope AS varchar) AND owner = {owner} AND key = {key}
         )"""
+_NO_ROOM_OF = f"SELECT {_FULL_OF} AND NOT {_USED_OF}"
 _ONE_ASK = {
     "canteen_id": "CAST(:canteen_id AS uuid)",
     "service_date": "CAST(:service_date AS date)",
@@ -237,10 +238,14 @@ _ONE_ASK = {
     "key": "CAST(:key AS varchar)",
 }
 _NO_ROOM = _NO_ROOM_OF.format(**_ONE_ASK) + " AS no_room"
+_OF_ASK = {name: f"a.{name}" for name in _ONE_ASK}
 
 # A batch of booking requests' first statement (``RoomAsk`` columns as arrays, one element per request, in
-# order): for each, refuse a full slot from a plain read, or else claim the request's idempotency key
-# (ON CONFLICT DO NOTHING: a key already there is a replay, or a 409). One row per request, in order.
+# order). For each: refuse a full slot from a plain read (``no_room``); or leave it for after this batch's commit
+# (``later``) when the requests before it in the batch would fill what room the slot has, counting their meals
+# as the commit will (a request the slot has room for on its own is first of those at its next try, so it is
+# never left twice for this); or else claim its idempotency key (ON CONFLICT DO NOTHING: a key already there is
+# a replay, or a 409). One row per request, in order.
 _CLAIM_UNLESS_FULL = sql_text(
     f"""
     WITH ask AS (
@@ -251,17 +256,25 @@ _CLAIM_UNLESS_FULL = sql_text(
             (SELECT CAST(:keys AS varchar[])), (SELECT CAST(:request_hashes AS varchar[])),
             (SELECT CAST(:resource_ids AS uuid[]))
         ) WITH ORDINALITY AS a(id, canteen_id, service_date, slot, meals, owner, key, request_hash, resource_id, n)
-    ), refused AS (
-        SELECT a.*, ({_NO_ROOM_OF.format(**{name: f"a.{name}" for name in _ONE_ASK})}) AS no_room FROM ask a
+    ), seen AS (
+        SELECT a.*, {_FULL_OF.format(**_OF_ASK)} AS slot_full, {_USED_OF.format(**_OF_ASK)} AS used FROM ask a
+    ), counted AS (
+        SELECT s.*, sum(s.meals) FILTER (WHERE NOT s.slot_full AND NOT s.used)
+            OVER (PARTITION BY s.canteen_id, s.service_date, s.slot ORDER BY s.n) AS up_to
+        FROM seen s
+    ), decided AS (
+        SELECT a.*, a.slot_full AND NOT a.used AS no_room,
+            NOT a.slot_full AND NOT a.used AND {_FULL_OF.format(**(_OF_ASK | {"meals": "a.up_to"}))} AS later
+        FROM counted a
     ), claimed AS (
         INSERT INTO idempotency_keys (id, scope, owner, key, request_hash, resource_id)
         SELECT id, CAST(:scope AS varchar), owner, key, request_hash, resource_id
-        FROM refused WHERE NOT no_room ORDER BY n
+        FROM decided WHERE NOT no_room AND NOT later ORDER BY n
         ON CONFLICT DO NOTHING
         RETURNING id
     )
-    SELECT r.no_room, EXISTS (SELECT 1 FROM claimed c WHERE c.id = r.id) AS claimed
-    FROM refused r ORDER BY r.n
+    SELECT d.no_room, d.later, EXISTS (SELECT 1 FROM claimed c WHERE c.id = d.id) AS claimed
+    FROM decided d ORDER BY d.n
     """
 )
 _UNCLAIM = sql_text("DELETE FROM idempotency_keys WHERE id = ANY(CAST(:ids AS uuid[]))")
@@ -371,6 +384,14 @@ class RoomAsk:
         return dict(self.__dict__)  # not ``dataclasses.asdict``, which deep-copies every value
 
 
+class Claim(NamedTuple):
+    """A booking request's answer from ``claim_unless_full``."""
+
+    no_room: bool  # the slot is known and has no room for the request's meals as of the last commit
+    later: bool  # the batch's requests before it would fill the room the slot has: to run after their commit
+    id: uuid.UUID | None  # the key's claim, made for neither of those; None: the key was already taken
+
+
 @dataclass(frozen=True)
 class MealAsk:
     """One booking's meal look-up (``BookingRepository.meal_settings``): the meal, the chosen items, the elder;
@@ -468,12 +489,11 @@ class BookingRepository:
 
     async def claim_unless_full(
         self, asks: Sequence[RoomAsk], *, digests: Sequence[str], resource_ids: Sequence[uuid.UUID]
-    ) -> list[tuple[bool, uuid.UUID | None]]:
-        """One statement, first thing for a batch of booking requests (all of one scope): for each, (full,
-        claim). ``full``: the slot is known and has no room for ``ask.meals`` as of the last commit, and the key
-        has not been used (a replay must still get its booking back); nothing is written for it then.
-        Otherwise the key is claimed for its ``resource_id`` with the request's digest, and ``claim`` is the
-        claim's id, or None if the key was already taken (also by an earlier request of the batch)."""
+    ) -> list[Claim]:
+        """One statement, first thing for a batch of booking requests (all of one scope), one ``Claim`` for
+        each, in order: refused for a full slot, left for after the batch's commit, or its key claimed for its
+        ``resource_id`` with the request's digest (``Claim.id`` None: the key was already taken, also by an
+        earlier request of the batch). Nothing is written for a request refused or left."""
         ids = [uuid.uuid4() for _ in asks]
         params = {
             "scope": asks[0].scope,
@@ -490,7 +510,8 @@ class BookingRepository:
         assert all(a.scope == params["scope"] for a in asks)
         rows = (await execute_core(self.session, _CLAIM_UNLESS_FULL, params)).all()
         return [
-            (bool(row.no_room), claim if row.claimed else None) for row, claim in zip(rows, ids, strict=True)
+            Claim(bool(row.no_room), bool(row.later), claim if row.claimed else None)
+            for row, claim in zip(rows, ids, strict=True)
         ]
 
     async def unclaim(self, claim_ids: Sequence[uuid.UUID]) -> None:

@@ -645,14 +645,18 @@ class BookingService:
     ) -> list[tuple[BookingOut, bool] | Exception | Again[BookingAsk]]:
         """Booking requests in ``session``'s transaction, which the caller commits right after, in a constant
         number of statements. For each: its booking and whether this call made it (False: a replay of its key),
-        or its refusal (nothing of it is written), or ``Again`` for a request whose key an earlier one of the
-        batch also has (after their commit it is that one's replay).
+        or its refusal (nothing of it is written), or ``Again`` for a request to run after this batch's commit:
+        one whose key an earlier one of the batch also has (it is then that one's replay), or one the slot has
+        room for on its own but not after the batch's earlier requests for it (it is then booked or refused as
+        the slot stands; without this, the last seats' batch failed its commit and ran again one request at a
+        time).
 
-        The first statement claims every request's key unless its slot is full; the next looks up their meals,
-        each booking is decided from its own, and a refused one's claim is taken back. The bookings are written with their
-        lines in one statement, their confirmation messages in another. The slots' capacity and the items'
-        stock are taken by the commit: a slot too full for the whole batch fails the commit, and the batch is
-        then run one request at a time (``booking_batch``)."""
+        The first statement claims every request's key unless its slot is full or left for later; the next looks
+        up their meals, each booking is decided from its own, and a refused one's claim is taken back. The
+        bookings are written with their lines in one statement, their confirmation messages in another. The
+        slots' capacity and the items' stock are taken by the commit: a slot that another process's commit
+        filled meanwhile fails it, and the batch is then run once more as a whole (``booking_batch``); an item
+        sold out, or a slot filled again, and it is run one request at a time."""
         results: list[tuple[BookingOut, bool] | Exception | Again[BookingAsk] | None] = [None] * len(asks)
         first: list[int] = []
         keys: set[tuple[str, str]] = set()
@@ -669,14 +673,16 @@ class BookingService:
             resource_ids=[asks[i].booking_id for i in first],
         )
         claimed: list[tuple[int, uuid.UUID]] = []
-        for i, (full, claim) in zip(first, claims, strict=True):
+        for i, claim in zip(first, claims, strict=True):
             try:
-                if full:
+                if claim.no_room:
                     self.room_read(asks[i].payload, True)
-                if claim is None:
+                if claim.later:
+                    results[i] = Again(asks[i])
+                elif claim.id is None:
                     results[i] = (await self._replay(session, asks[i]), False)
                 else:
-                    claimed.append((i, claim))
+                    claimed.append((i, claim.id))
             except SangyuError as exc:
                 results[i] = exc
         meals = [
@@ -689,10 +695,10 @@ class BookingService:
         contexts = await self._contexts(session, meals, at=now()) if meals else []
         new: list[tuple[int, NewBooking]] = []
         refused: list[uuid.UUID] = []
-        for (i, claim), ctx in zip(claimed, contexts, strict=True):
+        for (i, claim_id), ctx in zip(claimed, contexts, strict=True):
             if isinstance(ctx, SangyuError):
                 results[i] = ctx
-                refused.append(claim)
+                refused.append(claim_id)
                 continue
             assert ctx.channel is not None  # named for a caller
             new.append(
@@ -1459,6 +1465,12 @@ class BookingService:
 booking_service = BookingService()
 
 
+def _filled_meanwhile(exc: Exception) -> bool:
+    """A batch's commit refused for a slot's capacity: another process's commit took the seats its claims
+    counted on. Run again, its claims count that commit (``BookingService.book_many``)."""
+    return isinstance(exc, Conflict) and exc.error_code == "SlotFull"
+
+
 async def _book_batch(
     session: AsyncSession, asks: list[BookingAsk]
 ) -> list[tuple[BookingOut, bool] | Exception | Again[BookingAsk]]:
@@ -1467,5 +1479,9 @@ async def _book_batch(
 
 # one per process: group commit of booking requests (``BookingService.book``)
 booking_batch: RequestBatch[BookingAsk, tuple[BookingOut, bool]] = RequestBatch(
-    "bookings.book", _book_batch, max_batch=BATCH_MAX, shared_failure=is_unavailable
+    "bookings.book",
+    _book_batch,
+    max_batch=BATCH_MAX,
+    shared_failure=is_unavailable,
+    retry_whole=_filled_meanwhile,
 )

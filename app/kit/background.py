@@ -139,7 +139,8 @@ class RequestBatch(Generic[Item, Result]):
     turn, the small one costing nearly as much as the large; with a wait for three quarters of n alone, 15
     and 14). A lone item after a quiet spell does not wait. When a batch fails as a whole (an error, or its
     commit), each of its items is run again alone in a transaction of its own, so one bad item fails only its
-    own caller. An item answered ``Again`` goes, as the item it names, to the front of the next batch (``run``
+    own caller; a failure ``retry_whole`` names first runs the whole batch again, up to ``WHOLE_RETRIES``
+    times. An item answered ``Again`` goes, as the item it names, to the front of the next batch (``run``
     must not answer ``Again`` forever). A caller that goes away does not stop its item: it is committed or not
     like the others."""
 
@@ -151,6 +152,7 @@ class RequestBatch(Generic[Item, Result]):
         max_batch: int = 200,
         shared_failure: Callable[[Exception], bool] = lambda exc: False,
         linger: float = 0.0,
+        retry_whole: Callable[[Exception], bool] = lambda exc: False,
     ) -> None:
         self.name = name
         self.run = run
@@ -158,6 +160,9 @@ class RequestBatch(Generic[Item, Result]):
         # failures that would fail every item alone as well (the database is away): answered to all at once
         self.shared_failure = shared_failure
         self.linger = linger
+        # failures that the batch run once more as a whole would likely not meet (a row another process's commit
+        # changed meanwhile, which the batch's statements then read): run again whole before it is split
+        self.retry_whole = retry_whole
         self._queues: dict[tuple[int, SessionFactory], list[tuple[Item, asyncio.Future[Result]]]] = {}
         self._tasks: dict[tuple[int, SessionFactory], asyncio.Task[None]] = {}
         # per key: how many callers its last round had (the batch's and those waiting when it was answered)
@@ -226,15 +231,26 @@ class RequestBatch(Generic[Item, Result]):
         self, open_session: SessionFactory, batch: list[tuple[Item, asyncio.Future[Result]]]
     ) -> list[tuple[Item, asyncio.Future[Result]]]:
         """Run ``batch`` and answer its callers; returns the items to run again (``Again``), in order."""
-        again: list[tuple[Item, asyncio.Future[Result]]] = []
+        items = [item for item, _ in batch]
         try:
-            results = await self._attempt(open_session, [item for item, _ in batch])
+            results = await self._attempt(open_session, items)
         except Exception as exc:
-            if len(batch) == 1 or self.shared_failure(exc):
+            failure = exc
+            for _ in range(WHOLE_RETRIES):
+                if len(batch) == 1 or self.shared_failure(failure) or not self.retry_whole(failure):
+                    break
+                log.info(
+                    "request_batch_retry", batch=self.name, size=len(batch), error=type(failure).__name__
+                )
+                try:
+                    return self._answer_results(batch, await self._attempt(open_session, items))
+                except Exception as again:
+                    failure = again
+            if len(batch) == 1 or self.shared_failure(failure):
                 for _, future in batch:
-                    _answer(future, exc)
-                return again
-            log.warning("request_batch_split", batch=self.name, size=len(batch), error=type(exc).__name__)
+                    _answer(future, failure)
+                return []
+            log.warning("request_batch_split", batch=self.name, size=len(batch), error=type(failure).__name__)
             results = []
             for item, _ in batch:
                 try:
@@ -242,6 +258,14 @@ class RequestBatch(Generic[Item, Result]):
                 except Exception as one:
                     result = one
                 results.append(result)
+        return self._answer_results(batch, results)
+
+    def _answer_results(
+        self,
+        batch: list[tuple[Item, asyncio.Future[Result]]],
+        results: list[Result | Exception | Again[Item]],
+    ) -> list[tuple[Item, asyncio.Future[Result]]]:
+        again: list[tuple[Item, asyncio.Future[Result]]] = []
         for (_, future), result in zip(batch, results, strict=True):
             if isinstance(result, Again):
                 again.append((result.item, future))
@@ -258,6 +282,9 @@ class RequestBatch(Generic[Item, Result]):
             raise RuntimeError(f"{self.name}: {len(results)} results for {len(items)} items")
         return results
 
+
+# how many times a failure ``retry_whole`` names runs a batch again as a whole before it is split
+WHOLE_RETRIES = 3
 
 # how long after a batch (in lingers) the next one still waits for the callers it answered to come back
 RECENT_LINGERS = 10

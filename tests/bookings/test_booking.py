@@ -369,9 +369,10 @@ async def test_the_plain_refusal_read_answers_as_the_claiming_statement(session:
         ask = RoomAsk(w.canteen.id, DAY, slot, meals, scope="booking", owner=owner, key=key)
         plain = await repo.still_full(ask)
         await session.execute(text("SAVEPOINT probe"))  # the claim writes when there is room: undone below
-        ((claimed_full, _),) = await repo.claim_unless_full([ask], digests=["d"], resource_ids=[uuid.uuid4()])
+        (claimed,) = await repo.claim_unless_full([ask], digests=["d"], resource_ids=[uuid.uuid4()])
         await session.execute(text("ROLLBACK TO SAVEPOINT probe"))
-        return plain, claimed_full
+        assert not claimed.later  # a request alone is never left for later
+        return plain, claimed.no_room
 
     assert await both(booked=1, meals=1, key="fresh") == (False, False)  # room left
     assert await both(booked=2, meals=1, key="fresh") == (False, False)  # the last seat

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.subject import Subject
@@ -128,37 +128,159 @@ async def _family_of_elders(n: int, *, capacity: int) -> tuple[World, str, Subje
     return w, family, subject, [str(elder.id) for elder, _ in elders]
 
 
-async def test_a_batch_too_large_for_the_slot_runs_again_one_request_at_a_time(
-    committed: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Five requests waiting together for a slot with three seats: the batch's commit is refused, and each
-    request then runs alone. Three are booked, two get the plain 409, and nothing of those two is kept."""
-    set_now(monkeypatch, MORNING)
-    w, _, subject, elder_ids = await _family_of_elders(5, capacity=3)
+def _sized(monkeypatch: pytest.MonkeyPatch, before_commit: Any = None) -> list[int]:
+    """The sizes of the batches ``booking_batch`` runs from here on; ``before_commit(asks)``, if given, is
+    awaited after each batch's statements, before its commit."""
     sizes: list[int] = []
     run = booking_batch.run
 
     async def counted(session: AsyncSession, asks: list[BookingAsk]) -> Any:
         sizes.append(len(asks))
-        return await run(session, asks)
+        results = await run(session, asks)
+        if before_commit is not None:
+            await before_commit(asks)
+        return results
 
     monkeypatch.setattr(booking_batch, "run", counted)
+    return sizes
+
+
+async def _written(w: World, booked: list[tuple[Any, bool]], seats: int) -> None:
+    """Only ``booked`` is kept: the seats taken, their bookings, keys, messages and jobs."""
+    async with unit_of_work() as s:
+        assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == seats
+        made = (await s.execute(select(Booking.id))).scalars().all()
+        assert sorted(made) == sorted(out.id for out, _ in booked)
+        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == len(booked)
+        assert await s.scalar(select(func.count()).select_from(MealNotification)) == len(booked)
+        assert await s.scalar(select(func.count()).select_from(JobOutbox)) == len(booked)
+
+
+async def test_requests_beyond_the_seats_left_wait_for_the_batchs_commit(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five requests waiting together for a slot with three seats: the batch books three and leaves two for
+    after its commit, which then find the slot full and get the plain 409. No commit is refused, and nothing of
+    the two is kept."""
+    set_now(monkeypatch, MORNING)
+    w, _, subject, elder_ids = await _family_of_elders(5, capacity=3)
+    sizes = _sized(monkeypatch)
     asks = [_ask(subject, body(w) | {"elder_id": e}) for e in elder_ids]
     outcomes = await asyncio.gather(
         *(booking_batch.submit(unit_of_work, ask) for ask in asks), return_exceptions=True
     )
-    assert sizes == [5, 1, 1, 1, 1, 1]
-    booked = [o for o in outcomes if isinstance(o, tuple)]
-    refused = [o for o in outcomes if not isinstance(o, tuple)]
+    assert sizes == [5, 2]
+    booked = [o for o in outcomes[:3] if isinstance(o, tuple)]
     assert len(booked) == 3 and all(created for _, created in booked)
-    assert len(refused) == 2 and all(isinstance(o, Conflict) and o.error_code == "SlotFull" for o in refused)
+    refused = outcomes[3:]
+    assert all(isinstance(o, Conflict) and o.error_code == "SlotFull" for o in refused), refused
+    await _written(w, booked, 3)
+
+
+async def test_a_seat_an_earlier_request_did_not_take_goes_to_one_left_for_later(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three seats, and a batch of five: a stranger's request for an elder first (the claim counts its seat,
+    the meal look-up refuses it: 404), then four of the family's elders. Two are booked with it, two left for
+    later; after the commit the first of those takes the seat the stranger did not, and the last, left again,
+    runs alone and finds the slot full. Each request runs at most three times, and no seat is lost."""
+    set_now(monkeypatch, MORNING)
+    w, _, subject, elder_ids = await _family_of_elders(4, capacity=3)
+    stranger = unique("stranger")
     async with unit_of_work() as s:
-        assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 3
-        made = (await s.execute(select(Booking.id))).scalars().all()
-        assert sorted(made) == sorted(out.id for out, _ in booked)
-        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 3
-        assert await s.scalar(select(func.count()).select_from(MealNotification)) == 3
-        assert await s.scalar(select(func.count()).select_from(JobOutbox)) == 3
+        await create_elder(s, district_code=w.district, family_openids=(stranger,))
+        strangers = await _subject(s, stranger)
+    sizes = _sized(monkeypatch)
+    asks = [_ask(strangers, body(w) | {"elder_id": elder_ids[0]})]
+    asks += [_ask(subject, body(w) | {"elder_id": e}) for e in elder_ids]
+    outcomes = await asyncio.gather(
+        *(booking_batch.submit(unit_of_work, ask) for ask in asks), return_exceptions=True
+    )
+    assert sizes == [5, 2, 1]
+    assert isinstance(outcomes[0], NotFound) and outcomes[0].error_code == "ElderNotFound"
+    booked = [o for o in outcomes[1:4] if isinstance(o, tuple)]
+    assert len(booked) == 3, outcomes
+    assert isinstance(outcomes[4], Conflict) and outcomes[4].error_code == "SlotFull"
+    await _written(w, booked, 3)
+
+
+async def test_a_replay_in_a_batch_takes_no_seat_from_the_requests_after_it(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two seats, one booked. A batch of its replay and another elder's request: the replay gets its booking
+    back, and the other takes the last seat in the same batch, not after it."""
+    set_now(monkeypatch, MORNING)
+    w, _, subject, elder_ids = await _family_of_elders(2, capacity=2)
+    sizes = _sized(monkeypatch)
+    first = _ask(subject, body(w) | {"elder_id": elder_ids[0]})
+    made = await booking_batch.submit(unit_of_work, first)
+    again = _ask(subject, body(w) | {"elder_id": elder_ids[0]}, first.room.key)
+    other = _ask(subject, body(w) | {"elder_id": elder_ids[1]})
+    replayed, booked = await asyncio.gather(
+        booking_batch.submit(unit_of_work, again), booking_batch.submit(unit_of_work, other)
+    )
+    assert sizes == [1, 2]
+    assert replayed == (made[0], False) and booked[1] is True
+    await _written(w, [made, booked], 2)
+
+
+def _other_process_books(w: World, seats: int, *, times: int) -> Any:
+    """A ``before_commit`` hook: for the first ``times`` batches of three, another process's commit takes
+    ``seats`` more seats of the slot between the batch's claim and its commit."""
+    done = 0
+
+    async def hook(asks: list[BookingAsk]) -> None:
+        nonlocal done
+        if len(asks) == 3 and done < times:
+            done += 1
+            async with unit_of_work() as other:
+                await other.execute(
+                    update(SlotDay)
+                    .where(SlotDay.canteen_id == w.canteen.id)
+                    .values(booked_meals=SlotDay.booked_meals + seats)
+                )
+
+    return hook
+
+
+async def test_a_slot_filled_by_another_commit_meanwhile_runs_the_batch_again_as_a_whole(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three requests for three seats, and another process books two of them between the batch's claim and
+    its commit: the commit is refused, and the batch runs again as a whole, whose claim now counts those two.
+    One is booked, two are left for after its commit and then get the plain 409, and nothing of those two is
+    kept."""
+    set_now(monkeypatch, MORNING)
+    w, _, subject, elder_ids = await _family_of_elders(3, capacity=3)
+    sizes = _sized(monkeypatch, _other_process_books(w, 2, times=1))
+    asks = [_ask(subject, body(w) | {"elder_id": e}) for e in elder_ids]
+    outcomes = await asyncio.gather(
+        *(booking_batch.submit(unit_of_work, ask) for ask in asks), return_exceptions=True
+    )
+    assert sizes == [3, 3, 2]
+    booked = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(booked) == 1, outcomes
+    refused = [o for o in outcomes if not isinstance(o, tuple)]
+    assert len(refused) == 2 and all(isinstance(o, Conflict) and o.error_code == "SlotFull" for o in refused)
+    await _written(w, booked, 3)
+
+
+async def test_a_slot_filled_a_seat_at_a_time_meanwhile_is_tried_whole_until_it_is_full(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three seats, three requests, and another process takes one seat before each of the batch's commits:
+    each try claims the seats the last commit left, and fails; the fourth finds the slot full and refuses all
+    three with the plain 409 from its claim, without a commit to fail. Nothing of them is kept."""
+    set_now(monkeypatch, MORNING)
+    w, _, subject, elder_ids = await _family_of_elders(3, capacity=3)
+    sizes = _sized(monkeypatch, _other_process_books(w, 1, times=3))
+    asks = [_ask(subject, body(w) | {"elder_id": e}) for e in elder_ids]
+    outcomes = await asyncio.gather(
+        *(booking_batch.submit(unit_of_work, ask) for ask in asks), return_exceptions=True
+    )
+    assert sizes == [3, 3, 3, 3]
+    assert all(isinstance(o, Conflict) and o.error_code == "SlotFull" for o in outcomes), outcomes
+    await _written(w, [], 3)
 
 
 async def test_requests_that_arrive_together_share_a_transaction(

@@ -17,7 +17,7 @@ from app.config import get_settings
 from app.db import Database, unit_of_work
 from app.donations.repository import DonationRepository, PayableOrder
 from app.errors import is_unavailable
-from app.kit.background import Again, RequestBatch
+from app.kit.background import WHOLE_RETRIES, Again, RequestBatch
 from app.ledger.service import forget_known_accounts, ledger_service
 from app.models import Donation, FeedEvent, JournalEntry, PaymentInbox
 from app.payments.service import ORDER_BUSY, WaitingNotification, payment_batch, payment_service
@@ -266,6 +266,53 @@ async def test_request_batch_does_not_split_when_the_database_is_away(committed:
     assert sizes == [
         8
     ]  # answered together (a 503 each), not retried one by one against a database that is away
+
+
+async def test_request_batch_tries_a_failure_it_is_told_of_again_whole_then_splits(
+    committed: Database,
+) -> None:
+    """A failure ``retry_whole`` names runs the batch again as a whole, up to ``WHOLE_RETRIES`` times, before
+    splitting it; a failure on a second try that would fail every item alone (the database away) is answered
+    to all at once."""
+    sizes: list[int] = []
+    failures: list[Exception] = []
+
+    async def run(session: AsyncSession, items: list[str]) -> list[str | Exception]:
+        sizes.append(len(items))
+        if failures and len(items) > 1:
+            raise failures.pop(0)
+        return [i.upper() for i in items]
+
+    batch: RequestBatch[str, str] = RequestBatch(
+        "test", run, shared_failure=is_unavailable, retry_whole=lambda exc: isinstance(exc, LookupError)
+    )
+
+    async def submit_three() -> list[Any]:
+        sizes.clear()
+        return await asyncio.gather(
+            *(batch.submit(unit_of_work, i) for i in ("a", "b", "c")), return_exceptions=True
+        )
+
+    failures[:] = [LookupError("filled meanwhile")]
+    assert await submit_three() == ["A", "B", "C"]
+    assert sizes == [3, 3]  # once more whole, not split
+
+    failures[:] = [LookupError("filled meanwhile"), LookupError("filled again")]
+    assert await submit_three() == ["A", "B", "C"]
+    assert sizes == [3, 3, 3]
+
+    failures[:] = [LookupError("filled meanwhile")] * (1 + WHOLE_RETRIES)
+    assert await submit_three() == ["A", "B", "C"]
+    assert sizes == [3] * (1 + WHOLE_RETRIES) + [1, 1, 1]  # failed on every try: split
+
+    failures[:] = [RuntimeError("boom")]
+    assert await submit_three() == ["A", "B", "C"]
+    assert sizes == [3, 1, 1, 1]  # a failure it is not told of: split at once
+
+    failures[:] = [LookupError("filled meanwhile"), ConnectionRefusedError("database away")]
+    results = await submit_three()
+    assert all(isinstance(r, ConnectionRefusedError) for r in results), results
+    assert sizes == [3, 3]
 
 
 async def _statements_of(database: Database, notes: list[Notification]) -> tuple[list[str], list[Any]]:
