@@ -341,52 +341,6 @@ class Harness:
         out["cpu_seconds"] = cpu_split(before, after)
         return out
 
-    def load_chunked(self, make_chunk: Any, chunks: int, *, concurrency: int) -> dict[str, Any]:
-        """Like ``load`` for requests that go stale (signed with a timestamp): ``make_chunk(i)`` builds each
-        chunk right before it is sent; the chunks' results are merged as if it had been one run."""
-        wall = cpu = 0.0
-        total = 0
-        lat: dict[str, list[float]] = {}
-        stat: dict[str, dict[str, int]] = {}
-        err: dict[str, dict[str, int]] = {}
-        split: dict[str, float] | None = {}
-        for i in range(chunks):
-            part = self.load(make_chunk(i), concurrency=concurrency, keep_latencies=True)
-            wall += part["wall_seconds"]
-            cpu += part["client_cpu_seconds"]
-            total += part["requests"]
-            if split is not None and part["cpu_seconds"] is not None:
-                for k, v in part["cpu_seconds"].items():
-                    split[k] = round(split.get(k, 0.0) + v, 3)
-            else:
-                split = None
-            for tag, t in part["by_tag"].items():
-                lat.setdefault(tag, []).extend(t["latencies_ms"])
-                for k, v in t["statuses"].items():
-                    stat.setdefault(tag, {})[k] = stat.setdefault(tag, {}).get(k, 0) + v
-                for k, v in t["errors"].items():
-                    err.setdefault(tag, {})[k] = err.setdefault(tag, {}).get(k, 0) + v
-        by_tag = {}
-        for tag, values in lat.items():
-            values.sort()
-            by_tag[tag] = {
-                "count": len(values),
-                "p50_ms": round(values[len(values) // 2], 2),
-                "p99_ms": round(values[min(len(values) - 1, int(len(values) * 0.99))], 2),
-                "max_ms": round(values[-1], 2),
-                "statuses": stat.get(tag, {}),
-                "errors": err.get(tag, {}),
-            }
-        return {
-            "requests": total,
-            "wall_seconds": round(wall, 3),
-            "throughput_rps": round(total / wall, 1) if wall else 0.0,
-            "client_cpu_seconds": round(cpu, 3),
-            "client_cpu_util": round(cpu / wall, 3) if wall else 0.0,
-            "by_tag": by_tag,
-            "cpu_seconds": split,
-        }
-
     def ceiling(self, count: int, concurrency: int) -> dict[str, Any]:
         """The framework ceiling: GET /healthz from the same client, same concurrency, same server. At least
         ``CEILING_MIN_REQUESTS``: a burst of a few hundred requests lasts tens of milliseconds and its rate is
