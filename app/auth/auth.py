@@ -6,11 +6,12 @@ Each alias rejects everyone else with 401 (no or bad token) or 403 (wrong role).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Row, Select
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import AuthRepository
@@ -28,16 +29,13 @@ bearer_scheme = HTTPBearer(auto_error=False, description="POST /api/v1/auth/wech
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 
 
-async def _load_subject(
-    session: AsyncSession, token: str, statement: Select[Any] | None, params: dict[str, Any] | None
-) -> tuple[Subject, Row[Any]] | None:
-    rows = await AuthRepository(session).get_live_session(
-        token_hash(token), utcnow(), statement=statement, params=params
-    )
+def subject_of(rows: Sequence[Row[Any]]) -> Subject | None:
+    """The subject of a session look-up's rows (``AuthRepository.get_live_session``), None for none: the token
+    is not live."""
     if not rows:
         return None
     first = rows[0]
-    subject = Subject(
+    return Subject(
         user_id=first.user_id,
         openid=first.openid,
         session_id=first.session_id,
@@ -50,7 +48,10 @@ async def _load_subject(
             if r.grant_id is not None
         ),
     )
-    return subject, first
+
+
+def invalid_token() -> Unauthorized:
+    return Unauthorized("登录已失效，请重新登录", code="InvalidToken")
 
 
 async def optional_subject(
@@ -66,25 +67,11 @@ async def optional_subject(
 async def authenticate(request: Request, session: AsyncSession, token: str) -> Subject:
     """The subject of a bearer ``token``, also kept on the request's state, or 401 (unknown, expired or
     revoked session)."""
-    subject, _ = await authenticate_with(request, session, token)
+    subject = subject_of(await AuthRepository(session).get_live_session(token_hash(token), utcnow()))
+    if subject is None:
+        raise invalid_token()
+    request.state.subject = subject
     return subject
-
-
-async def authenticate_with(
-    request: Request,
-    session: AsyncSession,
-    token: str,
-    statement: Select[Any] | None = None,
-    params: dict[str, Any] | None = None,
-) -> tuple[Subject, Row[Any]]:
-    """``authenticate``, and the look-up's first row: with ``statement`` (``live_session_with``) and its
-    ``params``, the row carries a read of the caller's, made in the same round trip once the token is known
-    to be live (its answer is only used after the 401, as if it had been read after it)."""
-    found = await _load_subject(session, token, statement, params)
-    if found is None:
-        raise Unauthorized("登录已失效，请重新登录", code="InvalidToken")
-    request.state.subject = found[0]
-    return found
 
 
 async def current_subject(subject: Annotated[Subject | None, Depends(optional_subject)]) -> Subject:

@@ -3,11 +3,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, TextClause, and_, bindparam, func, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    Select,
+    TextClause,
+    and_,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 
 from app.kit.sql import execute_core
 from app.models import AuthSession, RoleGrant, User
@@ -34,11 +46,22 @@ _LIVE_SESSION = (
 )
 
 
-def live_session_with(*columns: ColumnElement[Any] | TextClause) -> Select[Any]:
-    """The session look-up with more columns beside it: another read a request makes first, answered in the
-    same round trip (one column per row, the same on every row). They may refer to the session's user as
-    ``users.id``; their parameters are the caller's own. Built once, as a module constant, like the look-up."""
-    return _LIVE_SESSION.add_columns(*columns)
+def live_sessions_of(given: Any, *columns: ColumnElement[Any] | TextClause) -> Select[Any]:
+    """The session look-up for many requests in one statement: ``given`` their rows (``app.kit.sql.given_rows``)
+    with a ``token_hash`` and an ``n`` (the request's place) column. Each request's rows are those
+    ``get_live_session`` gives for its token, with its ``n`` beside them and, beside those, more ``columns``: other
+    reads the requests make first, answered in the same round trip. They may refer to ``given``'s columns and
+    to the session's user as ``users.id``. The time is the ``now`` parameter. Built once, as a module constant,
+    like the look-up."""
+
+    def swap(element: ExternallyTraversible, **_: Any) -> ExternallyTraversible | None:
+        if isinstance(element, BindParameter) and element.key == "token_hash":
+            return cast(ExternallyTraversible, given.c.token_hash)
+        return None
+
+    no_options: dict[str, Any] = {}
+    lookup = cast(Select[Any], replacement_traverse(_LIVE_SESSION, no_options, swap))
+    return lookup.add_columns(given.c.n, *columns)
 
 
 class AuthRepository:
@@ -77,22 +100,13 @@ class AuthRepository:
     def add_session(self, auth_session: AuthSession) -> None:
         self.session.add(auth_session)
 
-    async def get_live_session(
-        self,
-        token_hash: str,
-        now: datetime,
-        *,
-        statement: Select[Any] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> Sequence[Row[Any]]:
+    async def get_live_session(self, token_hash: str, now: datetime) -> Sequence[Row[Any]]:
         """The live session for a token with its user's active grants (oldest first), one row per grant (one
         row with no grant columns if there are none; no rows if the token is not live). Every authenticated
         request starts here, so it is one prepared statement that reads columns, not ORM objects, and a plain
-        read: it does not begin the request's transaction (``execute_core``). ``statement``: the look-up with
-        more columns (``live_session_with``), ``params`` theirs."""
-        values = (params or {}) | {"token_hash": token_hash, "now": now}
-        lookup = _LIVE_SESSION if statement is None else statement
-        return (await execute_core(self.session, lookup, values, plain_read=True)).all()
+        read: it does not begin the request's transaction (``execute_core``)."""
+        values = {"token_hash": token_hash, "now": now}
+        return (await execute_core(self.session, _LIVE_SESSION, values, plain_read=True)).all()
 
     async def revoke_session(self, session_id: uuid.UUID, now: datetime) -> None:
         await self.session.execute(

@@ -5,12 +5,12 @@ FastAPI's routing through the API's routes, its dependency solving and the layer
 about a third of the workers' CPU for such a refusal, and about one millisecond of a booking (measured with
 ``python -m bench.cost``, docs/performance-rounds.md). This front takes ``POST`` of the booking route's exact
 path when the request is plainly well-formed: a JSON body that is a valid ``BookingRequest``, a bearer token,
-and an ``Idempotency-Key`` within the route's length, or none. It then does what FastAPI would: opens the
-request's session through ``get_db_session`` (or the app's override of it, entered as FastAPI enters a
-dependency that yields), authenticates the token in it (``app.auth.auth.authenticate``), calls the route's own
-endpoint function with it and with the session factory the booking's group commit uses (``get_session_factory``,
-or the app's override of it), and answers with the status and JSON bytes the route would send. An error is answered by
-the app's own exception handlers (``app.kit.front``).
+and an ``Idempotency-Key`` within the route's length, or none. It then does what the route does, with the
+session factory the route's group commit uses (``get_session_factory``, or the app's override of it), but
+without a session of the request's own: the caller's session is looked up, with the slot's room, in one
+statement for the process's booking requests waiting at that moment (``BookingService.book_as_caller``), and
+the booking made in their shared transaction. It answers with the status and JSON bytes the route would send;
+an error is answered by the app's own exception handlers (``app.kit.front``).
 
 Everything else goes to FastAPI untouched, the body it has read handed on unchanged, so its answers (422 for a
 malformed body or header, 401 without a token) stay FastAPI's own; so does every request while the app
@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import inspect
 import json
-from contextlib import asynccontextmanager
 from typing import Any
 
+from fastapi import status
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.auth.auth import authenticate, authenticate_with, bearer_scheme, current_subject, optional_subject
+from app.auth.auth import bearer_scheme, current_subject, optional_subject
 from app.bookings.schemas import BookingRequest
 from app.bookings.service import booking_service
-from app.db import get_db_session, get_session_factory
+from app.db import get_session_factory
 from app.kit.asgi import buffer_body
 from app.kit.front import RouteFront, error_response
 
@@ -63,7 +63,6 @@ class BookingFront(RouteFront):
 
     async def answer(self, fastapi_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
         overrides = fastapi_app.dependency_overrides
-        open_session = overrides.get(get_db_session, get_db_session)
         session_factory = overrides.get(get_session_factory, get_session_factory)
         headers = Headers(scope=scope)
         scheme, token = get_authorization_scheme_param(headers.get("authorization"))
@@ -76,7 +75,6 @@ class BookingFront(RouteFront):
             or any(
                 dependency in overrides for dependency in (bearer_scheme, optional_subject, current_subject)
             )
-            or not inspect.isasyncgenfunction(open_session)
             or not inspect.iscoroutinefunction(session_factory)
         ):
             await self.app(scope, receive, send)
@@ -88,21 +86,13 @@ class BookingFront(RouteFront):
             return
         scope["route"] = self.route
         request = Request(scope, receive)
-        sub_response = Response()  # the endpoint sets its status here for a replay (200)
-        sub_response.status_code = None  # type: ignore[assignment]
         try:
-            async with asynccontextmanager(open_session)() as session:
-                along = booking_service.room_read_along_session(payload, key)
-                if along is None:
-                    subject = await authenticate(request, session, token)
-                else:  # a slot seen full: the refusal's read in the session look-up's round trip
-                    subject, row = await authenticate_with(request, session, token, *along)
-                    booking_service.room_read(payload, bool(row.no_room))
-                factory = await session_factory()
-                booking = await self.endpoint_function(payload, subject, session, factory, sub_response, key)
+            factory = await session_factory()
+            subject, (booking, created) = await booking_service.book_as_caller(factory, token, payload, key)
+            request.state.subject = subject
             response = Response(
                 booking.model_dump_json(by_alias=True).encode(),
-                status_code=sub_response.status_code or self.route.status_code,
+                status_code=self.route.status_code if created else status.HTTP_200_OK,
                 media_type="application/json",
             )
         except Exception as exc:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BindParameter,
     Boolean,
     Integer,
+    Row,
     Select,
     String,
     Table,
@@ -30,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 
-from app.auth.repository import live_session_with
+from app.auth.repository import live_sessions_of
 from app.auth.subject import Subject
 from app.elders.repository import acting_for
 from app.kit.jsontext import json_text
@@ -282,11 +283,28 @@ _UNCLAIM = sql_text("DELETE FROM idempotency_keys WHERE id = ANY(CAST(:ids AS uu
 # The same refusal alone, a plain read: for a slot seen full, before the request's transaction begins
 _STILL_FULL = sql_text(_NO_ROOM)
 
-# ... and made in the session look-up's round trip, the key's owner being the session's user (``RoomAsk.owner``
-# is ``str(user_id)``, which is how PostgreSQL writes a uuid as text)
-_LIVE_SESSION_STILL_FULL = live_session_with(
-    sql_text(f"({_NO_ROOM_OF.format(**(_ONE_ASK | {'owner': 'CAST(users.id AS varchar)'}))}) AS no_room")
-)
+
+# Booking requests' first read, many in one statement (``CallerAsk``; ``asked``: one row per request, its number,
+# its bearer token's hash and, for one with a valid key, its slot, meals and key): each request's session
+# look-up (``app.auth.repository.live_sessions_of``) with, on its rows, whether its slot has no room for it
+# (``_NO_ROOM_OF``, the key's owner being the session's user: ``RoomAsk.owner`` is ``str(user_id)``, which is
+# how PostgreSQL writes a uuid as text; false without a slot).
+def _callers() -> Select[Any]:
+    asked = given_rows(
+        "asked",
+        n=Integer(),
+        token_hash=String(),
+        canteen_id=SlotDay.canteen_id.type,
+        service_date=SlotDay.service_date.type,
+        slot=SlotDay.slot.type,
+        meals=Integer(),
+        key=String(),
+    )
+    columns = {name: f"asked.{name}" for name in _ONE_ASK} | {"owner": "CAST(users.id AS varchar)"}
+    return live_sessions_of(asked, sql_text(f"({_NO_ROOM_OF.format(**columns)}) AS no_room"))
+
+
+_CALLERS = _callers()
 
 
 # New bookings and their lines in one statement: the bookings' rows, given as one array per column (ON CONFLICT
@@ -390,6 +408,16 @@ class Claim(NamedTuple):
     no_room: bool  # the slot is known and has no room for the request's meals as of the last commit
     later: bool  # the batch's requests before it would fill the room the slot has: to run after their commit
     id: uuid.UUID | None  # the key's claim, made for neither of those; None: the key was already taken
+
+
+@dataclass(frozen=True)
+class CallerAsk:
+    """A booking request's first read (``BookingRepository.callers``): the session of its bearer token (by the
+    token's hash) and, for a request with a valid key, whether its slot has room for it (``room``; its owner is
+    the session's user, whatever ``room.owner`` says)."""
+
+    token_hash: str
+    room: RoomAsk | None
 
 
 @dataclass(frozen=True)
@@ -524,14 +552,25 @@ class BookingRepository:
         its session look-up, a refusal from it sends neither BEGIN nor ROLLBACK."""
         return bool((await execute_core(self.session, _STILL_FULL, ask.params(), plain_read=True)).scalar())
 
-    @staticmethod
-    def still_full_along_session(ask: RoomAsk) -> tuple[Select[Any], dict[str, Any]]:
-        """``still_full`` as a column (``no_room``) of the session look-up, with its parameters, for
-        ``app.auth.auth.authenticate_with``: the key's owner is the session's user, so ``ask.owner`` is not
-        used."""
-        params = ask.params()
-        del params["owner"]
-        return _LIVE_SESSION_STILL_FULL, params
+    async def callers(self, asks: Sequence[CallerAsk], *, scope: str, now: datetime) -> list[list[Row[Any]]]:
+        """Booking requests' first read, one statement for all (``_CALLERS``), a plain read: for each request,
+        its session look-up's rows as ``AuthRepository.get_live_session`` gives them (none: the token is not
+        live at ``now``), each with ``no_room``: ``still_full`` for its ``room`` in key ``scope``, false for
+        none."""
+        rooms = [a.room for a in asks]
+        assert all(r is None or r.scope == scope for r in rooms)
+        params: dict[str, Any] = {
+            "now": now,
+            "scope": scope,
+            "asked_n": list(range(len(asks))),
+            "asked_token_hash": [a.token_hash for a in asks],
+        }
+        for name in ("canteen_id", "service_date", "slot", "meals", "key"):
+            params[f"asked_{name}"] = [None if r is None else getattr(r, name) for r in rooms]
+        found: list[list[Row[Any]]] = [[] for _ in asks]
+        for row in (await execute_core(self.session, _CALLERS, params, plain_read=True)).all():
+            found[row.n].append(row)
+        return found
 
     async def release_capacity(
         self, canteen_id: uuid.UUID, service_date: date, slot: str, meals: int

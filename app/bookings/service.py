@@ -11,16 +11,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, text
+from sqlalchemy import Row, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
+from app.auth.auth import invalid_token, subject_of
 from app.auth.subject import Subject
 from app.bookings import charity
 from app.bookings.codes import BadCode, new_serve_code, parse, qr_payload
 from app.bookings.notifications import BookingMessage, queue_booking_messages, queue_many_booking_messages
-from app.bookings.repository import BookingRepository, MealAsk, MealSetting, RoomAsk
+from app.bookings.repository import BookingRepository, CallerAsk, MealAsk, MealSetting, RoomAsk
 from app.bookings.schemas import (
     BookingOut,
     BookingRequest,
@@ -48,7 +49,7 @@ from app.exceptions import BadRequest, Conflict, Forbidden, NotFound, SangyuErro
 from app.feed.service import feed_service
 from app.kit import idempotency
 from app.kit.background import Again, RequestBatch
-from app.kit.crypto import mask_name
+from app.kit.crypto import mask_name, token_hash
 from app.kit.money import format_yuan
 from app.kit.pagination import Page, decode_cursor_as, encode_cursor
 from app.kit.time import SHANGHAI, business_date, shanghai_datetime, utcnow
@@ -75,6 +76,10 @@ from app.subsidy.service import decide
 MAX_DAYS_AHEAD = 30
 # the most booking requests one transaction takes (``booking_batch``)
 BATCH_MAX = 64
+# the most booking requests whose callers one statement looks up (``caller_batch``)
+CALLERS_MAX = 128
+# the idempotency keys' scope of booking requests
+KEY_SCOPE = "booking"
 STAFF_CHANNELS = {Channel.phone.value, Channel.counter.value}
 
 # Slots this process has lately seen full, by (canteen, date, slot): when (``time.monotonic``). A booking for one
@@ -106,7 +111,7 @@ def _seems_full(payload: BookingRequest) -> bool:
 
 def _room_ask(payload: BookingRequest, *, owner: str, key: str) -> RoomAsk:
     meals = sum(i.quantity for i in payload.items)
-    return RoomAsk(payload.canteen_id, payload.date, payload.slot.value, meals, "booking", owner, key)
+    return RoomAsk(payload.canteen_id, payload.date, payload.slot.value, meals, KEY_SCOPE, owner, key)
 
 
 def now() -> datetime:
@@ -634,7 +639,7 @@ class BookingService:
         ask = _ask(subject, payload, idempotency_key)
         # Most requests of a lunch rush arrive after the slot has filled. Once this process has seen it full,
         # they are answered from a plain read, with no transaction (through the booking front, that read is
-        # made with the session look-up and answered before this call).
+        # made with the session look-up: ``book_as_caller``).
         if _seems_full(payload):
             self.room_read(payload, await BookingRepository(session).still_full(ask.room))
         await session.commit()  # nothing of the request's own: its connection is not held while it waits
@@ -727,25 +732,31 @@ class BookingService:
             raise NotFound("找不到这笔订餐", code="BookingNotFound")
         return await self._out(session, existing)
 
-    def room_read_along_session(
-        self, payload: BookingRequest, idempotency_key: str | None
-    ) -> tuple[Select[Any], dict[str, Any]] | None:
-        """For a booking request whose slot this process has lately seen full, the refusal's read (``book``'s
-        first) as a column of the session look-up, to be made in its round trip by
-        ``app.auth.auth.authenticate_with``: its statement and parameters. Its answer (the row's ``no_room``)
-        goes to ``room_read`` before ``book`` is called, and ``book`` then does not read it again. None when
-        the slot has not been seen full, or the request has no valid key (``book`` refuses that first)."""
-        if not _seems_full(payload):
-            return None
+    async def book_as_caller(
+        self, open_session: SessionFactory, token: str, payload: BookingRequest, idempotency_key: str | None
+    ) -> tuple[Subject, tuple[BookingOut, bool]]:
+        """``book`` for the booking front, from the bearer ``token``: its caller and the booking (whether this
+        call created it). The caller's session is looked up, and, for a request with a valid key, its slot's
+        room read with it (``still_full``), in one statement for the process's booking requests waiting at
+        that moment (``caller_batch``), a plain read in a session of ``open_session``. An unknown, expired or
+        revoked token is a 401; a slot with no room a 409, as ``book`` refuses it; otherwise the booking goes
+        to ``booking_batch``. The errors come in ``book``'s order: the token first, then the key."""
         try:
-            key = idempotency.require_key(idempotency_key)
+            room = _room_ask(payload, owner="", key=idempotency.require_key(idempotency_key))
         except BadRequest:
-            return None
-        return BookingRepository.still_full_along_session(_room_ask(payload, owner="", key=key))
+            room = None  # refused by ``_ask`` below, once the token is known
+        rows = await caller_batch.submit(open_session, CallerAsk(token_hash(token), room))
+        subject = subject_of(rows)
+        if subject is None:
+            raise invalid_token()
+        if room is not None:
+            self.room_read(payload, bool(rows[0].no_room))
+        return subject, await booking_batch.submit(open_session, _ask(subject, payload, idempotency_key))
 
     def room_read(self, payload: BookingRequest, no_room: bool) -> None:
-        """Act on the refusal's read for a slot seen full: refuse the request (the slot is still full and its
-        key unused), or forget the hint, so the booking goes on to the claiming statement."""
+        """Act on the refusal's read (``still_full``): refuse the request (the slot is full and its key unused)
+        and remember the slot as full, or forget that hint, so the booking goes on to the claiming
+        statement."""
         slot = (payload.canteen_id, payload.date, payload.slot.value)
         if no_room:
             _remember_full(slot)
@@ -1463,6 +1474,19 @@ class BookingService:
 
 
 booking_service = BookingService()
+
+
+async def _callers(
+    session: AsyncSession, asks: list[CallerAsk]
+) -> list[list[Row[Any]] | Exception | Again[CallerAsk]]:
+    return list(await BookingRepository(session).callers(asks, scope=KEY_SCOPE, now=utcnow()))
+
+
+# one per process: the booking front's requests' session look-ups, with their slots' room, in one statement
+# (``BookingService.book_as_caller``)
+caller_batch: RequestBatch[CallerAsk, list[Row[Any]]] = RequestBatch(
+    "bookings.callers", _callers, max_batch=CALLERS_MAX, shared_failure=is_unavailable
+)
 
 
 def _filled_meanwhile(exc: Exception) -> bool:

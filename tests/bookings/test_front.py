@@ -114,7 +114,7 @@ async def test_an_unexpected_error_is_the_outermost_handlers_500(
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(booking_module.booking_service, "book", broken)
+    monkeypatch.setattr(booking_module.booking_service, "book_as_caller", broken)
     async with answering:
         res = await answering.post(BOOK, json=body(w), headers=headers | key())
     assert res.status_code == 500 and res.json()["error"] == "InternalError", res.text
@@ -189,29 +189,42 @@ async def test_an_override_of_the_bearer_scheme_is_fastapis_to_apply(
     assert await _bookings(session) == 0
 
 
-async def test_a_booking_goes_through_the_apps_session_override(
+async def test_a_booking_goes_through_the_apps_session_factory_override(
     app: FastAPI, client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The front enters the app's override of the request's session as FastAPI enters a dependency that
-    yields: the test client's session is the one every booking here is written in."""
-    from app.db import get_db_session
+    """The front opens its sessions from the app's override of the session factory, as the route's group commit
+    does: the test client's, in which the caller's session is looked up and the booking written. It opens no
+    session of the request's own."""
+    from app.db import SessionFactory, get_db_session, get_session_factory
 
     w, headers = await _family(client, session, monkeypatch)
-    override = app.dependency_overrides[get_db_session]
+    factory_override = app.dependency_overrides[get_session_factory]
+    session_override = app.dependency_overrides[get_db_session]
     opened: list[str] = []
 
-    async def counted() -> AsyncIterator[AsyncSession]:
-        opened.append("session")
-        async for s in override():
+    async def counted_factory() -> SessionFactory:
+        open_session = await factory_override()
+
+        def counted() -> Any:
+            opened.append("factory")
+            return open_session()
+
+        return counted
+
+    async def counted_session() -> AsyncIterator[AsyncSession]:
+        opened.append("request")
+        async for s in session_override():
             yield s
 
-    app.dependency_overrides[get_db_session] = counted
+    app.dependency_overrides[get_session_factory] = counted_factory
+    app.dependency_overrides[get_db_session] = counted_session
     try:
         res = await client.post(BOOK, json=body(w), headers=headers | key())
     finally:
-        app.dependency_overrides[get_db_session] = override
+        app.dependency_overrides[get_session_factory] = factory_override
+        app.dependency_overrides[get_db_session] = session_override
     assert res.status_code == 201, res.text
-    assert opened == ["session"]
+    assert opened == ["factory", "factory"]  # the callers' look-up, then the bookings' transaction
     assert await _bookings(session) == 1
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.subject import Subject
 from app.bookings import service as booking_module
 from app.bookings.schemas import BookingRequest
-from app.bookings.service import BookingAsk, booking_batch, booking_service
+from app.bookings.service import BookingAsk, booking_batch, booking_service, caller_batch
 from app.db import Database, unit_of_work
 from app.exceptions import Conflict, NotFound
 from app.kit.background import Again
@@ -283,29 +283,38 @@ async def test_a_slot_filled_a_seat_at_a_time_meanwhile_is_tried_whole_until_it_
     await _written(w, [], 3)
 
 
+def _held_first(monkeypatch: pytest.MonkeyPatch, batch: Any, total: int) -> list[int]:
+    """The sizes of ``batch``'s runs from here on; its first run waits until ``total`` items in all are in it
+    or waiting behind it."""
+    sizes: list[int] = []
+    run = batch.run
+
+    async def held(session: AsyncSession, items: list[Any]) -> Any:
+        if not sizes:
+            for _ in range(1000):
+                if len(items) + sum(len(q) for q in batch._queues.values()) >= total:
+                    break
+                await asyncio.sleep(0.01)
+        sizes.append(len(items))
+        return await run(session, items)
+
+    monkeypatch.setattr(batch, "run", held)
+    return sizes
+
+
 async def test_requests_that_arrive_together_share_a_transaction(
     committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Over HTTP, the requests that arrive while a batch runs form the next one. The first batch is held
-    until all the others wait; they are then booked together, each answered with its own booking."""
+    """Over HTTP, the requests that arrive while a look-up of callers runs form the next one, and then the
+    next transaction. The first look-up is held until all the others wait: they are looked up together and
+    booked together, each answered with its own booking."""
     from tests.fixtures.client import login
 
     set_now(monkeypatch, MORNING)
     w, family, _, elder_ids = await _family_of_elders(12, capacity=50)
     headers = await login(committed_client, family)
-    sizes: list[int] = []
-    run = booking_batch.run
-
-    async def held_first(session: AsyncSession, asks: list[BookingAsk]) -> Any:
-        if not sizes:  # the first batch: wait until the other requests are all waiting behind it
-            for _ in range(1000):
-                if sum(len(q) for q in booking_batch._queues.values()) >= 12 - len(asks):
-                    break
-                await asyncio.sleep(0.01)
-        sizes.append(len(asks))
-        return await run(session, asks)
-
-    monkeypatch.setattr(booking_batch, "run", held_first)
+    looked_up = _held_first(monkeypatch, caller_batch, 12)
+    sizes = _sized(monkeypatch)
     results = await asyncio.gather(
         *(
             committed_client.post(
@@ -317,11 +326,88 @@ async def test_requests_that_arrive_together_share_a_transaction(
         )
     )
     assert [r.status_code for r in results] == [201] * 12, [r.text for r in results]
-    assert len(sizes) == 2 and sum(sizes) == 12  # twelve requests, two transactions
+    assert sum(looked_up) == 12 and max(looked_up) >= 11  # all but perhaps the first in one look-up
+    assert sum(sizes) == 12 and len(sizes) <= 2  # twelve requests, at most two transactions
     assert sorted(r.json()["elder_id"] for r in results) == sorted(elder_ids)
     assert len({r.json()["serve_code"] for r in results}) == 12
     async with unit_of_work() as s:
         assert await s.scalar(select(SlotDay.booked_meals).where(SlotDay.canteen_id == w.canteen.id)) == 12
+
+
+async def test_callers_looked_up_together_are_each_answered_as_themselves(
+    committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One look-up for five callers of the same elder's lunch: the family member is booked; a stranger, who
+    is looked up as themselves, gets the elder's 404; an unknown token and one logged out get the 401; the
+    family member's request without a key gets its 400 once the token is known. Only the one booking is
+    written."""
+    from tests.fixtures.client import login
+
+    set_now(monkeypatch, MORNING)
+    w, family, _, (elder_id,) = await _family_of_elders(1, capacity=50)
+    mine = await login(committed_client, family)
+    stranger = await login(committed_client, unique("stranger"))
+    gone = await login(committed_client, unique("gone"))
+    assert (await committed_client.post("/api/v1/auth/logout", headers=gone)).status_code == 204
+    looked_up = _held_first(monkeypatch, caller_batch, 5)
+    callers = [mine | key(), stranger | key(), {"Authorization": "Bearer nope"} | key(), gone | key(), mine]
+    results = await asyncio.gather(
+        *(
+            committed_client.post("/api/v1/bookings", json=body(w) | {"elder_id": elder_id}, headers=h)
+            for h in callers
+        )
+    )
+    answers = [(r.status_code, r.json().get("error")) for r in results]
+    assert answers == [
+        (201, None),
+        (404, "ElderNotFound"),
+        (401, "InvalidToken"),
+        (401, "InvalidToken"),
+        (400, "IdempotencyKeyRequired"),
+    ], [r.text for r in results]
+    assert sum(looked_up) == 5 and max(looked_up) >= 4
+    async with unit_of_work() as s:
+        made = (await s.execute(select(Booking.id))).scalars().all()
+        assert made == [uuid.UUID(results[0].json()["id"])]
+        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
+
+
+async def test_a_full_slot_is_refused_from_the_callers_look_up(
+    committed_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last seat taken, three requests looked up together: a new one gets the plain 409 from the look-up
+    and is not sent to a transaction, and the first booking's replay still gets its booking (200)."""
+    from tests.fixtures.client import login
+
+    set_now(monkeypatch, MORNING)
+    w, family, _, elder_ids = await _family_of_elders(2, capacity=1)
+    headers = await login(committed_client, family)
+    first_key = key()
+    first = await committed_client.post(
+        "/api/v1/bookings", json=body(w) | {"elder_id": elder_ids[0]}, headers=headers | first_key
+    )
+    assert first.status_code == 201, first.text
+    looked_up = _held_first(monkeypatch, caller_batch, 3)
+    sizes = _sized(monkeypatch)
+    requests = [
+        (elder_ids[1], key()),
+        (elder_ids[0], first_key),
+        (elder_ids[1], key()),
+    ]
+    results = await asyncio.gather(
+        *(
+            committed_client.post("/api/v1/bookings", json=body(w) | {"elder_id": e}, headers=headers | k)
+            for e, k in requests
+        )
+    )
+    assert [r.status_code for r in results] == [409, 200, 409], [r.text for r in results]
+    assert results[0].json()["error"] == results[2].json()["error"] == "SlotFull"
+    assert results[1].content == first.content
+    assert sum(looked_up) == 3 and max(looked_up) >= 2
+    assert sizes == [1]  # only the replay went on to a transaction
+    async with unit_of_work() as s:
+        assert await s.scalar(select(func.count()).select_from(Booking)) == 1
+        assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
 
 
 async def test_each_request_of_a_batch_is_priced_from_its_own_elder_and_pools(
