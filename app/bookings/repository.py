@@ -641,6 +641,7 @@ class BookingRepository:
         for row in await load_entities(self.session, _MEAL_SETTINGS, params):
             by_request.setdefault(row[0], []).append(row)
         found: list[MealSetting | None] = []
+        tiers_of_policy: dict[uuid.UUID, list[SubsidyTier]] = {}  # a batch's requests mostly share one policy
         for n in range(len(asks)):
             rows = by_request.get(n)
             if not rows:
@@ -649,6 +650,8 @@ class BookingRepository:
             _, canteen, canteen_slot, menu, _, subsidized_today, free_fen, elder, family, policy, tiers = (
                 rows[0]
             )
+            if policy is not None and policy.id not in tiers_of_policy:
+                tiers_of_policy[policy.id] = tiers_from(tiers)
             found.append(
                 MealSetting(
                     canteen=canteen,
@@ -660,7 +663,7 @@ class BookingRepository:
                     elder=elder,
                     family_user_ids=list(family or ()),
                     policy=policy,
-                    tiers=tiers_from(tiers),
+                    tiers=[] if policy is None else tiers_of_policy[policy.id],
                 )
             )
         return found

@@ -23,7 +23,7 @@ from app.exceptions import Conflict, NotFound
 from app.kit.background import Again
 from app.kit.time import utcnow
 from app.models import Booking, IdempotencyKey, JobOutbox, MealNotification, SlotDay, User
-from tests.bookings.helpers import MORNING, World, arrange, body, key, set_now
+from tests.bookings.helpers import DAY, MORNING, World, arrange, body, key, set_now
 from tests.fixtures.factories import create_elder, unique
 
 
@@ -448,6 +448,52 @@ async def test_each_request_of_a_batch_is_priced_from_its_own_elder_and_pools(
     assert await pool_free(session, canteen_pool(w.canteen.id)) == 0
     report = await ledger_service.check(session)
     assert report["ok"], report["problems"]
+
+
+async def test_each_request_of_a_batch_is_priced_by_its_own_districts_policy(
+    committed: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch, two elders of one family at canteens in two districts: one district has its own policy (10元
+    for 80+), the other the city's (9元). Each booking is priced by, and names, its own district's policy."""
+    from app.subsidy.schemas import PolicyIn, TierIn
+    from app.subsidy.service import subsidy_service
+    from tests.fixtures.factories import create_canteen, create_canteen_slot, create_district, create_menu
+
+    set_now(monkeypatch, MORNING)
+    w, family, subject, (near,) = await _family_of_elders(1, capacity=50)
+    async with unit_of_work() as s:
+        district = (await create_district(s)).code
+        own = await subsidy_service.create_policy(
+            s,
+            None,
+            PolicyIn(
+                name="区级助餐补贴",
+                city="德州市",
+                district_code=district,
+                effective_from=MORNING.date(),
+                min_self_pay_fen=100,
+                tiers=[TierIn(name="区级80岁以上", min_age=80, amount_fen=1000)],  # type: ignore[call-arg]
+            ),
+        )
+        canteen = await create_canteen(s, district_code=district, name="另一区的幸福食堂")
+        await create_canteen_slot(s, canteen.id, "lunch")
+        _, items = await create_menu(s, canteen.id, DAY)
+        far, _ = await create_elder(s, district_code=district, family_openids=(family,))
+    elsewhere = {
+        "elder_id": str(far.id),
+        "canteen_id": str(canteen.id),
+        "items": [{"menu_item_id": str(items[0].id), "quantity": 1}],
+    }
+    async with unit_of_work() as s:
+        results = await booking_service.book_many(
+            s, [_ask(subject, body(w) | {"elder_id": near}), _ask(subject, body(w) | elsewhere)]
+        )
+    (city, _), (district_own, _) = results  # type: ignore[misc]
+    assert (city.gov_subsidy_fen, city.self_pay_fen) == (900, 300)
+    assert (district_own.gov_subsidy_fen, district_own.self_pay_fen) == (1000, 200)
+    async with unit_of_work() as s:
+        named = dict((await s.execute(select(Booking.id, Booking.policy_id))).tuples().all())
+    assert named[district_own.id] == own.id != named[city.id]  # type: ignore[attr-defined]
 
 
 async def test_with_the_database_away_a_batch_is_answered_503_at_once(
