@@ -3,10 +3,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
-    BindParameter,
     ColumnElement,
     Row,
     Select,
@@ -19,9 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 
-from app.kit.sql import execute_core
+from app.kit.sql import execute_core, per_row
 from app.models import AuthSession, RoleGrant, User
 
 _LIVE_SESSION = (
@@ -54,14 +52,7 @@ def live_sessions_of(given: Any, *columns: ColumnElement[Any] | TextClause) -> S
     to the session's user as ``users.id``. The time is the ``now`` parameter. Built once, as a module constant,
     like the look-up."""
 
-    def swap(element: ExternallyTraversible, **_: Any) -> ExternallyTraversible | None:
-        if isinstance(element, BindParameter) and element.key == "token_hash":
-            return cast(ExternallyTraversible, given.c.token_hash)
-        return None
-
-    no_options: dict[str, Any] = {}
-    lookup = cast(Select[Any], replacement_traverse(_LIVE_SESSION, no_options, swap))
-    return lookup.add_columns(given.c.n, *columns)
+    return per_row(_LIVE_SESSION, {"token_hash": given.c.token_hash}).add_columns(given.c.n, *columns)
 
 
 class AuthRepository:

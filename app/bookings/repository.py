@@ -7,7 +7,6 @@ from datetime import date, datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
-    BindParameter,
     Boolean,
     Integer,
     Row,
@@ -29,7 +28,6 @@ from sqlalchemy import (
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 
 from app.auth.repository import live_sessions_of
 from app.auth.subject import Subject
@@ -41,6 +39,7 @@ from app.kit.sql import (
     given_rows,
     insert_or_skip,
     load_entities,
+    per_row,
     sql_text,
 )
 from app.ledger.repository import FREE_FEN
@@ -131,12 +130,7 @@ def _meal_settings() -> Select[Any]:
 
     def of_request(statement: Select[Any]) -> Any:
         """A statement written for one request's parameters, about each request of the batch instead."""
-
-        def swap(element: ExternallyTraversible, **_: Any) -> ExternallyTraversible | None:
-            return chosen.get(element.key) if isinstance(element, BindParameter) else None
-
-        no_options: dict[str, Any] = {}
-        return cast(Select[Any], replacement_traverse(statement, no_options, swap)).scalar_subquery()
+        return per_row(statement, chosen).scalar_subquery()
 
     return (
         select(

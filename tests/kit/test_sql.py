@@ -487,3 +487,25 @@ async def test_populate_existing_overwrites_what_the_session_holds(session: Asyn
 
 def _values(obj: object) -> dict[str, object]:
     return {attr.key: getattr(obj, attr.key) for attr in inspect(obj).mapper.column_attrs}  # type: ignore[union-attr]
+
+
+async def test_per_row_asks_a_one_request_statement_about_each_row_of_a_batch(session: AsyncSession) -> None:
+    """``per_row`` swaps the named parameters for a batch's columns and leaves the others parameters: the
+    statement written for one canteen answers for each row, and the original is unchanged."""
+    from sqlalchemy import Integer, String, bindparam, select
+
+    from app.kit.sql import given_rows, per_row
+
+    one = await create_canteen(session, name="甲食堂")
+    two = await create_canteen(session, name="乙食堂")
+    named = select(Canteen.name).where(
+        Canteen.code == bindparam("code"), Canteen.is_active == bindparam("on")
+    )
+    rows = given_rows("wanted", n=Integer(), code=String())
+    batch = select(rows.c.n, per_row(named, {"code": rows.c.code}).scalar_subquery()).order_by(rows.c.n)
+    found = await execute_core(
+        session, batch, {"wanted_n": [0, 1, 2], "wanted_code": [two.code, "nope", one.code], "on": True}
+    )
+    assert found.all() == [(0, "乙食堂"), (1, None), (2, "甲食堂")]
+    alone = await execute_core(session, named, {"code": one.code, "on": True})
+    assert alone.scalar() == "甲食堂"
