@@ -211,9 +211,8 @@ _NOTIFY = _notifications_with_jobs()
 
 # No room in the slot for the request's meals as of the last commit, and the request's idempotency key unused (a
 # replay of a booking the slot already counts is not refused: it must get its booking back). Written once and
-# used by the three statements below, with the request's values as parameters, as columns of a batch's requests,
-# or with the key's owner the session look-up's user: constant text, accepted in .bandit-baseline.json
-# (docs/reliability.md).
+# used by the two statements below, with a batch's requests as columns, the key's owner being the request's own
+# or the session look-up's user: constant text, accepted in .bandit-baseline.json (docs/reliability.md).
 _FULL_OF = """EXISTS (
             SELECT 1 FROM slot_days
             WHERE canteen_id = {canteen_id} AND service_date = {service_date}
@@ -224,16 +223,9 @@ _USED_OF = """EXISTS (
             WHERE scope = CAST(:scope AS varchar) AND owner = {owner} AND key = {key}
         )"""
 _NO_ROOM_OF = f"SELECT {_FULL_OF} AND NOT {_USED_OF}"
-_ONE_ASK = {
-    "canteen_id": "CAST(:canteen_id AS uuid)",
-    "service_date": "CAST(:service_date AS date)",
-    "slot": "CAST(:slot AS varchar)",
-    "meals": "CAST(:meals AS integer)",
-    "owner": "CAST(:owner AS varchar)",
-    "key": "CAST(:key AS varchar)",
-}
-_NO_ROOM = _NO_ROOM_OF.format(**_ONE_ASK) + " AS no_room"
-_OF_ASK = {name: f"a.{name}" for name in _ONE_ASK}
+# the columns the two statements give ``_FULL_OF`` and ``_USED_OF``, of the row of each request
+_ROOM_COLUMNS = ("canteen_id", "service_date", "slot", "meals", "owner", "key")
+_OF_ASK = {name: f"a.{name}" for name in _ROOM_COLUMNS}
 
 # A batch of booking requests' first statement (``RoomAsk`` columns as arrays, one element per request, in
 # order). For each: refuse a full slot from a plain read (``no_room``); or leave it for after this batch's commit
@@ -274,9 +266,6 @@ _CLAIM_UNLESS_FULL = sql_text(
 )
 _UNCLAIM = sql_text("DELETE FROM idempotency_keys WHERE id = ANY(CAST(:ids AS uuid[]))")
 
-# The same refusal alone, a plain read: for a slot seen full, before the request's transaction begins
-_STILL_FULL = sql_text(_NO_ROOM)
-
 
 # Booking requests' first read, many in one statement (``CallerAsk``; ``asked``: one row per request, its number,
 # its bearer token's hash and, for one with a valid key, its slot, meals and key): each request's session
@@ -294,7 +283,7 @@ def _callers() -> Select[Any]:
         meals=Integer(),
         key=String(),
     )
-    columns = {name: f"asked.{name}" for name in _ONE_ASK} | {"owner": "CAST(users.id AS varchar)"}
+    columns = {name: f"asked.{name}" for name in _ROOM_COLUMNS} | {"owner": "CAST(users.id AS varchar)"}
     return live_sessions_of(asked, sql_text(f"({_NO_ROOM_OF.format(**columns)}) AS no_room"))
 
 
@@ -381,7 +370,7 @@ _LINE_ID_AT = _LINE_COLUMNS.index("id")
 @dataclass(frozen=True)
 class RoomAsk:
     """What a booking request asks of its slot, and the key it comes with: the refusal both
-    ``claim_unless_full`` and ``still_full`` decide from (no room for ``meals`` as of the last commit, and the
+    ``claim_unless_full`` and ``callers`` decide from (no room for ``meals`` as of the last commit, and the
     key (scope, owner, key) unused)."""
 
     canteen_id: uuid.UUID
@@ -391,9 +380,6 @@ class RoomAsk:
     scope: str
     owner: str
     key: str
-
-    def params(self) -> dict[str, Any]:
-        return dict(self.__dict__)  # not ``dataclasses.asdict``, which deep-copies every value
 
 
 class Claim(NamedTuple):
@@ -540,17 +526,11 @@ class BookingRepository:
         """Take back the keys of claims made in this transaction for requests that were refused after all."""
         await execute_core(self.session, _UNCLAIM, {"ids": list(claim_ids)})
 
-    async def still_full(self, ask: RoomAsk) -> bool:
-        """``claim_unless_full``'s refusal without its claim: the slot has no room for ``ask.meals`` as of the
-        last commit and the key is unused. A plain read (``execute_core``): as a request's first statement after
-        its session look-up, a refusal from it sends neither BEGIN nor ROLLBACK."""
-        return bool((await execute_core(self.session, _STILL_FULL, ask.params(), plain_read=True)).scalar())
-
     async def callers(self, asks: Sequence[CallerAsk], *, scope: str, now: datetime) -> list[list[Row[Any]]]:
         """Booking requests' first read, one statement for all (``_CALLERS``), a plain read: for each request,
         its session look-up's rows as ``AuthRepository.get_live_session`` gives them (none: the token is not
-        live at ``now``), each with ``no_room``: ``still_full`` for its ``room`` in key ``scope``, false for
-        none."""
+        live at ``now``), each with ``no_room``: ``claim_unless_full`` would refuse its ``room`` in key
+        ``scope`` for a full slot (false without a room)."""
         rooms = [a.room for a in asks]
         assert all(r is None or r.scope == scope for r in rooms)
         params: dict[str, Any] = {

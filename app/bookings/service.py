@@ -3,7 +3,6 @@ walk-ins, standing orders, no-shows and reminders. Rules from DESIGN 3.4–3.5."
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -81,32 +80,6 @@ CALLERS_MAX = 128
 # the idempotency keys' scope of booking requests
 KEY_SCOPE = "booking"
 STAFF_CHANNELS = {Channel.phone.value, Channel.counter.value}
-
-# Slots this process has lately seen full, by (canteen, date, slot): when (``time.monotonic``). A booking for one
-# of them asks ``still_full`` first, a plain read that begins no transaction, so most refusals of a lunch rush
-# cost two statements and no BEGIN or ROLLBACK. Only a hint: the read is the refusal's authority, and a slot
-# that has room again (a cancellation) costs one read more, then is forgotten.
-SEEN_FULL_SECONDS = 30.0
-_SEEN_FULL_MAX = 10_000
-_seen_full: dict[tuple[uuid.UUID, date, str], float] = {}
-
-
-def _remember_full(slot: tuple[uuid.UUID, date, str]) -> None:
-    if len(_seen_full) >= _SEEN_FULL_MAX:
-        _seen_full.clear()
-    _seen_full[slot] = time.monotonic()
-
-
-def _seems_full(payload: BookingRequest) -> bool:
-    """This process saw the request's slot full within ``SEEN_FULL_SECONDS`` (an older sighting is forgotten)."""
-    slot = (payload.canteen_id, payload.date, payload.slot.value)
-    seen = _seen_full.get(slot)
-    if seen is None:
-        return False
-    if time.monotonic() - seen < SEEN_FULL_SECONDS:
-        return True
-    _seen_full.pop(slot, None)
-    return False
 
 
 def _room_ask(payload: BookingRequest, *, owner: str, key: str) -> RoomAsk:
@@ -637,11 +610,6 @@ class BookingService:
         ``open_session`` together with this process's other booking requests waiting at that moment
         (``booking_batch``, group commit), each answered as if it had been alone."""
         ask = _ask(subject, payload, idempotency_key)
-        # Most requests of a lunch rush arrive after the slot has filled. Once this process has seen it full,
-        # they are answered from a plain read, with no transaction (through the booking front, that read is
-        # made with the session look-up: ``book_as_caller``).
-        if _seems_full(payload):
-            self.room_read(payload, await BookingRepository(session).still_full(ask.room))
         await session.commit()  # nothing of the request's own: its connection is not held while it waits
         return await booking_batch.submit(open_session, ask)
 
@@ -681,7 +649,7 @@ class BookingService:
         for i, claim in zip(first, claims, strict=True):
             try:
                 if claim.no_room:
-                    self.room_read(asks[i].payload, True)
+                    raise _slot_full()
                 if claim.later:
                     results[i] = Again(asks[i])
                 elif claim.id is None:
@@ -736,8 +704,8 @@ class BookingService:
         self, open_session: SessionFactory, token: str, payload: BookingRequest, idempotency_key: str | None
     ) -> tuple[Subject, tuple[BookingOut, bool]]:
         """``book`` for the booking front, from the bearer ``token``: its caller and the booking (whether this
-        call created it). The caller's session is looked up, and, for a request with a valid key, its slot's
-        room read with it (``still_full``), in one statement for the process's booking requests waiting at
+        call created it). The caller's session is looked up, and, for a request with a valid key, whether its
+        slot has room for it (as ``claim_unless_full`` refuses it), in one statement for the process's booking requests waiting at
         that moment (``caller_batch``), a plain read in a session of ``open_session``. An unknown, expired or
         revoked token is a 401; a slot with no room a 409, as ``book`` refuses it; otherwise the booking goes
         to ``booking_batch``. The errors come in ``book``'s order: the token first, then the key."""
@@ -749,19 +717,9 @@ class BookingService:
         subject = subject_of(rows)
         if subject is None:
             raise invalid_token()
-        if room is not None:
-            self.room_read(payload, bool(rows[0].no_room))
-        return subject, await booking_batch.submit(open_session, _ask(subject, payload, idempotency_key))
-
-    def room_read(self, payload: BookingRequest, no_room: bool) -> None:
-        """Act on the refusal's read (``still_full``): refuse the request (the slot is full and its key unused)
-        and remember the slot as full, or forget that hint, so the booking goes on to the claiming
-        statement."""
-        slot = (payload.canteen_id, payload.date, payload.slot.value)
-        if no_room:
-            _remember_full(slot)
+        if room is not None and rows[0].no_room:
             raise _slot_full()
-        _seen_full.pop(slot, None)
+        return subject, await booking_batch.submit(open_session, _ask(subject, payload, idempotency_key))
 
     async def _create(
         self,

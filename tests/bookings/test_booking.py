@@ -346,19 +346,26 @@ async def test_an_item_from_another_canteens_menu_is_refused_with_the_rest(
     assert int(await session.scalar(select(func.count()).select_from(BookingLine)) or 0) == 0
 
 
-async def test_the_plain_refusal_read_answers_as_the_claiming_statement(session: AsyncSession) -> None:
-    """``still_full`` (the refusal alone, for a slot seen full) and ``claim_unless_full``'s refusal, two
-    statements around one condition: they give the same answer for room left, a full slot, a replayed key, more
-    meals than the seats left, and a slot with no day row yet."""
+async def test_the_callers_look_up_refuses_as_the_claiming_statement(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The callers' look-up's ``no_room`` (the refusal before any transaction) and ``claim_unless_full``'s, two
+    statements around one condition: they give the same answer for room left, the last seat, a full slot, a
+    replayed key, more meals than the seats left, and a slot with no day row yet."""
     import uuid
 
     from sqlalchemy import update
 
-    from app.bookings.repository import BookingRepository, RoomAsk
+    from app.bookings.repository import BookingRepository, CallerAsk, RoomAsk
+    from app.kit.crypto import token_hash
+    from app.kit.time import utcnow
+    from app.models import User
 
     w = await arrange(session, capacity=3)
     repo = BookingRepository(session)
-    owner = unique("owner")
+    openid = unique("owner")
+    token = (await login(client, openid))["Authorization"].removeprefix("Bearer ")
+    owner = str(await session.scalar(select(User.id).where(User.openid == openid)))
     used = RoomAsk(w.canteen.id, DAY, "lunch", 1, scope="booking", owner=owner, key="used")
     await repo.claim_unless_full([used], digests=["d"], resource_ids=[uuid.uuid4()])
 
@@ -367,12 +374,12 @@ async def test_the_plain_refusal_read_answers_as_the_claiming_statement(session:
             update(SlotDay).where(SlotDay.canteen_id == w.canteen.id).values(booked_meals=booked)
         )
         ask = RoomAsk(w.canteen.id, DAY, slot, meals, scope="booking", owner=owner, key=key)
-        plain = await repo.still_full(ask)
+        ((row,),) = await repo.callers([CallerAsk(token_hash(token), ask)], scope="booking", now=utcnow())
         await session.execute(text("SAVEPOINT probe"))  # the claim writes when there is room: undone below
         (claimed,) = await repo.claim_unless_full([ask], digests=["d"], resource_ids=[uuid.uuid4()])
         await session.execute(text("ROLLBACK TO SAVEPOINT probe"))
         assert not claimed.later  # a request alone is never left for later
-        return plain, claimed.no_room
+        return bool(row.no_room), claimed.no_room
 
     assert await both(booked=1, meals=1, key="fresh") == (False, False)  # room left
     assert await both(booked=2, meals=1, key="fresh") == (False, False)  # the last seat
